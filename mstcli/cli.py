@@ -1,0 +1,146 @@
+"""The ``mst`` command line. One thin function per command: read settings, call the stage, print a summary.
+
+Heavy modules (torch, h5py, the stages) are imported inside the commands so ``mst --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+app = typer.Typer(
+    name="mst",
+    help="Cross-modal knowledge distillation by MST-Distill: a small unimodal student learns from paired data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOption = Annotated[
+    Optional[Path], typer.Option("--params", "-p", help="settings file (default: ./params.yaml if present)")
+]
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-S", help="override a setting, e.g. -S prepare.num_samples=500 (repeatable)"),
+]
+
+
+def _offline_environment() -> None:
+    """No network at run time: make Hugging Face fail at once instead of retrying for half a minute."""
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS", "DVC_NO_ANALYTICS"):
+        os.environ.setdefault(key, "1")
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a UserError into ``error: <message>`` on stderr and exit code 2, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mstcli.errors import UserError
+
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(UserError.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _load(params_file: Optional[Path], overrides: Optional[list[str]], extra: dict[str, Any] | None = None):
+    from mstcli.config import load_params
+
+    items = list(overrides or [])
+    for key, value in (extra or {}).items():
+        if value is not None:
+            items.append(f"{key}={value}")
+    return load_params(params_file, items)
+
+
+@app.command()
+@user_errors
+def prepare(
+    dataset: Annotated[Optional[str], typer.Option(help="data set name (common.dataset)")] = None,
+    source: Annotated[Optional[str], typer.Option(help="source file or folder (prepare.source)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output file (default data/features/<dataset>.h5)")] = None,
+    params_file: ParamsOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Turn a data set's source into a cached HDF5 feature file with the reference splits."""
+    params = _load(params_file, overrides, {"common.dataset": dataset, "prepare.source": source})
+    from mstcli.stages.prepare import prepare as run_prepare
+
+    started = time.perf_counter()
+    path = run_prepare(params, out)
+    typer.echo(f"wrote {path} in {time.perf_counter() - started:.1f} s")
+
+
+@app.command()
+@user_errors
+def info(
+    path: Annotated[Path, typer.Argument(help="a feature file written by `mst prepare`")],
+    group: Annotated[int, typer.Option(help="split group (0-19) whose split sizes to show")] = 0,
+) -> None:
+    """Summarize a feature file: modalities, shapes, classes, split sizes and class balance."""
+    from rich.console import Console
+
+    from mstcli.data.store import FeatureFile
+    from mstcli.data.summary import feature_tables
+
+    console = Console()
+    for table in feature_tables(FeatureFile.open(path), group):
+        console.print(table)
+
+
+@app.command()
+@user_errors
+def datasets() -> None:
+    """List the data sets mst can prepare."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mstcli.data.sources import all_sources
+
+    table = Table(title="data sets")
+    for column in ("name", "modalities (m1, m2)", "default source", "description"):
+        table.add_column(column)
+    for source in all_sources().values():
+        table.add_row(source.name, ", ".join(source.modalities), source.default_source or "-", source.description)
+    Console().print(table)
+
+
+@app.command("params")
+@user_errors
+def show_params(params_file: ParamsOption = None, overrides: SetOption = None) -> None:
+    """Show every setting with its value (after params.yaml and -S overrides) and what it does."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mstcli.config import describe_params
+
+    values = _load(params_file, overrides).to_dict()
+    table = Table(title="settings")
+    for column in ("key", "value", "help"):
+        table.add_column(column)
+    for key, _default, help_text in describe_params():
+        section, name = key.split(".", 1)
+        table.add_row(key, repr(values[section][name]), help_text)
+    Console().print(table)
+
+
+def main() -> None:
+    _offline_environment()
+    app(prog_name="mst")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

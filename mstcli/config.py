@@ -1,0 +1,193 @@
+"""``params.yaml`` -> typed, validated settings.
+
+Every section of ``params.yaml`` is a frozen dataclass below. A field's ``metadata`` carries its range
+(``min``/``max``) and its help text; ``Literal`` types carry the allowed choices. Validation is strict on
+purpose: a typo in a key silently ignored would make a DVC experiment measure something else than the
+user thinks. Each problem is one :class:`UserError` that names the culprit as ``section.key``.
+
+Command-line overrides use the same dotted names (``-S prepare.num_samples=500``) and are parsed as YAML
+scalars, so ``-S distill.k=2`` is an int and ``-S prepare.snr_db=[0,10]`` a list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mstcli.errors import UserError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def _opt(default: Any, help: str, min: float | None = None, max: float | None = None, **extra: Any) -> Any:
+    """A dataclass field with its help text and valid range."""
+    meta = {"help": help, "min": min, "max": max, **extra}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class CommonParams:
+    dataset: str = _opt("avdigits", "data set name (see `mst datasets`)")
+    student: str = _opt("image", "the student's modality; the CM teacher uses the other one")
+    seed: int = _opt(0, "random seed and split group (0-19), as in the reference protocol", min=0, max=19)
+    run: str = _opt("main", "run name: models/<run>/ and results/<run>/")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
+    threads: int = _opt(0, "CPU threads for torch (0: all cores)", min=0)
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    source: str | None = _opt(None, "source file or folder (null: the data set's default)")
+    num_samples: int = _opt(6000, "number of pairs to build (AV-Digits; 70000 = AV-MNIST scale)", min=20, max=70000)
+    spec_size: int = _opt(32, "log-mel spectrogram size S (S mel bands x S frames; 112 = AV-MNIST)", min=8, max=256)
+    clip_seconds: float = _opt(1.0, "audio window in seconds", min=0.25, max=4.0)
+    image_energy: float = _opt(
+        0.3, "fraction of the image variance kept by PCA (AV-MNIST removes most of it)", min=0.01, max=1.0
+    )
+    image_noise: float = _opt(0.1, "std of Gaussian pixel noise added after the PCA reduction", min=0.0, max=1.0)
+    snr_db: list[float] = _opt([-2.0, 10.0], "range of the signal-to-noise ratio of added noise, dB", min=-30, max=60)
+    shift_seconds: float = _opt(0.2, "largest random time shift of a clip in its window", min=0.0, max=2.0)
+    speed: list[float] = _opt([0.85, 1.15], "range of the speed factor (changes tempo and pitch)", min=0.5, max=2.0)
+    gain_db: list[float] = _opt([-6.0, 6.0], "range of the gain, dB", min=-40, max=40)
+    seed: int = _opt(0, "seed of the pairing and the augmentation", min=0)
+
+
+SECTIONS: dict[str, type] = {
+    "common": CommonParams,
+    "prepare": PrepareParams,
+}
+
+
+@dataclass(frozen=True)
+class Params:
+    """All sections of params.yaml."""
+
+    common: CommonParams = field(default_factory=CommonParams)
+    prepare: PrepareParams = field(default_factory=PrepareParams)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+def load_params(path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Read ``path`` (default ``params.yaml`` if it exists), apply ``section.key=value`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    path = DEFAULT_PARAMS if path is None else Path(path)
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML ({_first_line(exc)})") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: the top level must be a mapping of sections")
+    elif path != DEFAULT_PARAMS:
+        raise UserError(f"params file not found: {path}")
+    for item in overrides:
+        _apply_override(raw, item)
+    return parse_params(raw)
+
+
+def parse_params(raw: dict[str, Any]) -> Params:
+    sections = {}
+    for name, value in raw.items():
+        if name not in SECTIONS:
+            raise UserError(f"unknown params section '{name}' (known: {', '.join(SECTIONS)})")
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise UserError(f"params section '{name}' must be a mapping")
+        sections[name] = _parse_section(name, SECTIONS[name], value)
+    return Params(**sections)
+
+
+def _parse_section(section: str, cls: type, values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    parsed = {}
+    for key, value in values.items():
+        if key not in known:
+            raise UserError(f"unknown params key '{section}.{key}' (known: {', '.join(known)})")
+        parsed[key] = _check_value(f"{section}.{key}", hints[key], value, known[key].metadata)
+    return cls(**parsed)
+
+
+def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_value(name, inner, value, meta)
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"{name} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is list:
+        (item,) = args
+        if not isinstance(value, list):
+            raise UserError(f"{name} must be a list, got {value!r}")
+        items = [_check_value(f"{name}[{i}]", item, v, meta) for i, v in enumerate(value)]
+        if meta.get("pair") is not False and len(items) == 2 and all(isinstance(v, float) for v in items):
+            if items[0] > items[1]:
+                raise UserError(f"{name} must be [low, high] with low <= high, got {value!r}")
+        return items
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{name} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{name} must be an integer, got {value!r}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{name} must be a number, got {value!r}")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise UserError(f"{name} must be a string, got {value!r}")
+        return value
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        span = f"[{lo}, {hi}]" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
+        raise UserError(f"{name} must be in {span}, got {value!r}")
+    return value
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not name:
+        raise UserError(f"override '{item}' must look like section.key=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    current = raw.setdefault(section, {})
+    if current is None:
+        current = raw[section] = {}
+    if not isinstance(current, dict):
+        raise UserError(f"params section '{section}' must be a mapping")
+    current[name] = value
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+def describe_params() -> list[tuple[str, str, str]]:
+    """(dotted key, default, help) for every setting, for `mst params`."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            rows.append((f"{section}.{f.name}", yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("\n..."), f.metadata.get("help", "")))
+    return rows

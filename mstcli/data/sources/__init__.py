@@ -1,0 +1,48 @@
+"""Data-set sources: how each data set's own on-disk format becomes an mst feature file.
+
+One module per data set registers a :class:`DataSource`; ``mst prepare`` looks the name up here and
+nothing else in mst needs to change for a new data set.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from mstcli.errors import UserError
+
+# A builder reads the source at `source` with the prepare settings and writes the feature file `out`.
+Builder = Callable[[Path, Any, Path, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class DataSource:
+    name: str
+    modalities: tuple[str, str]
+    default_source: str | None
+    description: str
+    build: Builder
+
+
+_MODULES = ("avdigits",)
+_REGISTRY: dict[str, DataSource] = {}
+
+
+def register(source: DataSource) -> DataSource:
+    _REGISTRY[source.name] = source
+    return source
+
+
+def all_sources() -> dict[str, DataSource]:
+    for module in _MODULES:
+        importlib.import_module(f"mstcli.data.sources.{module}")
+    return dict(_REGISTRY)
+
+
+def get_source(name: str) -> DataSource:
+    sources = all_sources()
+    if name not in sources:
+        raise UserError(f"unknown data set '{name}' (known: {', '.join(sorted(sources))})")
+    return sources[name]

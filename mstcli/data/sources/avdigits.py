@@ -1,0 +1,90 @@
+"""AV-Digits: the embedded data set, AV-MNIST-like pairs of a handwritten and a spoken digit.
+
+The raw source (``data/raw/avdigits.h5``, built by ``scripts/build_avdigits.py``) holds 70,000 MNIST
+images and spoken digits 0-9 in several voices. A pair is one image and one clip of the same digit;
+the image is degraded by PCA (most energy removed) and the clip is augmented (speed, shift, gain, noise)
+before it becomes a log-mel spectrogram, so that neither modality alone is easy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mstcli.data.audio import Augmentation, log_mel, place_in_window
+from mstcli.data.image import pca_degrade
+from mstcli.data.sources import DataSource, register
+from mstcli.data.store import write_features
+from mstcli.errors import UserError
+from mstcli.ui import progress_bar
+
+REQUIRED_KEYS = ("images", "image_labels", "audio", "audio_lengths", "audio_labels")
+CLASS_NAMES = [str(d) for d in range(10)]
+
+
+def read_raw(path: Path) -> dict[str, Any]:
+    """The raw arrays, with every key checked so a broken file is named, not a KeyError."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise UserError(f"{path}: not a readable HDF5 file") from None
+    with f:
+        missing = [k for k in REQUIRED_KEYS if k not in f]
+        if missing:
+            raise UserError(f"{path}: not an AV-Digits source, missing {', '.join(missing)}")
+        raw = {k: f[k][:] for k in REQUIRED_KEYS}
+        raw["sample_rate"] = int(f.attrs.get("sample_rate", 8000))
+    if raw["images"].ndim != 3:
+        raise UserError(f"{path}: images must be N x H x W, got shape {raw['images'].shape}")
+    return raw
+
+
+def build(source: Path, params: Any, out: Path, meta: dict[str, Any]) -> None:
+    raw = read_raw(source)
+    rng = np.random.default_rng(params.seed)
+    n = params.num_samples
+    if n > len(raw["images"]):
+        raise UserError(f"prepare.num_samples={n} exceeds the {len(raw['images'])} images in {source}")
+
+    image_rows = np.sort(rng.choice(len(raw["images"]), size=n, replace=False))
+    labels = raw["image_labels"][image_rows].astype(np.int64)
+    images = pca_degrade(raw["images"][image_rows], params.image_energy, params.image_noise, rng)
+
+    rate = raw["sample_rate"]
+    window = int(round(params.clip_seconds * rate))
+    aug = Augmentation(tuple(params.snr_db), tuple(params.speed), tuple(params.gain_db), params.shift_seconds)
+    clips_by_digit = {d: np.flatnonzero(raw["audio_labels"] == d) for d in range(10)}
+    if any(len(c) == 0 for c in clips_by_digit.values()):
+        raise UserError(f"{source}: every digit 0-9 needs at least one spoken clip")
+    waves = np.empty((n, window), dtype=np.float32)
+    with progress_bar("augmenting audio", n) as advance:
+        for i, digit in enumerate(labels):
+            clip_row = rng.choice(clips_by_digit[int(digit)])
+            clip = raw["audio"][clip_row, : raw["audio_lengths"][clip_row]].astype(np.float64) / 32768.0
+            waves[i] = place_in_window(clip, window, rate, aug, rng)
+            if i % 1000 == 999:
+                advance(1000)
+        advance(n % 1000)
+    spectrograms = log_mel(waves, rate, params.spec_size)
+    write_features(
+        out,
+        dataset="avdigits",
+        arrays={"image": images, "audio": spectrograms},
+        labels=labels,
+        class_names=CLASS_NAMES,
+        params=meta,
+    )
+
+
+SOURCE = register(
+    DataSource(
+        name="avdigits",
+        modalities=("image", "audio"),
+        default_source="data/raw/avdigits.h5",
+        description="embedded: MNIST digits (PCA-degraded) paired with spoken digits (augmented log-mel)",
+        build=build,
+    )
+)

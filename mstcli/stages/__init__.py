@@ -1,0 +1,1 @@
+"""Pipeline stages: each is a function from input files (and settings) to output files."""

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny sources in the real on-disk formats, made by the tests themselves."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+RATE = 8000
+
+
+def tone_hz(digit: int) -> float:
+    """Each digit's test clip is a pure tone at its own frequency, so a spectrogram tells the digit."""
+    return 300.0 + 300.0 * digit
+
+
+def digit_image(digit: int) -> np.ndarray:
+    """A 28x28 image that is bright in the digit's own row band, so an image tells the digit."""
+    image = np.zeros((28, 28), dtype=np.uint8)
+    image[2 + 2 * digit : 4 + 2 * digit, 4:24] = 255
+    return image
+
+
+def write_raw_avdigits(path: Path, num_images: int = 400, clips_per_digit: int = 2, seed: int = 0) -> Path:
+    """A tiny source in the layout of data/raw/avdigits.h5 (the layout scripts/build_avdigits.py writes)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, num_images).astype(np.uint8)
+    images = np.stack([digit_image(int(d)) for d in labels])
+    t = np.arange(int(0.4 * RATE)) / RATE
+    clips, clip_labels = [], []
+    for digit in range(10):
+        for k in range(clips_per_digit):
+            clips.append(np.sin(2 * np.pi * tone_hz(digit) * t) * (0.5 + 0.2 * k))
+            clip_labels.append(digit)
+    waves = np.round(np.stack(clips) * 32767 * 0.9).astype(np.int16)
+    with h5py.File(path, "w") as f:
+        f.attrs["sample_rate"] = RATE
+        f["images"] = images
+        f["image_labels"] = labels
+        f["audio"] = waves
+        f["audio_lengths"] = np.full(len(waves), waves.shape[1], dtype=np.int32)
+        f["audio_labels"] = np.array(clip_labels, dtype=np.uint8)
+    return path
+
+
+@pytest.fixture
+def raw_avdigits(tmp_path: Path) -> Path:
+    return write_raw_avdigits(tmp_path / "raw.h5")
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    import torch
+
+    torch.set_num_threads(1)
+    yield
