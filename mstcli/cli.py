@@ -84,6 +84,91 @@ def prepare(
     typer.echo(f"wrote {path} in {time.perf_counter() - started:.1f} s")
 
 
+def _features(params) -> Path:
+    from mstcli.stages.prepare import feature_path
+
+    return feature_path(params.common.dataset)
+
+
+def _paths(params):
+    from mstcli.stages.paths import RunPaths
+
+    return RunPaths(params.common.run)
+
+
+@app.command()
+@user_errors
+def train(params_file: ParamsOption = None, overrides: SetOption = None) -> None:
+    """S1: train the MM teacher, the CM teacher and the student together (collaborative initialization)."""
+    params = _load(params_file, overrides)
+    from mstcli.stages.train import train as run_train
+
+    paths = _paths(params)
+    last = run_train(params, _features(params), paths.stage1, paths.results / "stage1.tsv")
+    typer.echo(
+        f"wrote {paths.stage1}: val acc MM {last['val_mm_acc']:.1%}, student {last['val_student_acc']:.1%}, "
+        f"CM {last['val_cm_acc']:.1%}"
+    )
+
+
+@app.command("fit-masks")
+@user_errors
+def fit_masks(params_file: ParamsOption = None, overrides: SetOption = None) -> None:
+    """S2: fit one MaskNet per (teacher, layer) so each masked teacher matches the frozen student."""
+    params = _load(params_file, overrides)
+    from mstcli.stages.fit_masks import fit_masks as run_fit_masks
+
+    paths = _paths(params)
+    summary = run_fit_masks(params, _features(params), paths.stage1, paths.masks, paths.results / "masks.tsv")
+    typer.echo(f"wrote {paths.masks}: best epoch {summary['best_epoch']}, val KL score {summary['val_score']:.4f}")
+
+
+@app.command()
+@user_errors
+def distill(
+    method: Annotated[Optional[str], typer.Option(help="mst, none or kd (distill.method)")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="mm or cm, the teacher of --method kd")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")] = None,
+    results: Annotated[Optional[Path], typer.Option(help="folder for curves and routing (default results/<run>)")] = None,
+    params_file: ParamsOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """S3: distill into the student from its top-k specialized teachers (or a comparison method)."""
+    params = _load(params_file, overrides, {"distill.method": method, "distill.teacher": teacher})
+    from mstcli.stages.distill import distill as run_distill
+
+    paths = _paths(params)
+    out = out or paths.student
+    results = results or paths.results
+    summary = run_distill(
+        params, _features(params), paths.stage1, paths.masks if params.distill.method == "mst" else None,
+        out, results / "distill.tsv", results / "routing.tsv",
+    )
+    typer.echo(f"wrote {out}: best epoch {summary['best_epoch']}, val CE {summary['val_ce']:.4f}")
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    student: Annotated[Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")] = None,
+    results: Annotated[Optional[Path], typer.Option(help="folder for metrics.json and confusion.csv")] = None,
+    params_file: ParamsOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Test the student alone, on its own modality: accuracy, macro-F1, per-class accuracy, confusion matrix."""
+    params = _load(params_file, overrides)
+    from rich.console import Console
+
+    from mstcli.reports import metrics_table
+    from mstcli.stages.evaluate import evaluate as run_evaluate
+
+    paths = _paths(params)
+    results = results or paths.results
+    report = run_evaluate(params, _features(params), student or paths.student, results / "metrics.json", results / "confusion.csv")
+    Console().print(metrics_table(report))
+    typer.echo(f"test accuracy of the {report['student']} student: {report['accuracy']:.2%} (wrote {results / 'metrics.json'})")
+
+
 @app.command()
 @user_errors
 def info(

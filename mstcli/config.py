@@ -60,9 +60,74 @@ class PrepareParams:
     seed: int = _opt(0, "seed of the pairing and the augmentation", min=0)
 
 
+@dataclass(frozen=True)
+class TrainParams:
+    """S1, collaborative initialization."""
+
+    epochs: int = _opt(15, "S1 epochs (reference: 100)", min=1)
+    batch_size: int = _opt(128, "batch size (reference: 512 for AV-MNIST)", min=1)
+    lr: float = _opt(1e-3, "Adam learning rate over all three nets (reference: 1e-4)", min=0.0)
+    temperature: float = _opt(4.0, "temperature of the KL alignment terms", min=0.01)
+
+
+@dataclass(frozen=True)
+class FitMasksParams:
+    """S2, specialized teachers."""
+
+    epochs: int = _opt(5, "S2 epochs (reference: 100)", min=1)
+    batch_size: int = _opt(128, "batch size", min=1)
+    lr: float = _opt(1e-3, "Adam learning rate of each MaskNet (reference: 1e-4)", min=0.0)
+    temperature: float = _opt(4.0, "temperature of the KL to the student", min=0.01)
+    layers: int = _opt(2, "masked layers per teacher (reference: 2), so 2 x layers specialized teachers", min=1)
+    heads: int = _opt(3, "attention heads in each MaskNet", min=1)
+    hidden_dim_factor: int = _opt(16, "MaskNet width h = floor(D / (factor * heads)) * heads (reference: 2)", min=1)
+
+
+@dataclass(frozen=True)
+class DistillParams:
+    """S3, routed distillation, and the comparison methods."""
+
+    method: Literal["mst", "none", "kd"] = _opt("mst", "mst, none (the student alone) or kd (Hinton KD)")
+    teacher: Literal["mm", "cm"] = _opt("mm", "teacher of --method kd: the MM or the CM net of stage 1")
+    epochs: int = _opt(15, "S3 epochs (reference: 100)", min=1)
+    batch_size: int = _opt(128, "batch size", min=1)
+    lr: float = _opt(1e-3, "Adam learning rate of student and GateNet (reference: 1e-4)", min=0.0)
+    temperature: float = _opt(4.0, "temperature of the distillation KL", min=0.01)
+    k: int = _opt(1, "specialized teachers chosen per sample (top-k)", min=1)
+    lb_mode: Literal["kl", "cv"] = _opt("kl", "load balancing: KL to uniform, or coefficient of variation")
+    w_task: float = _opt(1.0, "weight of the CE term", min=0.0)
+    w_kl: float = _opt(1.0, "initial weight of the distillation term", min=0.0)
+    w_lb: float = _opt(1.0, "initial weight of the load-balancing term", min=0.0)
+    kd_alpha: float = _opt(0.5, "--method kd: loss = (1 - alpha) CE + alpha KD", min=0.0, max=1.0)
+    compose: Literal["cumulative", "single"] = _opt(
+        "cumulative", "expert j runs with masks 1..j of its teacher (reference) or with its own mask only"
+    )
+    gate_signal: Literal["balance", "weighted"] = _opt(
+        "balance", "GateNet learns from load balancing only (reference) or also from gate-weighted distillation"
+    )
+    lb_scale: Literal["per_expert", "plain"] = _opt(
+        "per_expert", "load-balancing KL divided by E (reference) or as the paper writes it"
+    )
+    decay: Literal["reference", "shifted", "off"] = _opt(
+        "reference", "loss-weight decay after epochs 0, 10, 20, ... (reference), after 10, 20, ... or none"
+    )
+    student_init: Literal["auto", "stage1", "scratch"] = _opt(
+        "auto", "student start: auto = stage 1 for mst, from scratch for none/kd (as the reference baselines)"
+    )
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    batch_size: int = _opt(1024, "evaluation batch size", min=1)
+
+
 SECTIONS: dict[str, type] = {
     "common": CommonParams,
     "prepare": PrepareParams,
+    "train": TrainParams,
+    "fit_masks": FitMasksParams,
+    "distill": DistillParams,
+    "eval": EvalParams,
 }
 
 
@@ -72,6 +137,10 @@ class Params:
 
     common: CommonParams = field(default_factory=CommonParams)
     prepare: PrepareParams = field(default_factory=PrepareParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    fit_masks: FitMasksParams = field(default_factory=FitMasksParams)
+    distill: DistillParams = field(default_factory=DistillParams)
+    eval: EvalParams = field(default_factory=EvalParams)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager
@@ -27,3 +27,8 @@ def progress_bar(description: str, total: int, console: Console | None = None) -
     with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)
+
+
+def epoch_line(stage: str, epoch: int, epochs: int, values: dict[str, float]) -> str:
+    parts = [f"{k} {v * 100:.1f}%" if k.endswith("acc") else f"{k} {v:.4g}" for k, v in values.items()]
+    return f"{stage} epoch {epoch + 1}/{epochs}  " + "  ".join(parts)

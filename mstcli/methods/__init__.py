@@ -1,0 +1,1 @@
+"""Distillation methods (how a student learns from teachers) and their losses."""

@@ -1,0 +1,38 @@
+"""What every distillation method provides to the S3 loop (one small class per method, mdistiller-style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from mstcli.config import DistillParams
+from mstcli.engine.data import Split
+from mstcli.models.trio import Trio
+
+
+@dataclass
+class DistillContext:
+    """Everything a method may need to set itself up."""
+
+    settings: DistillParams
+    trio: Trio  # the stage-1 nets, teachers frozen
+    masks_path: Path | None
+    device: torch.device
+
+
+class DistillMethod(Protocol):
+    #: the student starts from stage 1 (True) or from scratch (False) when distill.student_init is auto
+    continues_stage1: bool
+
+    def extra_modules(self) -> list[nn.Module]:
+        """Trainable modules besides the student (e.g. the GateNet); optimized with the student."""
+
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss of one batch and its named terms (for the curves)."""
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        """Called after each epoch (0-based); returns per-epoch statistics such as routing frequencies."""

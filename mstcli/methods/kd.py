@@ -1,0 +1,32 @@
+"""Hinton KD from one stage-1 teacher (MM or CM): (1 - alpha) CE + alpha tau^2 KL, alpha = 0.5, tau = 4."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mstcli.engine.data import Split
+from mstcli.methods.base import DistillContext
+from mstcli.methods.losses import kd_loss
+
+
+class HintonKD:
+    continues_stage1 = False
+
+    def __init__(self, context: DistillContext) -> None:
+        self.settings = context.settings
+        self.teacher = context.trio.teacher(context.settings.teacher)
+
+    def extra_modules(self) -> list:
+        return []
+
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        with torch.no_grad():
+            target = self.teacher(batch.inputs)
+        ce = F.cross_entropy(student_logits, batch.labels)
+        kd = kd_loss(student_logits, target, self.settings.temperature)
+        alpha = self.settings.kd_alpha
+        return (1 - alpha) * ce + alpha * kd, {"ce": float(ce.detach()), "kd": float(kd.detach())}
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        return {}

@@ -1,0 +1,82 @@
+"""MST-Distill's S3 (method.md §2.4): a GateNet on the student's logits routes each sample to its top-k
+specialized teachers; loss = w_task CE + w_kl KD(chosen) + w_lb load balancing.
+
+The reference code's quirks are the defaults, each with a switch in ``distill``:
+``compose`` (cumulative masks), ``gate_signal`` (the router learns from load balancing only),
+``lb_scale`` (the balancing KL divided by E) and ``decay`` (weights decayed from the end of epoch 0).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mstcli.engine.data import Split
+from mstcli.engine.outputs import load_checkpoint
+from mstcli.errors import UserError
+from mstcli.methods.base import DistillContext
+from mstcli.methods.losses import load_balance_cv, load_balance_kl, routed_kd
+from mstcli.models.experts import SpecializedTeachers, masks_from_checkpoint
+from mstcli.models.router import GateNet
+
+
+def decayed(schedule: str, epoch: int, every: int) -> bool:
+    """Whether a weight is decayed after epoch ``epoch`` (0-based) on an ``every``-epoch rhythm."""
+    if schedule == "reference":
+        return epoch % every == 0  # the reference decays after epoch 0 already
+    if schedule == "shifted":
+        return (epoch + 1) % every == 0
+    return False
+
+
+class MSTDistill:
+    continues_stage1 = True
+
+    def __init__(self, context: DistillContext) -> None:
+        settings = self.settings = context.settings
+        if context.masks_path is None:
+            raise UserError("--method mst needs the MaskNets of `mst fit-masks` (models/<run>/masks.pt)")
+        checkpoint = load_checkpoint(context.masks_path, "MaskNet checkpoint")
+        if checkpoint.get("spec") != context.trio.spec.to_dict():
+            raise UserError(f"{context.masks_path} was fitted for another stage-1 run")
+        teachers = {key: context.trio.teacher(key) for key in ("mm", "cm")}
+        self.experts = SpecializedTeachers(teachers, masks_from_checkpoint(checkpoint), settings.compose)
+        self.experts.to(context.device)
+        if settings.k > len(self.experts):
+            raise UserError(f"distill.k={settings.k} but there are only {len(self.experts)} specialized teachers")
+        self.gate = GateNet(context.trio.spec.num_classes, len(self.experts)).to(context.device)
+        self.w_kl, self.w_lb = settings.w_kl, settings.w_lb
+        self.counts = torch.zeros(len(self.experts), device=context.device)
+
+    @property
+    def expert_names(self) -> list[str]:
+        return self.experts.names
+
+    def extra_modules(self) -> list:
+        return [self.gate]
+
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        s = self.settings
+        expert_logits = self.experts(batch.inputs)
+        gate = self.gate(student_logits)
+        top = gate.topk(s.k, dim=1)
+        weights = top.values / top.values.sum(dim=1, keepdim=True) if s.gate_signal == "weighted" else None
+        distill = routed_kd(student_logits, expert_logits, top.indices, s.temperature, weights)
+        if s.lb_mode == "kl":
+            balance = load_balance_kl(gate, divide_by_experts=s.lb_scale == "per_expert")
+        else:
+            balance = load_balance_cv(gate)
+        ce = F.cross_entropy(student_logits, batch.labels)
+        self.counts += torch.bincount(top.indices.flatten(), minlength=len(self.experts))
+        total = s.w_task * ce + self.w_kl * distill + self.w_lb * balance
+        return total, {"ce": float(ce.detach()), "distill": float(distill.detach()), "balance": float(balance.detach())}
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        frequency = (self.counts / self.counts.sum().clamp_min(1)).tolist()
+        stats = {"w_kl": self.w_kl, "w_lb": self.w_lb, **dict(zip(self.expert_names, frequency))}
+        if decayed(self.settings.decay, epoch, 10):
+            self.w_lb *= 0.9
+        if decayed(self.settings.decay, epoch, 30):
+            self.w_kl *= 0.5
+        self.counts.zero_()
+        return stats

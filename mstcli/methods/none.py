@@ -1,0 +1,26 @@
+"""The student alone: cross-entropy on its own modality (the reference's main-S.py)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mstcli.engine.data import Split
+from mstcli.methods.base import DistillContext
+
+
+class StudentAlone:
+    continues_stage1 = False
+
+    def __init__(self, context: DistillContext) -> None:
+        self.weight = context.settings.w_task
+
+    def extra_modules(self) -> list:
+        return []
+
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        ce = F.cross_entropy(student_logits, batch.labels)
+        return self.weight * ce, {"ce": float(ce.detach())}
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        return {}

@@ -1,0 +1,94 @@
+"""The MaskNet plug-in (method.md §2.3): a learned soft channel mask applied to a frozen layer's output.
+
+A forward hook replaces the layer's output by ``mask * output``; the teacher's weights are never touched
+and removing the hook restores the teacher exactly.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+
+def hidden_size(dim: int, heads: int, factor: int) -> int:
+    """h = floor(D / (factor * heads)) * heads (the reference's rule), at least one unit per head."""
+    return max(heads, (dim // (factor * heads)) * heads)
+
+
+class SpatialReduction(nn.Module):
+    """B x D x H x W -> B x D: depthwise 3x3 (stride 2), pointwise 1x1, BatchNorm, ReLU, global mean."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, 3, stride=2, padding=1, groups=channels, bias=False)
+        self.pointwise = nn.Conv2d(channels, channels, 1, bias=False)
+        self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.norm(self.pointwise(self.depthwise(x)))).mean(dim=(2, 3))
+
+
+class MaskNet(nn.Module):
+    """mask = sigmoid(Linear(MHSA(Projector(v)))) with one token per feature channel; output = mask * z.
+
+    ``spatial`` MaskNets read feature maps (their mask is broadcast over H and W); the others read vectors.
+    A 1x1 map is squeezed to a vector first, and the squeezed tensor is returned (as the reference does).
+    """
+
+    def __init__(self, dim: int, heads: int = 3, hidden_dim_factor: int = 2, spatial: bool = False) -> None:
+        super().__init__()
+        self.dim = dim
+        self.hidden = hidden_size(dim, heads, hidden_dim_factor)
+        self.reduce = SpatialReduction(dim) if spatial else None
+        self.projector = nn.Linear(dim, dim * self.hidden)
+        self.attention = nn.MultiheadAttention(self.hidden, heads, batch_first=True)
+        self.score = nn.Linear(self.hidden, 1)
+
+    def mask(self, z: torch.Tensor) -> torch.Tensor:
+        v = self.reduce(z) if self.reduce is not None else z
+        tokens = self.projector(v).view(len(v), self.dim, self.hidden)
+        attended, _ = self.attention(tokens, tokens, tokens, need_weights=False)
+        return torch.sigmoid(self.score(attended).squeeze(-1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() == 4 and z.shape[-2:] == (1, 1):
+            z = z.flatten(1)
+        m = self.mask(z)
+        return m[:, :, None, None] * z if z.dim() == 4 else m * z
+
+
+def layer_output_shapes(model: nn.Module, layers: Sequence[str], *inputs: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """The per-sample output shape of each named layer, from one probe forward."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    modules = dict(model.named_modules())
+    handles = [
+        modules[name].register_forward_hook(lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:])))
+        for name in layers
+    ]
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def masknet_for(shape: tuple[int, ...], heads: int, hidden_dim_factor: int) -> MaskNet:
+    spatial = len(shape) == 3 and shape[1:] != (1, 1)
+    return MaskNet(shape[0], heads, hidden_dim_factor, spatial)
+
+
+@contextmanager
+def plugged(model: nn.Module, masks: Sequence[tuple[str, MaskNet]]) -> Iterator[nn.Module]:
+    """Run ``model`` with each (layer name, MaskNet) active; all hooks are removed on exit."""
+    modules = dict(model.named_modules())
+    handles = [modules[layer].register_forward_hook(lambda _m, _i, out, net=net: net(out)) for layer, net in masks]
+    try:
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()

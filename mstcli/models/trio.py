@@ -1,0 +1,98 @@
+"""The three nets of a run (MM teacher, student, CM teacher), built from the registry and a feature file.
+
+Every net is called with the batch's ``inputs`` dict (modality -> tensor), so the stages never need to know
+which modality a net reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from mstcli.data.store import FeatureFile
+from mstcli.models.zoo import build_multimodal, build_unimodal, family, other_modality
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What is needed to rebuild the nets of a run; stored in every checkpoint."""
+
+    dataset: str
+    modalities: tuple[str, str]
+    student: str
+    cm: str
+    shapes: dict[str, tuple[int, ...]]
+    num_classes: int
+    class_names: tuple[str, ...]
+    multimodal_net: str
+    student_net: str
+    cm_net: str
+
+    @classmethod
+    def from_features(cls, features: FeatureFile, student: str) -> "RunSpec":
+        fam = family(features.dataset)
+        cm = other_modality(fam, student)
+        return cls(
+            dataset=features.dataset,
+            modalities=fam.modalities,
+            student=student,
+            cm=cm,
+            shapes={m: tuple(features.modalities[m]) for m in fam.modalities},
+            num_classes=features.num_classes,
+            class_names=tuple(features.class_names),
+            multimodal_net=fam.multimodal,
+            student_net=fam.unimodal[student],
+            cm_net=fam.unimodal[cm],
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunSpec":
+        data = dict(data)
+        data["modalities"] = tuple(data["modalities"])
+        data["shapes"] = {k: tuple(v) for k, v in data["shapes"].items()}
+        data["class_names"] = tuple(data["class_names"])
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def build_student(self) -> nn.Module:
+        return build_unimodal(self.student_net, self.shapes[self.student], self.num_classes)
+
+
+class ModalNet(nn.Module):
+    """A net plus the modalities it reads, called with the batch's inputs dict; ``net`` is what MaskNets hook into."""
+
+    def __init__(self, net: nn.Module, reads: tuple[str, ...]) -> None:
+        super().__init__()
+        self.net = net
+        self.reads = reads
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.net(*(inputs[m] for m in self.reads))
+
+
+class Trio(nn.Module):
+    def __init__(self, spec: RunSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.mm = ModalNet(
+            build_multimodal(spec.multimodal_net, (spec.shapes[spec.modalities[0]], spec.shapes[spec.modalities[1]]), spec.num_classes),
+            spec.modalities,
+        )
+        self.student = ModalNet(spec.build_student(), (spec.student,))
+        self.cm = ModalNet(build_unimodal(spec.cm_net, spec.shapes[spec.cm], spec.num_classes), (spec.cm,))
+
+    def teacher(self, key: str) -> ModalNet:
+        return {"mm": self.mm, "cm": self.cm}[key]
+
+    def checkpoint(self) -> dict:
+        return {"spec": self.spec.to_dict(), "state": self.state_dict()}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> "Trio":
+        trio = cls(RunSpec.from_dict(checkpoint["spec"]))
+        trio.load_state_dict(checkpoint["state"])
+        return trio

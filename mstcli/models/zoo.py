@@ -1,0 +1,61 @@
+"""The model registry: each data set's family of nets (the MM teacher and one net per modality).
+
+A family names the constructors; the nets are sized from the feature file's per-sample shapes and its
+number of classes. A new data set adds one ``Family`` here (and its nets in a module of this package).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from mstcli.errors import UserError
+from mstcli.models.avmnist import CNNI, LeNet5, ThreeLayerCNNA
+
+UnimodalFactory = Callable[[tuple[int, ...], int], nn.Module]
+MultimodalFactory = Callable[[tuple[tuple[int, ...], tuple[int, ...]], int], nn.Module]
+
+UNIMODAL_NETS: dict[str, UnimodalFactory] = {
+    "lenet5": LeNet5,
+    "three_layer_cnn_a": ThreeLayerCNNA,
+}
+MULTIMODAL_NETS: dict[str, MultimodalFactory] = {
+    "cnn_i": CNNI,
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """The reference model set of a data set: the MM net (inputs in ``modalities`` order) and a unimodal net per
+    modality. The CM teacher of a run is the unimodal net of the modality that is not the student's."""
+
+    modalities: tuple[str, str]
+    multimodal: str
+    unimodal: dict[str, str]
+
+
+FAMILIES: dict[str, Family] = {
+    "avdigits": Family(("image", "audio"), "cnn_i", {"image": "lenet5", "audio": "three_layer_cnn_a"}),
+}
+
+
+def family(dataset: str) -> Family:
+    if dataset not in FAMILIES:
+        raise UserError(f"no model family for data set '{dataset}' (known: {', '.join(FAMILIES)})")
+    return FAMILIES[dataset]
+
+
+def other_modality(fam: Family, student: str) -> str:
+    if student not in fam.modalities:
+        raise UserError(f"common.student must be one of {', '.join(fam.modalities)}, got '{student}'")
+    return fam.modalities[1 - fam.modalities.index(student)]
+
+
+def build_unimodal(name: str, shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return UNIMODAL_NETS[name](tuple(shape), num_classes)
+
+
+def build_multimodal(name: str, shapes: tuple[tuple[int, ...], tuple[int, ...]], num_classes: int) -> nn.Module:
+    return MULTIMODAL_NETS[name]((tuple(shapes[0]), tuple(shapes[1])), num_classes)

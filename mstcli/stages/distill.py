@@ -1,0 +1,100 @@
+"""``mst distill``: S3 (method.md §2.4) or a comparison method, then best-student selection.
+
+After each epoch the student's CE on the validation split (its own modality only) decides which state is
+kept: the lowest, as in the reference. The per-epoch routing frequency of each specialized teacher goes
+to ``routing.tsv`` (empty of experts for methods without routing).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from mstcli.config import Params
+from mstcli.data.store import FeatureFile
+from mstcli.engine.data import batches, load_splits, seeded_generator
+from mstcli.engine.evaluation import loss_and_accuracy, predict
+from mstcli.engine.outputs import save_checkpoint, write_tsv
+from mstcli.engine.runtime import setup_runtime
+from mstcli.methods.base import DistillContext
+from mstcli.methods.registry import build_method
+from mstcli.models.trio import ModalNet
+from mstcli.stages.fit_masks import load_frozen_trio
+from mstcli.ui import epoch_line, stderr_console
+
+
+def distill(
+    params: Params,
+    features_path: Path,
+    stage1_path: Path,
+    masks_path: Path | None,
+    out: Path,
+    curves: Path,
+    routing: Path,
+) -> dict:
+    settings = params.distill
+    features = FeatureFile.open(features_path)
+    device = setup_runtime(params.common.device, params.common.threads, params.common.seed)
+    trio = load_frozen_trio(stage1_path, features, device)
+    method = build_method(settings.method, DistillContext(settings, trio, masks_path, device))
+    student = _initial_student(trio, settings.student_init, method.continues_stage1, device)
+    splits = load_splits(features, params.common.seed, list(trio.spec.modalities), device, names=("train", "val"))
+
+    trainable = [p for m in [student, *method.extra_modules()] for p in m.parameters()]
+    optimizer = torch.optim.Adam(trainable, lr=settings.lr)
+    generator = seeded_generator(params.common.seed + 1)
+    console = stderr_console()
+    curve_rows, routing_rows = [], []
+    best_loss, best_epoch, best_state = float("inf"), -1, None
+    for epoch in range(settings.epochs):
+        student.train()
+        for module in method.extra_modules():
+            module.train()
+        totals: dict[str, float] = {}
+        for index in batches(len(splits["train"]), settings.batch_size, generator, device):
+            batch = splits["train"].batch(index)
+            loss, terms = method.loss(batch, student(batch.inputs))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            share = len(index) / len(splits["train"])
+            for name, value in {"loss": float(loss.detach()), **terms}.items():
+                totals[name] = totals.get(name, 0.0) + value * share
+        stats = method.end_epoch(epoch)
+        student.eval()
+        val_loss, val_acc = loss_and_accuracy(predict(student, splits["val"], 1024), splits["val"].labels)
+        if val_loss < best_loss:
+            best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(student.net.state_dict())
+        curve_rows.append({"epoch": epoch, **totals, "val_ce": val_loss, "val_acc": val_acc})
+        routing_rows.append({"epoch": epoch, **{k: v for k, v in stats.items() if "@" in k}})
+        console.print(epoch_line(f"S3 {settings.method}", epoch, settings.epochs, {**totals, "val_ce": val_loss, "val_acc": val_acc}))
+    save_checkpoint(
+        {
+            "kind": "student",
+            "spec": trio.spec.to_dict(),
+            "state": best_state,
+            "best_epoch": best_epoch,
+            "val_ce": best_loss,
+            "split_group": params.common.seed,
+            "method": settings.method,
+            "teacher": settings.teacher if settings.method == "kd" else None,
+            "settings": dataclasses.asdict(settings),
+        },
+        out,
+    )
+    write_tsv(curves, curve_rows)
+    write_tsv(routing, routing_rows)
+    return {"best_epoch": best_epoch, "val_ce": best_loss}
+
+
+def _initial_student(trio, init: str, continues_stage1: bool, device: torch.device) -> ModalNet:
+    """The stage-1 student (continued, as MST does) or a fresh one (as the reference's baselines)."""
+    if init == "stage1" or (init == "auto" and continues_stage1):
+        student = trio.student
+    else:
+        student = ModalNet(trio.spec.build_student(), (trio.spec.student,)).to(device)
+    student.requires_grad_(True)
+    return student

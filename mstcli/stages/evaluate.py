@@ -1,0 +1,48 @@
+"""``mst eval``: the student alone, on its own modality, on the test split of the group it was trained on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mstcli.config import Params
+from mstcli.data.store import FeatureFile
+from mstcli.engine.data import load_splits
+from mstcli.engine.evaluation import classification_metrics, predict
+from mstcli.engine.outputs import load_checkpoint, write_json, write_text
+from mstcli.engine.runtime import setup_runtime
+from mstcli.models.trio import ModalNet, RunSpec
+from mstcli.stages.fit_masks import check_features_match
+
+
+def evaluate(params: Params, features_path: Path, student_path: Path, metrics_path: Path, confusion_path: Path) -> dict:
+    checkpoint = load_checkpoint(student_path, "student checkpoint")
+    features = FeatureFile.open(features_path)
+    check_features_match(checkpoint["spec"], features, student_path)
+    device = setup_runtime(params.common.device, params.common.threads, checkpoint["split_group"])
+    spec = RunSpec.from_dict(checkpoint["spec"])
+    student = ModalNet(spec.build_student(), (spec.student,))
+    student.net.load_state_dict(checkpoint["state"])
+    student.to(device).eval()
+    test = load_splits(features, checkpoint["split_group"], [spec.student], device, names=("test",))["test"]
+    predicted = predict(student, test, params.eval.batch_size).argmax(1).cpu().numpy()
+    actual = test.labels.cpu().numpy()
+    metrics = classification_metrics(predicted, actual, list(spec.class_names))
+    confusion = metrics.pop("confusion")
+    report = {
+        "student": spec.student,
+        "method": checkpoint["method"],
+        "teacher": checkpoint.get("teacher"),
+        "split_group": checkpoint["split_group"],
+        "best_epoch": checkpoint["best_epoch"],
+        **metrics,
+    }
+    write_json(metrics_path, report)
+    lines = ["actual,predicted"] + [
+        f"{spec.class_names[a]},{spec.class_names[p]}" for a, p in zip(actual.tolist(), predicted.tolist())
+    ]
+    write_text(confusion_path, "\n".join(lines) + "\n")
+    report["confusion"] = confusion
+    return report

@@ -1,0 +1,68 @@
+"""``mst train``: S1, collaborative initialization (method.md §2.2).
+
+The MM teacher, the CM teacher and the student learn together: each has its CE plus the KL towards the
+other two (six KL terms, no detaching), one Adam over all three, no validation-based selection (the
+last epoch is kept, as in the reference). Validation accuracy of each net is logged for the user.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from mstcli.config import Params
+from mstcli.data.store import FeatureFile
+from mstcli.engine.data import batches, load_splits, seeded_generator
+from mstcli.engine.evaluation import loss_and_accuracy, predict
+from mstcli.engine.outputs import save_checkpoint, write_tsv
+from mstcli.engine.runtime import setup_runtime
+from mstcli.methods.losses import mutual_loss
+from mstcli.models.trio import RunSpec, Trio
+from mstcli.ui import epoch_line, stderr_console
+
+
+def train(params: Params, features_path: Path, out: Path, curves: Path) -> dict:
+    settings = params.train
+    features = FeatureFile.open(features_path)
+    device = setup_runtime(params.common.device, params.common.threads, params.common.seed)
+    spec = RunSpec.from_features(features, params.common.student)
+    trio = Trio(spec).to(device)
+    splits = load_splits(features, params.common.seed, list(spec.modalities), device, names=("train", "val"))
+    optimizer = torch.optim.Adam(trio.parameters(), lr=settings.lr)
+    generator = seeded_generator(params.common.seed)
+    console = stderr_console()
+    rows = []
+    for epoch in range(settings.epochs):
+        trio.train()
+        totals = {"loss": 0.0, "ce": 0.0, "align": 0.0}
+        for index in batches(len(splits["train"]), settings.batch_size, generator, device):
+            batch = splits["train"].batch(index)
+            logits = [trio.mm(batch.inputs), trio.student(batch.inputs), trio.cm(batch.inputs)]
+            loss, terms = mutual_loss(logits, batch.labels, settings.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            share = len(index) / len(splits["train"])
+            totals["loss"] += float(loss.detach()) * share
+            totals["ce"] += float(terms["ce"]) * share
+            totals["align"] += float(terms["align"]) * share
+        trio.eval()
+        row = {"epoch": epoch, **totals}
+        for key in ("mm", "student", "cm"):
+            net = getattr(trio, key)
+            _, row[f"val_{key}_acc"] = loss_and_accuracy(predict(net, splits["val"], 1024), splits["val"].labels)
+        rows.append(row)
+        console.print(epoch_line("S1", epoch, settings.epochs, {k: v for k, v in row.items() if k != "epoch"}))
+    save_checkpoint(
+        {
+            "kind": "stage1",
+            **trio.checkpoint(),
+            "split_group": params.common.seed,
+            "settings": dataclasses.asdict(settings),
+        },
+        out,
+    )
+    write_tsv(curves, rows)
+    return rows[-1]

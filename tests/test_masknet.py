@@ -1,0 +1,83 @@
+import copy
+
+import pytest
+import torch
+
+from mstcli.models.avmnist import CNNI, LeNet5, ThreeLayerCNNA
+from mstcli.models.experts import MaskSlot, SpecializedTeachers
+from mstcli.models.masknet import MaskNet, hidden_size, layer_output_shapes, masknet_for, plugged
+from mstcli.models.trio import ModalNet
+
+
+def test_hidden_size_follows_the_reference_rule():
+    assert hidden_size(596, 3, 2) == 297
+    assert hidden_size(320, 3, 2) == 159
+    assert hidden_size(512, 3, 2) == 255
+    assert hidden_size(4, 3, 2) == 3  # never zero
+
+
+def test_parameter_count_of_the_reference_avmnist_masknet():
+    # method.md §2.3: the MM concat_identity MaskNet (D=596, h=297) has about 106.0 M parameters
+    assert sum(p.numel() for p in MaskNet(596, 3, 2).parameters()) / 1e6 == pytest.approx(106.0, abs=0.1)
+
+
+@pytest.mark.parametrize("layer", ["features.conv3", "features.fc1"])
+def test_hook_changes_output_not_weights(layer):
+    torch.manual_seed(0)
+    net = LeNet5((1, 28, 28), 10).eval()
+    net.requires_grad_(False)  # frozen, as in S2 and S3
+    x = torch.randn(4, 1, 28, 28)
+    before = copy.deepcopy(net.state_dict())
+    plain = net(x)
+    shape = layer_output_shapes(net, [layer], x)[layer]
+    mask = masknet_for(shape, heads=3, hidden_dim_factor=2)
+    optimizer = torch.optim.Adam(mask.parameters(), lr=0.1)
+    with plugged(net, [(layer, mask)]):
+        masked = net(x)
+        masked.sum().backward()
+        optimizer.step()
+    assert not torch.allclose(masked, plain)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert all(p.grad is None for p in net.parameters()), "the teacher must not receive gradients into its weights"
+    assert all(p.grad is not None for p in mask.parameters() if p.requires_grad)
+    assert torch.equal(net(x), plain), "removing the hook restores the teacher exactly"
+
+
+def test_spatial_mask_is_broadcast_over_the_map():
+    net = ThreeLayerCNNA((1, 32, 32), 10).eval()
+    x = torch.randn(3, 1, 32, 32)
+    shape = layer_output_shapes(net, ["conv2"], x)["conv2"]
+    assert shape == (64, 16, 16)
+    mask = masknet_for(shape, 3, 2).eval()
+    z = torch.randn(3, *shape)
+    out = mask(z)
+    ratio = out / z
+    # one factor per (sample, channel), in (0, 1)
+    assert torch.allclose(ratio, ratio[:, :, :1, :1].expand_as(ratio), atol=1e-5)
+    assert (ratio > 0).all() and (ratio < 1).all()
+
+
+def test_cumulative_and_single_composition():
+    torch.manual_seed(0)
+    mm = ModalNet(CNNI(((1, 28, 28), (1, 16, 16)), 10), ("image", "audio")).eval()
+    cm = ModalNet(ThreeLayerCNNA((1, 16, 16), 10), ("audio",)).eval()
+    inputs = {"image": torch.randn(5, 1, 28, 28), "audio": torch.randn(5, 1, 16, 16)}
+    slots = [
+        (MaskSlot("mm", "concat_identity", (596,)), MaskNet(596, 3, 16)),
+        (MaskSlot("mm", "fc1", (298,)), MaskNet(298, 3, 16)),
+        (MaskSlot("cm", "conv2", (64, 8, 8)), MaskNet(64, 3, 2, spatial=True)),
+        (MaskSlot("cm", "conv3", (128, 4, 4)), MaskNet(128, 3, 2, spatial=True)),
+    ]
+    teachers = {"mm": mm, "cm": cm}
+    cumulative = SpecializedTeachers(teachers, slots, "cumulative")
+    single = SpecializedTeachers(teachers, slots, "single")
+    assert cumulative.names == ["mm@concat_identity", "mm@concat_identity+fc1", "cm@conv2", "cm@conv2+conv3"]
+    assert single.names == ["mm@concat_identity", "mm@fc1", "cm@conv2", "cm@conv3"]
+    a, b = cumulative(inputs), single(inputs)
+    assert a.shape == (4, 5, 10)
+    assert torch.allclose(a[0], b[0]) and torch.allclose(a[2], b[2])
+    assert not torch.allclose(a[1], b[1]) and not torch.allclose(a[3], b[3])
+    with plugged(mm.net, [("fc1", slots[1][1])]):
+        assert torch.allclose(b[1], mm(inputs), atol=1e-6)
+    with plugged(mm.net, [("concat_identity", slots[0][1]), ("fc1", slots[1][1])]):
+        assert torch.allclose(a[1], mm(inputs), atol=1e-6)
