@@ -7,7 +7,10 @@ from rich.table import Table
 
 def metrics_table(report: dict) -> Table:
     method = report["method"] + (f" ({report['teacher']} teacher)" if report.get("teacher") else "")
-    table = Table(title=f"{report['student']} student, {method}, split group {report['split_group']}, test n={report['n_test']}")
+    table = Table(
+        title="test accuracy",
+        caption=f"{report['student']} student, {method}, split group {report['split_group']}, n={report['n_test']}",
+    )
     table.add_column("class")
     table.add_column("accuracy", justify="right")
     for name, value in report["per_class_accuracy"].items():
