@@ -116,8 +116,16 @@ def run_direction(args, direction: str, seed: int, features: Path) -> dict[str, 
         p = load_params(args.params, base + extra)
         out = root / name
         t0 = time.perf_counter()
-        quiet(distill, p, features, stage1, masks if use_masks else None, out / "student.pt",
-              out / "distill.tsv", out / "routing.tsv")
+        quiet(
+            distill,
+            p,
+            features,
+            stage1,
+            masks if use_masks else None,
+            out / "student.pt",
+            out / "distill.tsv",
+            out / "routing.tsv",
+        )
         timings[name] = time.perf_counter() - t0
         acc[name] = test_accuracy(p, features, out / "student.pt", out)
 
@@ -134,8 +142,13 @@ def run_direction(args, direction: str, seed: int, features: Path) -> dict[str, 
     if args.quirks or args.only_quirks:
         for name, override in QUIRKS.items():
             run_s3(name, [override], True)
-    print(f"# {direction} seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in acc.items())
-          + "  | seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()), flush=True)
+    print(
+        f"# {direction} seed {seed}: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in acc.items())
+        + "  | seconds: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
+        flush=True,
+    )
     return acc
 
 
@@ -160,8 +173,10 @@ def main() -> None:
                 mine["unimodal"] = theirs["none"]
     table = {
         direction: {
-            name: [round(statistics.mean(r[name] for r in rs), 2),
-                   round(statistics.stdev(r[name] for r in rs), 2) if len(rs) > 1 else 0.0]
+            name: [
+                round(statistics.mean(r[name] for r in rs), 2),
+                round(statistics.stdev(r[name] for r in rs), 2) if len(rs) > 1 else 0.0,
+            ]
             for name in rs[0]
         }
         for direction, rs in runs.items()

@@ -129,7 +129,9 @@ def distill(
     method: Annotated[Optional[str], typer.Option(help="mst, none or kd (distill.method)")] = None,
     teacher: Annotated[Optional[str], typer.Option(help="mm or cm, the teacher of --method kd")] = None,
     out: Annotated[Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")] = None,
-    results: Annotated[Optional[Path], typer.Option(help="folder for curves and routing (default results/<run>)")] = None,
+    results: Annotated[
+        Optional[Path], typer.Option(help="folder for curves and routing (default results/<run>)")
+    ] = None,
     params_file: ParamsOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -141,8 +143,13 @@ def distill(
     out = out or paths.student
     results = results or paths.results
     summary = run_distill(
-        params, _features(params), paths.stage1, paths.masks if params.distill.method == "mst" else None,
-        out, results / "distill.tsv", results / "routing.tsv",
+        params,
+        _features(params),
+        paths.stage1,
+        paths.masks if params.distill.method == "mst" else None,
+        out,
+        results / "distill.tsv",
+        results / "routing.tsv",
     )
     typer.echo(f"wrote {out}: best epoch {summary['best_epoch']}, val CE {summary['val_ce']:.4f}")
 
@@ -150,7 +157,9 @@ def distill(
 @app.command("eval")
 @user_errors
 def evaluate(
-    student: Annotated[Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")] = None,
+    student: Annotated[
+        Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")
+    ] = None,
     results: Annotated[Optional[Path], typer.Option(help="folder for metrics.json and confusion.csv")] = None,
     params_file: ParamsOption = None,
     overrides: SetOption = None,
@@ -164,9 +173,13 @@ def evaluate(
 
     paths = _paths(params)
     results = results or paths.results
-    report = run_evaluate(params, _features(params), student or paths.student, results / "metrics.json", results / "confusion.csv")
+    report = run_evaluate(
+        params, _features(params), student or paths.student, results / "metrics.json", results / "confusion.csv"
+    )
     Console().print(metrics_table(report))
-    typer.echo(f"test accuracy of the {report['student']} student: {report['accuracy']:.2%} (wrote {results / 'metrics.json'})")
+    typer.echo(
+        f"test accuracy of the {report['student']} student: {report['accuracy']:.2%} (wrote {results / 'metrics.json'})"
+    )
 
 
 @app.command()

@@ -258,5 +258,11 @@ def describe_params() -> list[tuple[str, str, str]]:
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            rows.append((f"{section}.{f.name}", yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("\n..."), f.metadata.get("help", "")))
+            rows.append(
+                (
+                    f"{section}.{f.name}",
+                    yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("\n..."),
+                    f.metadata.get("help", ""),
+                )
+            )
     return rows

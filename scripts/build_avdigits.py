@@ -150,9 +150,7 @@ def espeak_clips() -> list[tuple[Voice, int, np.ndarray]]:
                 voice = Voice(f"espeak_{language}+{variant}", "espeak-ng", "CC-BY-SA-3.0", language, True)
                 for digit in range(10):
                     out = Path(tmp) / "clip.wav"
-                    subprocess.run(
-                        ["espeak-ng", "-v", f"{language}+{variant}", "-w", str(out), str(digit)], check=True
-                    )
+                    subprocess.run(["espeak-ng", "-v", f"{language}+{variant}", "-w", str(out), str(digit)], check=True)
                     clips.append((voice, digit, _trim_silence(_read_clip(out))))
     return clips
 

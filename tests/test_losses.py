@@ -88,8 +88,10 @@ def test_routed_kd_uses_each_samples_own_experts():
     # k = 2: the two chosen experts' terms are averaged
     chosen2 = torch.tensor([[1, 2], [0, 1]])
     expected2 = (
-        kd_by_hand([A[0]], [C[0]], 4.0) + kd_by_hand([A[0]], [A[0]], 4.0)
-        + kd_by_hand([A[1]], [B[1]], 4.0) + kd_by_hand([A[1]], [C[1]], 4.0)
+        kd_by_hand([A[0]], [C[0]], 4.0)
+        + kd_by_hand([A[0]], [A[0]], 4.0)
+        + kd_by_hand([A[1]], [B[1]], 4.0)
+        + kd_by_hand([A[1]], [C[1]], 4.0)
     ) / 4
     assert routed_kd(student, experts, chosen2, 4.0).item() == pytest.approx(expected2, rel=1e-6)
     # weighted: per-sample weights over the k choices

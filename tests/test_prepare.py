@@ -13,9 +13,22 @@ from mstcli.data.store import FeatureFile
 runner = CliRunner()
 
 CLEAN = [
-    "-S", "prepare.num_samples=200", "-S", "prepare.image_energy=1.0", "-S", "prepare.image_noise=0.0",
-    "-S", "prepare.snr_db=[60,60]", "-S", "prepare.speed=[1.0,1.0]", "-S", "prepare.gain_db=[0,0]",
-    "-S", "prepare.shift_seconds=0.0", "-S", "prepare.spec_size=16",
+    "-S",
+    "prepare.num_samples=200",
+    "-S",
+    "prepare.image_energy=1.0",
+    "-S",
+    "prepare.image_noise=0.0",
+    "-S",
+    "prepare.snr_db=[60,60]",
+    "-S",
+    "prepare.speed=[1.0,1.0]",
+    "-S",
+    "prepare.gain_db=[0,0]",
+    "-S",
+    "prepare.shift_seconds=0.0",
+    "-S",
+    "prepare.spec_size=16",
 ]
 
 

@@ -92,11 +92,29 @@ def test_comparison_methods_write_their_own_student(inside):
     invoke("train", "-S", "common.run=cmp")
     for method, teacher in (("none", "mm"), ("kd", "mm"), ("kd", "cm")):
         out = inside / f"models/cmp/{method}-{teacher}.pt"
-        invoke("distill", "--method", method, "--teacher", teacher, "--out", str(out),
-               "--results", str(inside / f"results/cmp/{method}-{teacher}"), "-S", "common.run=cmp")
+        invoke(
+            "distill",
+            "--method",
+            method,
+            "--teacher",
+            teacher,
+            "--out",
+            str(out),
+            "--results",
+            str(inside / f"results/cmp/{method}-{teacher}"),
+            "-S",
+            "common.run=cmp",
+        )
         assert out.exists()
-        result = invoke("eval", "--student", str(out), "--results", str(inside / f"results/cmp/{method}-{teacher}"),
-                        "-S", "common.run=cmp")
+        result = invoke(
+            "eval",
+            "--student",
+            str(out),
+            "--results",
+            str(inside / f"results/cmp/{method}-{teacher}"),
+            "-S",
+            "common.run=cmp",
+        )
         metrics = json.loads((inside / f"results/cmp/{method}-{teacher}/metrics.json").read_text())
         assert metrics["method"] == method and (metrics["teacher"] == teacher if method == "kd" else True)
         assert "test accuracy" in result.output

@@ -25,4 +25,3 @@ def pca_degrade(images: np.ndarray, energy: float, noise: float, rng: np.random.
     reduced = mean + (centred @ basis) @ basis.T
     reduced += rng.normal(0.0, noise, reduced.shape)
     return minmax_per_sample(reduced.reshape(n, 1, height, width))
-

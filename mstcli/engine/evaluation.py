@@ -38,9 +38,7 @@ def classification_metrics(predicted: np.ndarray, actual: np.ndarray, class_name
     return {
         "accuracy": float(true_pos.sum() / max(len(actual), 1)),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "per_class_accuracy": {
-            name: (None if np.isnan(r) else float(r)) for name, r in zip(class_names, recall)
-        },
+        "per_class_accuracy": {name: (None if np.isnan(r) else float(r)) for name, r in zip(class_names, recall)},
         "n_test": int(len(actual)),
         "confusion": confusion,
     }

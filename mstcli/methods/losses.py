@@ -56,7 +56,10 @@ def load_balance_cv(gate: torch.Tensor) -> torch.Tensor:
 
 
 def routed_kd(
-    student: torch.Tensor, experts: torch.Tensor, chosen: torch.Tensor, temperature: float,
+    student: torch.Tensor,
+    experts: torch.Tensor,
+    chosen: torch.Tensor,
+    temperature: float,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """S3's distillation term: each sample learns from its own chosen experts.

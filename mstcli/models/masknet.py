@@ -65,7 +65,9 @@ def layer_output_shapes(model: nn.Module, layers: Sequence[str], *inputs: torch.
     shapes: dict[str, tuple[int, ...]] = {}
     modules = dict(model.named_modules())
     handles = [
-        modules[name].register_forward_hook(lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:])))
+        modules[name].register_forward_hook(
+            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))
+        )
         for name in layers
     ]
     try:

@@ -79,7 +79,11 @@ class Trio(nn.Module):
         super().__init__()
         self.spec = spec
         self.mm = ModalNet(
-            build_multimodal(spec.multimodal_net, (spec.shapes[spec.modalities[0]], spec.shapes[spec.modalities[1]]), spec.num_classes),
+            build_multimodal(
+                spec.multimodal_net,
+                (spec.shapes[spec.modalities[0]], spec.shapes[spec.modalities[1]]),
+                spec.num_classes,
+            ),
             spec.modalities,
         )
         self.student = ModalNet(spec.build_student(), (spec.student,))

@@ -70,7 +70,11 @@ def distill(
             best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(student.net.state_dict())
         curve_rows.append({"epoch": epoch, **totals, "val_ce": val_loss, "val_acc": val_acc})
         routing_rows.append({"epoch": epoch, **{k: v for k, v in stats.items() if "@" in k}})
-        console.print(epoch_line(f"S3 {settings.method}", epoch, settings.epochs, {**totals, "val_ce": val_loss, "val_acc": val_acc}))
+        console.print(
+            epoch_line(
+                f"S3 {settings.method}", epoch, settings.epochs, {**totals, "val_ce": val_loss, "val_acc": val_acc}
+            )
+        )
     save_checkpoint(
         {
             "kind": "student",

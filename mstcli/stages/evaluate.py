@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile

@@ -47,7 +47,9 @@ def build_masks(trio: Trio, sample: Split, layers: int, heads: int, factor: int)
         teacher = trio.teacher(key)
         available = teacher.net.mask_layers
         if layers > len(available):
-            raise UserError(f"fit_masks.layers={layers} but {type(teacher.net).__name__} has {len(available)} mask layers")
+            raise UserError(
+                f"fit_masks.layers={layers} but {type(teacher.net).__name__} has {len(available)} mask layers"
+            )
         names = available[:layers]
         shapes = layer_output_shapes(teacher.net, names, *(sample.inputs[m] for m in teacher.reads))
         for name in names:
@@ -61,7 +63,13 @@ def fit_masks(params: Params, features_path: Path, stage1_path: Path, out: Path,
     device = setup_runtime(params.common.device, params.common.threads, params.common.seed)
     trio = load_frozen_trio(stage1_path, features, device)
     splits = load_splits(features, params.common.seed, list(trio.spec.modalities), device, names=("train", "val"))
-    masks = build_masks(trio, splits["val"].batch(torch.arange(2, device=device)), settings.layers, settings.heads, settings.hidden_dim_factor)
+    masks = build_masks(
+        trio,
+        splits["val"].batch(torch.arange(2, device=device)),
+        settings.layers,
+        settings.heads,
+        settings.hidden_dim_factor,
+    )
     for _, net in masks:
         net.to(device)
     optimizers = [torch.optim.Adam(net.parameters(), lr=settings.lr) for _, net in masks]
@@ -111,8 +119,14 @@ def fit_masks(params: Params, features_path: Path, stage1_path: Path, out: Path,
             }
         )
     save_checkpoint(
-        {"kind": "masks", "spec": trio.spec.to_dict(), "masks": entries, "best_epoch": best_epoch,
-         "val_score": best, "settings": dataclasses.asdict(settings)},
+        {
+            "kind": "masks",
+            "spec": trio.spec.to_dict(),
+            "masks": entries,
+            "best_epoch": best_epoch,
+            "val_score": best,
+            "settings": dataclasses.asdict(settings),
+        },
         out,
     )
     write_tsv(curves, rows)
@@ -129,7 +143,9 @@ def selection_score(slots: list[MaskSlot], val_kl: list[float]) -> float:
 
 
 @torch.no_grad()
-def validation_kl(trio: Trio, masks: list[tuple[MaskSlot, MaskNet]], split: Split, temperature: float, batch_size: int) -> list[float]:
+def validation_kl(
+    trio: Trio, masks: list[tuple[MaskSlot, MaskNet]], split: Split, temperature: float, batch_size: int
+) -> list[float]:
     """Mean KL of every specialized teacher (its own mask only) to the student over the split."""
     totals = [0.0] * len(masks)
     for index in batches(len(split), batch_size, None, split.labels.device):
