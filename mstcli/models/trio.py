@@ -7,11 +7,14 @@ which modality a net reads.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from mstcli.data.store import FeatureFile
+from mstcli.engine.outputs import load_checkpoint
+from mstcli.errors import UserError
 from mstcli.models.zoo import build_multimodal, build_unimodal, family, other_modality
 
 
@@ -100,3 +103,20 @@ class Trio(nn.Module):
         trio = cls(RunSpec.from_dict(checkpoint["spec"]))
         trio.load_state_dict(checkpoint["state"])
         return trio
+
+
+def load_frozen_trio(stage1_path: Path, features: FeatureFile, device: torch.device) -> Trio:
+    """The stage-1 nets, frozen and in eval mode; a checkpoint made from other features is refused, since its
+    nets would silently read inputs of another shape or meaning."""
+    checkpoint = load_checkpoint(stage1_path, "stage-1 checkpoint")
+    trio = Trio.from_checkpoint(checkpoint).to(device).eval()
+    trio.requires_grad_(False)
+    check_features_match(trio.spec.to_dict(), features, stage1_path)
+    return trio
+
+
+def check_features_match(spec: dict, features: FeatureFile, path: Path) -> None:
+    """Raise a UserError when a checkpoint's data set or input shapes differ from the feature file's."""
+    shapes = {m: tuple(s) for m, s in spec["shapes"].items()}
+    if spec["dataset"] != features.dataset or any(features.modalities.get(m) != s for m, s in shapes.items()):
+        raise UserError(f"{path} was trained on other features than {features.path} (dataset or shapes differ)")

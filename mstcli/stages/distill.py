@@ -21,8 +21,7 @@ from mstcli.engine.outputs import save_checkpoint, write_tsv
 from mstcli.engine.runtime import setup_runtime
 from mstcli.methods.base import DistillContext
 from mstcli.methods.registry import build_method
-from mstcli.models.trio import ModalNet
-from mstcli.stages.fit_masks import load_frozen_trio
+from mstcli.models.trio import ModalNet, load_frozen_trio
 from mstcli.ui import epoch_line, stderr_console
 
 

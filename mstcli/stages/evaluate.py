@@ -11,8 +11,7 @@ from mstcli.engine.data import load_splits
 from mstcli.engine.evaluation import classification_metrics, predict
 from mstcli.engine.outputs import load_checkpoint, write_json, write_text
 from mstcli.engine.runtime import setup_runtime
-from mstcli.models.trio import ModalNet, RunSpec
-from mstcli.stages.fit_masks import check_features_match
+from mstcli.models.trio import ModalNet, RunSpec, check_features_match
 
 
 def evaluate(params: Params, features_path: Path, student_path: Path, metrics_path: Path, confusion_path: Path) -> dict:

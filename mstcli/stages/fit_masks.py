@@ -17,28 +17,14 @@ import torch
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine.data import Split, batches, load_splits, seeded_generator
-from mstcli.engine.outputs import load_checkpoint, save_checkpoint, write_tsv
+from mstcli.engine.outputs import save_checkpoint, write_tsv
 from mstcli.engine.runtime import setup_runtime
 from mstcli.errors import UserError
 from mstcli.methods.losses import kd_loss, kd_per_sample
 from mstcli.models.experts import TEACHER_ORDER, MaskSlot
 from mstcli.models.masknet import MaskNet, layer_output_shapes, masknet_for, plugged
-from mstcli.models.trio import Trio
+from mstcli.models.trio import Trio, load_frozen_trio
 from mstcli.ui import epoch_line, stderr_console
-
-
-def load_frozen_trio(stage1_path: Path, features: FeatureFile, device: torch.device) -> Trio:
-    checkpoint = load_checkpoint(stage1_path, "stage-1 checkpoint")
-    trio = Trio.from_checkpoint(checkpoint).to(device).eval()
-    trio.requires_grad_(False)
-    check_features_match(trio.spec.to_dict(), features, stage1_path)
-    return trio
-
-
-def check_features_match(spec: dict, features: FeatureFile, path: Path) -> None:
-    shapes = {m: tuple(s) for m, s in spec["shapes"].items()}
-    if spec["dataset"] != features.dataset or any(features.modalities.get(m) != s for m, s in shapes.items()):
-        raise UserError(f"{path} was trained on other features than {features.path} (dataset or shapes differ)")
 
 
 def build_masks(trio: Trio, sample: Split, layers: int, heads: int, factor: int) -> list[tuple[MaskSlot, MaskNet]]:
