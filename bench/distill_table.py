@@ -45,11 +45,14 @@ from mstcli.stages.fit_masks import fit_masks
 from mstcli.stages.prepare import prepare
 from mstcli.stages.train import train
 
+# S3 variants on the same S1 and S2: each reference quirk switched off alone, and an ablation that continues
+# the S1 student with CE only (what S3 adds beyond S1).
 QUIRKS = {
-    "mst_single": "distill.compose=single",
-    "mst_weighted_gate": "distill.gate_signal=weighted",
-    "mst_plain_lb": "distill.lb_scale=plain",
-    "mst_shifted_decay": "distill.decay=shifted",
+    "mst_single": ["distill.compose=single"],
+    "mst_weighted_gate": ["distill.gate_signal=weighted"],
+    "mst_plain_lb": ["distill.lb_scale=plain"],
+    "mst_shifted_decay": ["distill.decay=shifted"],
+    "s1_then_ce": ["distill.method=none", "distill.student_init=stage1"],
 }
 
 
@@ -140,8 +143,8 @@ def run_direction(args, direction: str, seed: int, features: Path) -> dict[str, 
             MM_ALONE[seed] = alone(params, features, "mm", budget)  # the same for both directions
         acc["mm_teacher"] = MM_ALONE[seed]
     if args.quirks or args.only_quirks:
-        for name, override in QUIRKS.items():
-            run_s3(name, [override], True)
+        for name, overrides in QUIRKS.items():
+            run_s3(name, overrides, name.startswith("mst"))
     print(
         f"# {direction} seed {seed}: "
         + ", ".join(f"{k} {v:.2f}" for k, v in acc.items())

@@ -12,6 +12,7 @@ scalars, so ``-S distill.k=2`` is an int and ``-S prepare.snr_db=[0,10]`` a list
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ class CommonParams:
     dataset: str = _opt("avdigits", "data set name (see `mst datasets`)")
     student: str = _opt("image", "the student's modality; the CM teacher uses the other one")
     seed: int = _opt(0, "random seed and split group (0-19), as in the reference protocol", min=0, max=19)
-    run: str = _opt("main", "run name: models/<run>/ and results/<run>/")
+    run: str = _opt("main", "run name: models/<run>/ and results/<run>/", pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     threads: int = _opt(0, "CPU threads for torch (0: all cores)", min=0)
 
@@ -223,6 +224,9 @@ def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any
     elif hint is str:
         if not isinstance(value, str):
             raise UserError(f"{name} must be a string, got {value!r}")
+        pattern = meta.get("pattern")
+        if pattern and not re.fullmatch(pattern, value):
+            raise UserError(f"{name} must match {pattern} (letters, digits, '.', '_', '-'), got {value!r}")
         return value
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and value < lo or hi is not None and value > hi:

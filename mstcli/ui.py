@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+T = TypeVar("T")
 
 
 def stderr_console() -> Console:
@@ -27,6 +29,24 @@ def progress_bar(description: str, total: int, console: Console | None = None) -
     with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)
+
+
+def track(items: Iterable[T], total: int, description: str, console: Console | None = None) -> Iterator[T]:
+    """Yield ``items`` with a transient progress bar (batches of an epoch); silent when stderr is not a terminal."""
+    console = console or stderr_console()
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        for item in items:
+            yield item
+            progress.advance(task)
 
 
 def epoch_line(stage: str, epoch: int, epochs: int, values: dict[str, float]) -> str:

@@ -93,6 +93,7 @@ def test_same_params_same_arrays(raw_avdigits, tmp_path):
         (["-S", "prepare.num_samples=5"], "prepare.num_samples"),
         (["-S", "prepare.snr_db=[10,0]"], "prepare.snr_db"),
         (["-S", "common.seed=20"], "common.seed"),
+        (["-S", "common.run=../elsewhere"], "common.run"),
         (["-S", "bogus.key=1"], "bogus"),
         (["--dataset", "nosuchset"], "nosuchset"),
         (["-S", "prepare.source=/no/such/file.h5"], "/no/such/file.h5"),

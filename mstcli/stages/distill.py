@@ -22,7 +22,7 @@ from mstcli.engine.runtime import setup_runtime
 from mstcli.methods.base import DistillContext
 from mstcli.methods.registry import build_method
 from mstcli.models.trio import ModalNet, load_frozen_trio
-from mstcli.ui import epoch_line, stderr_console
+from mstcli.ui import epoch_line, stderr_console, track
 
 
 def distill(
@@ -46,6 +46,7 @@ def distill(
     optimizer = torch.optim.Adam(trainable, lr=settings.lr)
     generator = seeded_generator(params.common.seed + 1)
     console = stderr_console()
+    n_batches = -(-len(splits["train"]) // settings.batch_size)
     curve_rows, routing_rows = [], []
     best_loss, best_epoch, best_state = float("inf"), -1, None
     for epoch in range(settings.epochs):
@@ -53,7 +54,9 @@ def distill(
         for module in method.extra_modules():
             module.train()
         totals: dict[str, float] = {}
-        for index in batches(len(splits["train"]), settings.batch_size, generator, device):
+        for index in track(
+            batches(len(splits["train"]), settings.batch_size, generator, device), n_batches, "S3 batches", console
+        ):
             batch = splits["train"].batch(index)
             loss, terms = method.loss(batch, student(batch.inputs))
             optimizer.zero_grad(set_to_none=True)

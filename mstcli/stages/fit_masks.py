@@ -24,7 +24,7 @@ from mstcli.methods.losses import kd_loss, kd_per_sample
 from mstcli.models.experts import TEACHER_ORDER, MaskSlot
 from mstcli.models.masknet import MaskNet, layer_output_shapes, masknet_for, plugged
 from mstcli.models.trio import Trio, load_frozen_trio
-from mstcli.ui import epoch_line, stderr_console
+from mstcli.ui import epoch_line, stderr_console, track
 
 
 def build_masks(trio: Trio, sample: Split, layers: int, heads: int, factor: int) -> list[tuple[MaskSlot, MaskNet]]:
@@ -61,11 +61,14 @@ def fit_masks(params: Params, features_path: Path, stage1_path: Path, out: Path,
     optimizers = [torch.optim.Adam(net.parameters(), lr=settings.lr) for _, net in masks]
     generator = seeded_generator(params.common.seed)
     console = stderr_console()
+    n_batches = -(-len(splits["train"]) // settings.batch_size)
     rows, best, best_epoch = [], float("inf"), 0
     best_states = [copy.deepcopy(net.state_dict()) for _, net in masks]
     for epoch in range(settings.epochs):
         train_kl = [0.0] * len(masks)
-        for index in batches(len(splits["train"]), settings.batch_size, generator, device):
+        for index in track(
+            batches(len(splits["train"]), settings.batch_size, generator, device), n_batches, "S2 batches", console
+        ):
             batch = splits["train"].batch(index)
             with torch.no_grad():
                 target = trio.student(batch.inputs)

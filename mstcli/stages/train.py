@@ -20,7 +20,7 @@ from mstcli.engine.outputs import save_checkpoint, write_tsv
 from mstcli.engine.runtime import setup_runtime
 from mstcli.methods.losses import mutual_loss
 from mstcli.models.trio import RunSpec, Trio
-from mstcli.ui import epoch_line, stderr_console
+from mstcli.ui import epoch_line, stderr_console, track
 
 
 def train(params: Params, features_path: Path, out: Path, curves: Path) -> dict:
@@ -33,11 +33,14 @@ def train(params: Params, features_path: Path, out: Path, curves: Path) -> dict:
     optimizer = torch.optim.Adam(trio.parameters(), lr=settings.lr)
     generator = seeded_generator(params.common.seed)
     console = stderr_console()
+    n_batches = -(-len(splits["train"]) // settings.batch_size)
     rows = []
     for epoch in range(settings.epochs):
         trio.train()
         totals = {"loss": 0.0, "ce": 0.0, "align": 0.0}
-        for index in batches(len(splits["train"]), settings.batch_size, generator, device):
+        for index in track(
+            batches(len(splits["train"]), settings.batch_size, generator, device), n_batches, "S1 batches", console
+        ):
             batch = splits["train"].batch(index)
             logits = [trio.mm(batch.inputs), trio.student(batch.inputs), trio.cm(batch.inputs)]
             loss, terms = mutual_loss(logits, batch.labels, settings.temperature)
