@@ -147,3 +147,14 @@ def test_too_many_layers_or_k_is_named(inside):
     result = runner.invoke(app, ["distill", "-S", "common.run=errs", "-S", "distill.k=5"])
     assert result.exit_code == 2 and "distill.k" in result.output
     assert not (inside / "models/errs/student.pt").exists()
+
+
+def test_later_stages_refuse_mismatched_inputs(inside):
+    run = ["-S", "common.run=guard"]
+    invoke("train", *run, "-S", "train.epochs=1")
+    result = runner.invoke(app, ["fit-masks", *run, "-S", "common.seed=3"])
+    assert result.exit_code == 2 and "split group 0" in result.output, result.output
+    invoke("fit-masks", *run, "-S", "fit_masks.epochs=1")
+    invoke("train", *run, "-S", "train.epochs=2")  # new stage-1 nets; the MaskNets belong to the old ones
+    result = runner.invoke(app, ["distill", *run])
+    assert result.exit_code == 2 and "another stage-1 run" in result.output, result.output

@@ -37,7 +37,7 @@ class MSTDistill:
         if context.masks_path is None:
             raise UserError("--method mst needs the MaskNets of `mst fit-masks` (models/<run>/masks.pt)")
         checkpoint = load_checkpoint(context.masks_path, "MaskNet checkpoint")
-        if checkpoint.get("spec") != context.trio.spec.to_dict():
+        if checkpoint.get("stage1_fingerprint") != context.trio.fingerprint:
             raise UserError(f"{context.masks_path} was fitted for another stage-1 run")
         teachers = {key: context.trio.teacher(key) for key in ("mm", "cm")}
         self.experts = SpecializedTeachers(teachers, masks_from_checkpoint(checkpoint), settings.compose)

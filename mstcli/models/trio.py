@@ -6,6 +6,7 @@ which modality a net reads.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -96,19 +97,35 @@ class Trio(nn.Module):
         return {"mm": self.mm, "cm": self.cm}[key]
 
     def checkpoint(self) -> dict:
-        return {"spec": self.spec.to_dict(), "state": self.state_dict()}
+        state = self.state_dict()
+        return {"spec": self.spec.to_dict(), "state": state, "fingerprint": fingerprint(state)}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> "Trio":
         trio = cls(RunSpec.from_dict(checkpoint["spec"]))
         trio.load_state_dict(checkpoint["state"])
+        trio.fingerprint = checkpoint.get("fingerprint") or fingerprint(checkpoint["state"])
         return trio
 
 
-def load_frozen_trio(stage1_path: Path, features: FeatureFile, device: torch.device) -> Trio:
-    """The stage-1 nets, frozen and in eval mode; a checkpoint made from other features is refused, since its
-    nets would silently read inputs of another shape or meaning."""
+def fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """A digest of the weights: MaskNets remember the stage-1 nets they were fitted to, and S3 checks it."""
+    digest = hashlib.sha1()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_frozen_trio(stage1_path: Path, features: FeatureFile, split_group: int, device: torch.device) -> Trio:
+    """The stage-1 nets, frozen and in eval mode. A checkpoint made from other features is refused (its nets would
+    read inputs of another shape or meaning), and so is one trained on another split group: its training set
+    overlaps this group's test set, so later stages would test on data the nets have seen."""
     checkpoint = load_checkpoint(stage1_path, "stage-1 checkpoint")
+    if checkpoint.get("split_group") != split_group:
+        raise UserError(
+            f"{stage1_path} was trained on split group {checkpoint.get('split_group')}, not common.seed={split_group}"
+        )
     trio = Trio.from_checkpoint(checkpoint).to(device).eval()
     trio.requires_grad_(False)
     check_features_match(trio.spec.to_dict(), features, stage1_path)

@@ -37,7 +37,7 @@ def distill(
     settings = params.distill
     features = FeatureFile.open(features_path)
     device = setup_runtime(params.common.device, params.common.threads, params.common.seed)
-    trio = load_frozen_trio(stage1_path, features, device)
+    trio = load_frozen_trio(stage1_path, features, params.common.seed, device)
     method = build_method(settings.method, DistillContext(settings, trio, masks_path, device))
     student = _initial_student(trio, settings.student_init, method.continues_stage1, device)
     splits = load_splits(features, params.common.seed, list(trio.spec.modalities), device, names=("train", "val"))
@@ -68,7 +68,7 @@ def distill(
         stats = method.end_epoch(epoch)
         student.eval()
         val_loss, val_acc = loss_and_accuracy(predict(student, splits["val"], 1024), splits["val"].labels)
-        if val_loss < best_loss:
+        if val_loss < best_loss or best_state is None:  # a NaN validation loss still leaves a checkpoint
             best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(student.net.state_dict())
         curve_rows.append({"epoch": epoch, **totals, "val_ce": val_loss, "val_acc": val_acc})
         routing_rows.append({"epoch": epoch, **{k: v for k, v in stats.items() if "@" in k}})

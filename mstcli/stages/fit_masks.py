@@ -47,7 +47,7 @@ def fit_masks(params: Params, features_path: Path, stage1_path: Path, out: Path,
     settings = params.fit_masks
     features = FeatureFile.open(features_path)
     device = setup_runtime(params.common.device, params.common.threads, params.common.seed)
-    trio = load_frozen_trio(stage1_path, features, device)
+    trio = load_frozen_trio(stage1_path, features, params.common.seed, device)
     splits = load_splits(features, params.common.seed, list(trio.spec.modalities), device, names=("train", "val"))
     masks = build_masks(
         trio,
@@ -111,6 +111,7 @@ def fit_masks(params: Params, features_path: Path, stage1_path: Path, out: Path,
         {
             "kind": "masks",
             "spec": trio.spec.to_dict(),
+            "stage1_fingerprint": trio.fingerprint,
             "masks": entries,
             "best_epoch": best_epoch,
             "val_score": best,
