@@ -12,7 +12,7 @@ def feature_tables(features: FeatureFile, group: int) -> list[Table]:
     labels = features.labels()
     splits = features.split_indices(group)
 
-    overview = Table(title=f"{features.path}  ({features.dataset}, {features.num_samples} samples)")
+    overview = Table(title=f"{features.dataset}: {features.num_samples} samples", caption=str(features.path))
     overview.add_column("modality")
     overview.add_column("shape per sample")
     overview.add_column("dtype")
