@@ -16,7 +16,9 @@ def stderr_console() -> Console:
 
 
 @contextmanager
-def progress_bar(description: str, total: int, console: Console | None = None) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    description: str, total: int, console: Console | None = None, transient: bool = False
+) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr; yields ``advance(n)``. Quiet (no animation) when stderr is not a terminal."""
     console = console or stderr_console()
     columns = (
@@ -26,27 +28,17 @@ def progress_bar(description: str, total: int, console: Console | None = None) -
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
+    with Progress(*columns, console=console, transient=transient, disable=not console.is_terminal) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)
 
 
 def track(items: Iterable[T], total: int, description: str, console: Console | None = None) -> Iterator[T]:
-    """Yield ``items`` with a transient progress bar (batches of an epoch); silent when stderr is not a terminal."""
-    console = console or stderr_console()
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as progress:
-        task = progress.add_task(description, total=total)
+    """Yield ``items`` under a transient progress bar (the batches of an epoch)."""
+    with progress_bar(description, total, console, transient=True) as advance:
         for item in items:
             yield item
-            progress.advance(task)
+            advance(1)
 
 
 def epoch_line(stage: str, epoch: int, epochs: int, values: dict[str, float]) -> str:
