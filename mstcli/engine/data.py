@@ -16,12 +16,13 @@ class Split:
 
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
+    rows: torch.Tensor | None = None  # for a batch: its row numbers in the split it came from (bank lookups)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batch(self, rows: torch.Tensor) -> "Split":
-        return Split({m: x[rows] for m, x in self.inputs.items()}, self.labels[rows])
+        return Split({m: x[rows] for m, x in self.inputs.items()}, self.labels[rows], rows)
 
 
 def load_splits(

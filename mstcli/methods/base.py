@@ -11,7 +11,7 @@ from torch import nn
 
 from mstcli.config import DistillParams
 from mstcli.engine.data import Split
-from mstcli.models.trio import Trio
+from mstcli.models.trio import ModalNet, Trio
 
 
 @dataclass
@@ -20,6 +20,8 @@ class DistillContext:
 
     settings: DistillParams
     trio: Trio  # the stage-1 nets, teachers frozen
+    student: ModalNet  # the student being trained (hook it for features); trio.student is the stage-1 one
+    splits: dict[str, Split]  # train and val, in memory; a batch's ``rows`` index into its split
     masks_path: Path | None
     device: torch.device
 

@@ -20,7 +20,7 @@ from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.outputs import save_checkpoint, write_tsv
 from mstcli.engine.runtime import setup_runtime
 from mstcli.methods.base import DistillContext
-from mstcli.methods.registry import build_method
+from mstcli.methods.registry import METHODS, build_method
 from mstcli.models.trio import ModalNet, load_frozen_trio
 from mstcli.ui import epoch_line, stderr_console, track
 
@@ -38,9 +38,10 @@ def distill(
     features = FeatureFile.open(features_path)
     device = setup_runtime(params.common.device, params.common.threads, params.common.seed)
     trio = load_frozen_trio(stage1_path, features, params.common.seed, device)
-    method = build_method(settings.method, DistillContext(settings, trio, masks_path, device))
-    student = _initial_student(trio, settings.student_init, method.continues_stage1, device)
     splits = load_splits(features, params.common.seed, list(trio.spec.modalities), device, names=("train", "val"))
+    continues = METHODS[settings.method].continues_stage1 if settings.method in METHODS else False
+    student = _initial_student(trio, settings.student_init, continues, device)
+    method = build_method(settings.method, DistillContext(settings, trio, student, splits, masks_path, device))
 
     trainable = [p for m in [student, *method.extra_modules()] for p in m.parameters()]
     optimizer = torch.optim.Adam(trainable, lr=settings.lr)
