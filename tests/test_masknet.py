@@ -81,3 +81,19 @@ def test_cumulative_and_single_composition():
         assert torch.allclose(b[1], mm(inputs), atol=1e-6)
     with plugged(mm.net, [("concat_identity", slots[0][1]), ("fc1", slots[1][1])]):
         assert torch.allclose(a[1], mm(inputs), atol=1e-6)
+
+
+def test_feature_tap_reads_penultimate_and_hint_layers():
+    from mstcli.models.avmnist import LeNet5
+    from mstcli.models.taps import PENULTIMATE, FeatureTap, penultimate_size
+
+    net = LeNet5((1, 28, 28), 10)
+    x = torch.randn(3, 1, 28, 28)
+    tap = FeatureTap(net, ["features.conv3"])
+    logits = net(x)
+    assert tap[PENULTIMATE].shape == (3, penultimate_size(net)) == (3, 84)
+    assert torch.allclose(net.fc2(tap[PENULTIMATE]), logits)
+    assert tap["features.conv3"].shape == (3, 120, 1, 1)
+    tap.close()
+    net(x * 2)
+    assert torch.allclose(net.fc2(tap[PENULTIMATE]), logits)  # no longer updated once closed

@@ -40,6 +40,7 @@ class LeNet5Features(nn.Module):
 
 class LeNet5(nn.Module):
     mask_layers = ("features.conv3", "features.fc1")
+    classifier = "fc2"
 
     def __init__(self, shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__()
@@ -54,6 +55,7 @@ class ThreeLayerCNNA(nn.Module):
     """Three conv3x3 blocks (32, 64, 128 channels) with max-pooling, then one linear layer."""
 
     mask_layers = ("conv2", "conv3")
+    classifier = "fc"
 
     def __init__(self, shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__()
@@ -95,6 +97,7 @@ class CNNI(nn.Module):
     """Intermediate-fusion MM teacher: [LeNet5 84-d, audio CNN 512-d] -> fc1 -> fc2, no ReLU between the FCs."""
 
     mask_layers = ("concat_identity", "fc1")
+    classifier = "fc2"
 
     def __init__(self, shapes: tuple[tuple[int, ...], tuple[int, ...]], num_classes: int) -> None:
         super().__init__()

@@ -1,0 +1,52 @@
+"""Read a net's intermediate features without changing its code: forward hooks that keep the last output.
+
+Feature-based distillation methods (FitNet, RKD, CRD, ...) need the penultimate features or the hint layers of
+the student and of a teacher. Every registered net names them: ``classifier`` is its last linear layer (the
+penultimate features are that layer's input) and ``mask_layers`` are the layers S2 masks (usable as hints).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+PENULTIMATE = "penultimate"
+
+
+class FeatureTap:
+    """Keeps, after every forward of ``net``, the outputs of ``layers`` and (key ``"penultimate"``) the input of
+    its classifier. Gradients flow through the kept tensors, so a loss on them trains the net. ``close()``
+    removes the hooks."""
+
+    def __init__(self, net: nn.Module, layers: Sequence[str] = (), penultimate: bool = True) -> None:
+        self.features: dict[str, torch.Tensor] = {}
+        modules = dict(net.named_modules())
+        missing = [name for name in layers if name not in modules]
+        if missing:
+            raise KeyError(f"{type(net).__name__} has no layer {', '.join(missing)}")
+        self._handles = [
+            modules[name].register_forward_hook(lambda _m, _i, out, name=name: self.features.__setitem__(name, out))
+            for name in layers
+        ]
+        if penultimate:
+            head = modules[net.classifier]
+            self._handles.append(
+                head.register_forward_pre_hook(
+                    lambda _m, args: self.features.__setitem__(PENULTIMATE, args[0].flatten(1))
+                )
+            )
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.features[name]
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def penultimate_size(net: nn.Module) -> int:
+    """Width of the penultimate features (the classifier's input)."""
+    return dict(net.named_modules())[net.classifier].in_features
