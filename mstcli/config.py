@@ -42,6 +42,10 @@ class CommonParams:
     run: str = _opt("main", "run name: models/<run>/ and results/<run>/", pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     threads: int = _opt(0, "CPU threads for torch (0: all cores)", min=0)
+    precision: Literal["fp32", "tf32", "bf16"] = _opt(
+        "tf32", "CUDA math: fp32, tf32 (TF32 matmuls and convolutions) or bf16 (autocast); the CPU always uses fp32"
+    )
+    compile: bool = _opt(False, "torch.compile the nets (pays a compile time once; helps long GPU runs)")
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,12 @@ class FitMasksParams:
     layers: int = _opt(2, "masked layers per teacher (reference: 2), so 2 x layers specialized teachers", min=1)
     heads: int = _opt(3, "attention heads in each MaskNet", min=1)
     hidden_dim_factor: int = _opt(16, "MaskNet width h = floor(D / (factor * heads)) * heads (reference: 2)", min=1)
+    cache_mb: int = _opt(
+        2048,
+        "memory (MiB, on the training device) for the frozen teachers' outputs at the masked layers, computed once;"
+        " layers beyond the budget are recomputed every batch (0: recompute all, as the reference)",
+        min=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,9 @@ class DistillParams:
     )
     decay: Literal["reference", "shifted", "off"] = _opt(
         "reference", "loss-weight decay after epochs 0, 10, 20, ... (reference), after 10, 20, ... or none"
+    )
+    bank: bool = _opt(
+        True, "frozen teachers' logits computed once per split (the expert bank) or every batch (the reference)"
     )
     student_init: Literal["auto", "stage1", "scratch"] = _opt(
         "auto", "student start: auto = stage 1 for mst, from scratch for none/kd (as the reference baselines)"

@@ -34,7 +34,8 @@ class DistillMethod(Protocol):
         """Trainable modules besides the student (e.g. the GateNet); optimized with the student."""
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss of one batch and its named terms (for the curves)."""
+        """The training loss of one batch and its named terms (for the curves; tensors or floats: tensors are
+        averaged on the device, which spares a GPU sync per step)."""
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         """Called after each epoch (0-based); returns per-epoch statistics such as routing frequencies."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mstcli.engine.bank import logit_bank, rows_of
 from mstcli.engine.data import Split
 from mstcli.engine.outputs import load_checkpoint
 from mstcli.errors import UserError
@@ -42,6 +43,8 @@ class MSTDistill:
         teachers = {key: context.trio.teacher(key) for key in ("mm", "cm")}
         self.experts = SpecializedTeachers(teachers, masks_from_checkpoint(checkpoint), settings.compose)
         self.experts.to(context.device)
+        # E x N_train x C, computed once (see engine/bank.py); None recomputes every batch as the reference does
+        self.bank = logit_bank(self.experts, context.splits["train"], 1024, row_dim=1) if settings.bank else None
         if settings.k > len(self.experts):
             raise UserError(f"distill.k={settings.k} but there are only {len(self.experts)} specialized teachers")
         self.gate = GateNet(context.trio.spec.num_classes, len(self.experts)).to(context.device)
@@ -57,7 +60,7 @@ class MSTDistill:
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         s = self.settings
-        expert_logits = self.experts(batch.inputs)
+        expert_logits = self.bank[:, rows_of(batch)] if self.bank is not None else self.experts(batch.inputs)
         gate = self.gate(student_logits)
         top = gate.topk(s.k, dim=1)
         weights = top.values / top.values.sum(dim=1, keepdim=True) if s.gate_signal == "weighted" else None
@@ -69,7 +72,7 @@ class MSTDistill:
         ce = F.cross_entropy(student_logits, batch.labels)
         self.counts += torch.bincount(top.indices.flatten(), minlength=len(self.experts))
         total = s.w_task * ce + self.w_kl * distill + self.w_lb * balance
-        return total, {"ce": float(ce.detach()), "distill": float(distill.detach()), "balance": float(balance.detach())}
+        return total, {"ce": ce.detach(), "distill": distill.detach(), "balance": balance.detach()}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         frequency = (self.counts / self.counts.sum().clamp_min(1)).tolist()

@@ -20,7 +20,7 @@ class StudentAlone:
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         ce = F.cross_entropy(student_logits, batch.labels)
-        return self.weight * ce, {"ce": float(ce.detach())}
+        return self.weight * ce, {"ce": ce.detach()}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {}

@@ -2,7 +2,8 @@
 intermediate-fusion MM teacher CNN-I. Also used for AV-Digits, which has the same two modalities.
 
 Layer names follow the reference so that MaskNets plug into the same places: a hook on ``conv3`` or
-``fc1`` sees the layer's output before its ReLU. Flatten sizes are measured from the input shape, so
+``fc1`` sees the layer's output before its ReLU. Each net's ``tail(layer, z)`` runs the rest of its forward from
+a mask layer's output, and ``forward`` is written through it, so the two cannot drift apart. Flatten sizes are measured from the input shape, so
 the same nets serve 28x28 images with 32x32 or 112x112 spectrograms.
 """
 
@@ -29,10 +30,12 @@ class LeNet5Features(nn.Module):
         self.act = nn.ReLU()
         self.fc1 = nn.Linear(_flat_size(self._conv_stack, shape), 84)
 
-    def _conv_stack(self, x: torch.Tensor) -> torch.Tensor:
+    def below_conv3(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.act(self.conv1(x)))
-        x = self.pool(self.act(self.conv2(x)))
-        return self.act(self.conv3(x))
+        return self.pool(self.act(self.conv2(x)))
+
+    def _conv_stack(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv3(self.below_conv3(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.fc1(self._conv_stack(x).flatten(1)))
@@ -48,7 +51,16 @@ class LeNet5(nn.Module):
         self.fc2 = nn.Linear(84, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.features(x))
+        return self.tail("features.conv3", self.features.conv3(self.features.below_conv3(x)))
+
+    def tail(self, layer: str, z: torch.Tensor) -> torch.Tensor:
+        """The rest of the forward from the output ``z`` of mask layer ``layer`` (S2 caches what comes before)."""
+        f = self.features
+        if layer == "features.conv3":
+            z = f.fc1(f.act(z).flatten(1))
+        elif layer != "features.fc1":
+            raise KeyError(layer)
+        return self.fc2(f.act(z))
 
 
 class ThreeLayerCNNA(nn.Module):
@@ -72,7 +84,15 @@ class ThreeLayerCNNA(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self._conv_stack(x).flatten(1))
+        return self.tail("conv2", self.conv2(self.pool(self.act(self.conv1(x)))))
+
+    def tail(self, layer: str, z: torch.Tensor) -> torch.Tensor:
+        """The rest of the forward from the output ``z`` of mask layer ``layer`` (S2 caches what comes before)."""
+        if layer == "conv2":
+            z = self.conv3(self.pool(self.act(z)))
+        elif layer != "conv3":
+            raise KeyError(layer)
+        return self.fc(self.pool(self.act(z)).flatten(1))
 
 
 class FiveLayerAudioFeatures(nn.Module):
@@ -110,4 +130,12 @@ class CNNI(nn.Module):
 
     def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         fused = self.concat_identity(torch.cat([self.image_branch(image), self.audio_branch(audio)], dim=1))
-        return self.fc2(self.fc1(fused))
+        return self.tail("concat_identity", fused)
+
+    def tail(self, layer: str, z: torch.Tensor) -> torch.Tensor:
+        """The rest of the forward from the output ``z`` of mask layer ``layer`` (S2 caches what comes before)."""
+        if layer == "concat_identity":
+            z = self.fc1(z)
+        elif layer != "fc1":
+            raise KeyError(layer)
+        return self.fc2(z)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from pathlib import Path
 
 import torch
@@ -18,7 +19,8 @@ from mstcli.data.store import FeatureFile
 from mstcli.engine.data import batches, load_splits, seeded_generator
 from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.outputs import save_checkpoint, write_tsv
-from mstcli.engine.runtime import setup_runtime
+from mstcli.engine.meters import EpochMeans
+from mstcli.engine.runtime import autocast, maybe_compile, setup_runtime
 from mstcli.methods.base import DistillContext
 from mstcli.methods.registry import METHODS, build_method
 from mstcli.models.trio import ModalNet, load_frozen_trio
@@ -34,10 +36,10 @@ def distill(
     curves: Path,
     routing: Path,
 ) -> dict:
-    settings = params.distill
+    settings, common = params.distill, params.common
     features = FeatureFile.open(features_path)
-    device = setup_runtime(params.common.device, params.common.threads, params.common.seed)
-    trio = load_frozen_trio(stage1_path, features, params.common.seed, device)
+    device = setup_runtime(common.device, common.threads, common.seed, common.precision)
+    trio = load_frozen_trio(stage1_path, features, common.seed, device)
     splits = load_splits(features, params.common.seed, list(trio.spec.modalities), device, names=("train", "val"))
     continues = METHODS[settings.method].continues_stage1 if settings.method in METHODS else False
     student = _initial_student(trio, settings.student_init, continues, device)
@@ -45,33 +47,40 @@ def distill(
 
     trainable = [p for m in [student, *method.extra_modules()] for p in m.parameters()]
     optimizer = torch.optim.Adam(trainable, lr=settings.lr)
-    generator = seeded_generator(params.common.seed + 1)
+    maybe_compile(student.net, common.compile)
+    generator = seeded_generator(common.seed + 1)
     console = stderr_console()
-    n_batches = -(-len(splits["train"]) // settings.batch_size)
+    train = splits["train"]
+    n_batches = -(-len(train) // settings.batch_size)
     curve_rows, routing_rows = [], []
     best_loss, best_epoch, best_state = float("inf"), -1, None
     for epoch in range(settings.epochs):
+        started = time.perf_counter()
         student.train()
         for module in method.extra_modules():
             module.train()
-        totals: dict[str, float] = {}
+        means = EpochMeans()
         for index in track(
-            batches(len(splits["train"]), settings.batch_size, generator, device), n_batches, "S3 batches", console
+            batches(len(train), settings.batch_size, generator, device), n_batches, "S3 batches", console
         ):
-            batch = splits["train"].batch(index)
-            loss, terms = method.loss(batch, student(batch.inputs))
+            batch = train.batch(index)
+            with autocast(device, common.precision):
+                loss, terms = method.loss(batch, student(batch.inputs))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            share = len(index) / len(splits["train"])
-            for name, value in {"loss": float(loss.detach()), **terms}.items():
-                totals[name] = totals.get(name, 0.0) + value * share
+            means.add({"loss": loss, **terms}, len(index))
+        totals = means.means()
         stats = method.end_epoch(epoch)
         student.eval()
-        val_loss, val_acc = loss_and_accuracy(predict(student, splits["val"], 1024), splits["val"].labels)
+        with autocast(device, common.precision):
+            val_logits = predict(student, splits["val"], 1024).float()
+        val_loss, val_acc = loss_and_accuracy(val_logits, splits["val"].labels)
         if val_loss < best_loss or best_state is None:  # a NaN validation loss still leaves a checkpoint
             best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(student.net.state_dict())
-        curve_rows.append({"epoch": epoch, **totals, "val_ce": val_loss, "val_acc": val_acc})
+        curve_rows.append(
+            {"epoch": epoch, **totals, "val_ce": val_loss, "val_acc": val_acc, "epoch_s": time.perf_counter() - started}
+        )
         routing_rows.append({"epoch": epoch, **{k: v for k, v in stats.items() if "@" in k}})
         console.print(
             epoch_line(

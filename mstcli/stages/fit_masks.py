@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from pathlib import Path
 
 import torch
@@ -18,7 +19,10 @@ from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine.data import Split, batches, load_splits, seeded_generator
 from mstcli.engine.outputs import save_checkpoint, write_tsv
-from mstcli.engine.runtime import setup_runtime
+from mstcli.engine.bank import logit_bank
+from mstcli.engine.layer_cache import build_layer_cache, plan_cache
+from mstcli.engine.meters import EpochMeans
+from mstcli.engine.runtime import autocast, maybe_compile, setup_runtime
 from mstcli.errors import UserError
 from mstcli.methods.losses import kd_loss, kd_per_sample
 from mstcli.models.experts import TEACHER_ORDER, MaskSlot
@@ -43,12 +47,29 @@ def build_masks(trio: Trio, sample: Split, layers: int, heads: int, factor: int)
     return masks
 
 
+class MaskedTeachers:
+    """Computes each specialized teacher's logits for a batch of a split, from the layer cache where it holds the
+    masked layer's input, else by plugging the MaskNet into the full teacher forward."""
+
+    def __init__(self, trio: Trio, masks: list[tuple[MaskSlot, MaskNet]], cache: dict[str, dict]) -> None:
+        self.trio, self.masks, self.cache = trio, masks, cache
+
+    def logits(self, i: int, split_name: str, batch: Split) -> torch.Tensor:
+        slot, net = self.masks[i]
+        teacher = self.trio.teacher(slot.teacher)
+        cached = self.cache.get(split_name, {}).get((slot.teacher, slot.layer))
+        if cached is not None:
+            return teacher.net.tail(slot.layer, net(cached[batch.rows]))
+        with plugged(teacher.net, [(slot.layer, net)]):
+            return teacher(batch.inputs)
+
+
 def fit_masks(params: Params, features_path: Path, stage1_path: Path, out: Path, curves: Path) -> dict:
-    settings = params.fit_masks
+    settings, common = params.fit_masks, params.common
     features = FeatureFile.open(features_path)
-    device = setup_runtime(params.common.device, params.common.threads, params.common.seed)
-    trio = load_frozen_trio(stage1_path, features, params.common.seed, device)
-    splits = load_splits(features, params.common.seed, list(trio.spec.modalities), device, names=("train", "val"))
+    device = setup_runtime(common.device, common.threads, common.seed, common.precision)
+    trio = load_frozen_trio(stage1_path, features, common.seed, device)
+    splits = load_splits(features, common.seed, list(trio.spec.modalities), device, names=("train", "val"))
     masks = build_masks(
         trio,
         splits["val"].batch(torch.arange(2, device=device)),
@@ -58,36 +79,52 @@ def fit_masks(params: Params, features_path: Path, stage1_path: Path, out: Path,
     )
     for _, net in masks:
         net.to(device)
+        maybe_compile(net, common.compile)
     optimizers = [torch.optim.Adam(net.parameters(), lr=settings.lr) for _, net in masks]
-    generator = seeded_generator(params.common.seed)
     console = stderr_console()
-    n_batches = -(-len(splits["train"]) // settings.batch_size)
-    rows, best, best_epoch = [], float("inf"), 0
+    big = max(settings.batch_size, 1024)
+    with autocast(device, common.precision):
+        targets = {name: logit_bank(trio.student, split, big) for name, split in splits.items()}
+        teachers = {key: trio.teacher(key) for key in TEACHER_ORDER}
+        rows = sum(len(split) for split in splits.values())
+        cached = plan_cache([((s.teacher, s.layer), s.shape) for s, _ in masks], teachers, rows, settings.cache_mb)
+        cache = {name: build_layer_cache(teachers, cached, split, big) for name, split in splits.items()}
+    if cached:
+        console.print(f"S2: frozen outputs cached at {', '.join(f'{k}@{layer}' for k, layer in cached)}")
+    masked = MaskedTeachers(trio, masks, cache)
+    generator = seeded_generator(common.seed)
+    train = splits["train"]
+    n_batches = -(-len(train) // settings.batch_size)
+    history, best, best_epoch = [], float("inf"), 0
     best_states = [copy.deepcopy(net.state_dict()) for _, net in masks]
     for epoch in range(settings.epochs):
-        train_kl = [0.0] * len(masks)
+        started = time.perf_counter()
+        means = EpochMeans()
+        for _, net in masks:
+            net.train()
         for index in track(
-            batches(len(splits["train"]), settings.batch_size, generator, device), n_batches, "S2 batches", console
+            batches(len(train), settings.batch_size, generator, device), n_batches, "S2 batches", console
         ):
-            batch = splits["train"].batch(index)
-            with torch.no_grad():
-                target = trio.student(batch.inputs)
-            for i, ((slot, net), optimizer) in enumerate(zip(masks, optimizers)):
-                net.train()
-                teacher = trio.teacher(slot.teacher)
-                with plugged(teacher.net, [(slot.layer, net)]):
-                    loss = kd_loss(teacher(batch.inputs), target, settings.temperature)
+            batch = train.batch(index)
+            target = targets["train"][index]
+            losses = {}
+            for i, optimizer in enumerate(optimizers):
+                with autocast(device, common.precision):
+                    loss = kd_loss(masked.logits(i, "train", batch), target, settings.temperature)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                train_kl[i] += float(loss.detach()) * len(index) / len(splits["train"])
-        val_kl = validation_kl(trio, masks, splits["val"], settings.temperature, settings.batch_size)
+                losses[i] = loss
+            means.add(losses, len(index))
+        train_kl = means.means()
+        with autocast(device, common.precision):
+            val_kl = validation_kl(masked, splits["val"], targets["val"], settings.temperature, big)
         score = selection_score([slot for slot, _ in masks], val_kl)
-        row = {"epoch": epoch, "val_score": score}
-        for (slot, _), tr, va in zip(masks, train_kl, val_kl):
-            row[f"train_kl_{slot.teacher}@{slot.layer}"] = tr
+        row = {"epoch": epoch, "val_score": score, "epoch_s": time.perf_counter() - started}
+        for i, ((slot, _), va) in enumerate(zip(masks, val_kl)):
+            row[f"train_kl_{slot.teacher}@{slot.layer}"] = train_kl[i]
             row[f"val_kl_{slot.teacher}@{slot.layer}"] = va
-        rows.append(row)
+        history.append(row)
         if score < best:
             best, best_epoch = score, epoch
             best_states = [copy.deepcopy(net.state_dict()) for _, net in masks]
@@ -119,7 +156,7 @@ def fit_masks(params: Params, features_path: Path, stage1_path: Path, out: Path,
         },
         out,
     )
-    write_tsv(curves, rows)
+    write_tsv(curves, history)
     return {"best_epoch": best_epoch, "val_score": best}
 
 
@@ -134,16 +171,13 @@ def selection_score(slots: list[MaskSlot], val_kl: list[float]) -> float:
 
 @torch.no_grad()
 def validation_kl(
-    trio: Trio, masks: list[tuple[MaskSlot, MaskNet]], split: Split, temperature: float, batch_size: int
+    masked: MaskedTeachers, split: Split, targets: torch.Tensor, temperature: float, batch_size: int
 ) -> list[float]:
     """Mean KL of every specialized teacher (its own mask only) to the student over the split."""
-    totals = [0.0] * len(masks)
-    for index in batches(len(split), batch_size, None, split.labels.device):
-        batch = split.batch(index)
-        target = trio.student(batch.inputs)
-        for i, (slot, net) in enumerate(masks):
-            net.eval()
-            teacher = trio.teacher(slot.teacher)
-            with plugged(teacher.net, [(slot.layer, net)]):
-                totals[i] += float(kd_per_sample(teacher(batch.inputs), target, temperature).sum())
-    return [t / len(split) for t in totals]
+    totals = torch.zeros(len(masked.masks), device=targets.device)
+    for i, (_, net) in enumerate(masked.masks):
+        net.eval()
+        for index in batches(len(split), batch_size, None, targets.device):
+            logits = masked.logits(i, "val", split.batch(index))
+            totals[i] += kd_per_sample(logits.float(), targets[index].float(), temperature).sum()
+    return (totals / len(split)).tolist()

@@ -1,0 +1,167 @@
+"""Seconds per epoch of S1, S2, S3 and the student alone, with the expert bank and with recomputation.
+
+Every figure comes from the stages' own code (the ``epoch_s`` column of their curves, which covers one epoch's
+training and its validation pass); the first epoch of each stage is a warm-up and is left out (median of the
+rest). All runs happen in this one process, one after the other, on the same device, so the ratios compare like
+with like:
+
+- ``s1``: ``mst train``;  ``s2``: ``mst fit-masks`` (all MaskNets, layer cache on as configured);
+- ``s3``: ``mst distill`` with the expert bank; ``s3_recompute``: the same with ``distill.bank=false`` (every
+  batch reruns the frozen teachers and MaskNets, as the reference does);
+- ``student``: ``mst distill --method none`` (the student alone, the floor for S3);
+- ``s2_recompute`` (``--s2-recompute``): S2 with ``fit_masks.cache_mb=0``.
+
+The data are random features with AV-MNIST's shapes (``--n`` pairs of 1x28x28 images and 1xSxS spectrograms,
+60/20/20 split): time does not depend on the values. ``--features`` times a real prepared file instead.
+The last line is one JSON object (keys: device, n_train, s1_epoch_s, s2_epoch_s, s3_epoch_s, student_epoch_s,
+s3_over_student, bank_speedup, ...).
+
+    python bench/stage_speed.py --n 70000 --spec-size 112 --batch-size 512            # AV-MNIST size, GPU
+    python bench/stage_speed.py --n 6000 --spec-size 32 --batch-size 128 --factor 16  # 2-core CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mstcli.config import load_params
+from mstcli.data.store import FeatureFile, write_features
+from mstcli.stages.distill import distill
+from mstcli.stages.fit_masks import fit_masks
+from mstcli.stages.train import train
+
+
+def synthetic_features(path: Path, n: int, spec_size: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    write_features(
+        path,
+        dataset="avdigits",
+        arrays={
+            "image": rng.random((n, 1, 28, 28), dtype=np.float32),
+            "audio": rng.random((n, 1, spec_size, spec_size), dtype=np.float32),
+        },
+        labels=rng.integers(0, 10, n),
+        class_names=[str(d) for d in range(10)],
+        params={"synthetic": True},
+    )
+    return path
+
+
+def epoch_seconds(curves: Path) -> float:
+    with open(curves) as f:
+        times = [float(row["epoch_s"]) for row in csv.DictReader(f, delimiter="\t")]
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+def timed(label: str, fn, *args) -> float:
+    """Run a stage quietly; returns its whole wall time (set-up, caches and all epochs)."""
+    started = time.perf_counter()
+    with contextlib.redirect_stderr(io.StringIO()):
+        fn(*args)
+    wall = time.perf_counter() - started
+    print(f"{label}: {wall:.2f} s in all", file=sys.stderr, flush=True)
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=6000, help="pairs in all (70000 = AV-MNIST; 60%% train)")
+    parser.add_argument("--spec-size", type=int, default=32, help="spectrogram side (112 = AV-MNIST)")
+    parser.add_argument("--features", type=Path, help="a prepared feature file instead of random features")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per stage (the first is a warm-up)")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--factor", type=int, default=2, help="MaskNet hidden_dim_factor (reference: 2)")
+    parser.add_argument("--student", default="image")
+    parser.add_argument("--s2-recompute", action="store_true", help="also time S2 without the layer cache")
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="params override")
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args()
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stage_speed-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    features = args.features or synthetic_features(workdir / "features.h5", args.n, args.spec_size)
+    common = [f"common.student={args.student}", "common.run=speed"]
+    epochs = [f"{stage}.{key}" for stage in ("train", "fit_masks", "distill") for key in ("epochs", "batch_size")]
+    values = [args.epochs, args.batch_size] * 3
+    base = [*common, *(f"{k}={v}" for k, v in zip(epochs, values)), f"fit_masks.hidden_dim_factor={args.factor}"]
+    base += args.overrides
+
+    def params(*extra: str):
+        return load_params(None, [*base, *extra])
+
+    p = params()
+    device = "cuda" if p.common.device == "auto" and torch.cuda.is_available() else p.common.device
+    device = "cpu" if device == "auto" else device
+    stage1, masks = workdir / "stage1.pt", workdir / "masks.pt"
+    walls = {}
+    walls["s1"] = timed("S1", train, p, features, stage1, workdir / "s1.tsv")
+    walls["s2"] = timed("S2", fit_masks, p, features, stage1, masks, workdir / "s2.tsv")
+    if args.s2_recompute:
+        walls["s2_recompute"] = timed(
+            "S2 recompute",
+            fit_masks,
+            params("fit_masks.cache_mb=0"),
+            features,
+            stage1,
+            workdir / "masks-r.pt",
+            workdir / "s2_recompute.tsv",
+        )
+    for name, extra in {
+        "s3": [],
+        "s3_recompute": ["distill.bank=false"],
+        "student": ["distill.method=none"],
+    }.items():
+        walls[name] = timed(
+            name,
+            distill,
+            params(*extra),
+            features,
+            stage1,
+            masks,
+            workdir / f"{name}.pt",
+            workdir / f"{name}.tsv",
+            workdir / f"{name}-routing.tsv",
+        )
+
+    per_epoch = {name: epoch_seconds(workdir / f"{name}.tsv") for name in walls}
+    n_train = len(FeatureFile.open(features).split_indices(p.common.seed)["train"])
+    device_name = (
+        torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    print(f"\n{device_name}, torch {torch.__version__}, precision {p.common.precision}, n_train {n_train}")
+    print(f"{'stage':<14}{'s/epoch':>10}{'samples/s':>12}{'wall s':>9}")
+    for name, seconds in per_epoch.items():
+        print(f"{name:<14}{seconds:>10.3f}{n_train / seconds:>12.0f}{walls[name]:>9.1f}")
+    summary = {
+        "device": device_name,
+        "torch": torch.__version__,
+        "precision": p.common.precision,
+        "compile": p.common.compile,
+        "n_train": n_train,
+        "batch_size": args.batch_size,
+        "hidden_dim_factor": args.factor,
+        "student": args.student,
+        **{f"{name}_epoch_s": round(seconds, 4) for name, seconds in per_epoch.items()},
+        "s3_over_student": round(per_epoch["s3"] / per_epoch["student"], 3),
+        "bank_speedup": round(per_epoch["s3_recompute"] / per_epoch["s3"], 2),
+        "s3_setup_s": round(walls["s3"] - args.epochs * per_epoch["s3"], 2),
+    }
+    if "s2_recompute" in per_epoch:
+        summary["cache_speedup"] = round(per_epoch["s2_recompute"] / per_epoch["s2"], 2)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

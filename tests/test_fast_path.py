@@ -1,0 +1,171 @@
+"""The fast path gives the numbers of the slow one: the expert bank (S3), the layer cache (S2), the nets' tails."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from mstcli.config import DistillParams
+from mstcli.engine.bank import logit_bank
+from mstcli.engine.data import Split
+from mstcli.engine.layer_cache import build_layer_cache, layer_outputs, plan_cache
+from mstcli.engine.outputs import save_checkpoint
+from mstcli.methods.base import DistillContext
+from mstcli.methods.kd import HintonKD
+from mstcli.methods.losses import kd_loss
+from mstcli.methods.mst import MSTDistill
+from mstcli.models.experts import TEACHER_ORDER
+from mstcli.models.trio import RunSpec, Trio, fingerprint
+from mstcli.stages.fit_masks import MaskedTeachers, build_masks
+
+SHAPES = {"image": (1, 28, 28), "audio": (1, 16, 16)}
+
+
+def tiny_trio(student: str = "audio") -> Trio:
+    torch.manual_seed(0)
+    spec = RunSpec(
+        dataset="avdigits",
+        modalities=("image", "audio"),
+        student=student,
+        cm="image" if student == "audio" else "audio",
+        shapes=SHAPES,
+        num_classes=10,
+        class_names=tuple(str(d) for d in range(10)),
+        multimodal_net="cnn_i",
+        student_net={"image": "lenet5", "audio": "three_layer_cnn_a"}[student],
+        cm_net={"image": "lenet5", "audio": "three_layer_cnn_a"}["image" if student == "audio" else "audio"],
+    )
+    trio = Trio(spec).eval()
+    trio.requires_grad_(False)
+    trio.fingerprint = fingerprint(trio.state_dict())
+    return trio
+
+
+def random_split(n: int, seed: int = 1) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    return Split({m: torch.rand(n, *s, generator=g) for m, s in SHAPES.items()}, torch.randint(0, 10, (n,), generator=g))
+
+
+def masks_checkpoint(trio: Trio, path, split: Split):
+    torch.manual_seed(2)
+    masks = build_masks(trio, split.batch(torch.arange(2)), layers=2, heads=3, factor=16)
+    for _, net in masks:  # move the masks away from their initial state so that composition matters
+        for p in net.parameters():
+            p.data.add_(0.3 * torch.randn_like(p))
+    entries = [
+        {
+            "teacher": slot.teacher,
+            "layer": slot.layer,
+            "shape": slot.shape,
+            "dim": net.dim,
+            "heads": 3,
+            "hidden_dim_factor": 16,
+            "spatial": net.reduce is not None,
+            "state": net.state_dict(),
+        }
+        for slot, net in masks
+    ]
+    save_checkpoint({"kind": "masks", "stage1_fingerprint": trio.fingerprint, "masks": entries}, path)
+    return masks
+
+
+@pytest.mark.parametrize("compose", ["cumulative", "single"])
+def test_s3_losses_from_the_bank_equal_recomputation(tmp_path, compose):
+    trio = tiny_trio()
+    train = random_split(40)
+    masks_checkpoint(trio, tmp_path / "masks.pt", train)
+    losses = {}
+    for bank in (True, False):
+        settings = dataclasses.replace(DistillParams(), compose=compose, bank=bank, k=2, gate_signal="weighted")
+        torch.manual_seed(3)  # the same GateNet initialisation for both
+        context = DistillContext(settings, trio, trio.student, {"train": train}, tmp_path / "masks.pt", "cpu")
+        method = MSTDistill(context)
+        assert (method.bank is not None) == bank
+        batch = train.batch(torch.tensor([5, 17, 2, 33, 8]))
+        student_logits = torch.randn(5, 10, generator=torch.Generator().manual_seed(4))
+        loss, terms = method.loss(batch, student_logits)
+        losses[bank] = (loss, terms)
+    (fast, fast_terms), (slow, slow_terms) = losses[True], losses[False]
+    assert float(slow_terms["distill"]) > 0
+    assert abs(float(fast) - float(slow)) <= 1e-5
+    for name in ("ce", "distill", "balance"):
+        assert abs(float(fast_terms[name]) - float(slow_terms[name])) <= 1e-5
+
+
+def test_the_two_compositions_give_different_banks(tmp_path):
+    trio = tiny_trio()
+    train = random_split(12)
+    masks_checkpoint(trio, tmp_path / "masks.pt", train)
+    banks = {}
+    for compose in ("cumulative", "single"):
+        settings = dataclasses.replace(DistillParams(), compose=compose)
+        context = DistillContext(settings, trio, trio.student, {"train": train}, tmp_path / "masks.pt", "cpu")
+        banks[compose] = MSTDistill(context).bank
+    assert banks["cumulative"].shape == (4, 12, 10)
+    assert torch.allclose(banks["cumulative"][0], banks["single"][0])  # the first expert of a teacher: one mask
+    assert not torch.allclose(banks["cumulative"][1], banks["single"][1], atol=1e-4)  # the second: 1 or 2 masks
+
+
+def test_kd_teacher_logits_from_the_bank_equal_recomputation():
+    trio = tiny_trio("image")
+    train = random_split(30)
+    batch = train.batch(torch.tensor([3, 29, 0]))
+    student_logits = torch.randn(3, 10)
+    results = []
+    for bank in (True, False):
+        settings = dataclasses.replace(DistillParams(), method="kd", teacher="mm", bank=bank)
+        method = HintonKD(DistillContext(settings, trio, trio.student, {"train": train}, None, "cpu"))
+        results.append(method.loss(batch, student_logits)[0])
+    assert abs(float(results[0]) - float(results[1])) <= 1e-5
+
+
+@pytest.mark.parametrize("student", ["image", "audio"])
+def test_every_net_tail_continues_its_forward(student):
+    trio = tiny_trio(student)
+    split = random_split(6)
+    for key in ("mm", "student", "cm"):
+        net = getattr(trio, key)
+        outs = layer_outputs(net, net.net.mask_layers, split, batch_size=4)
+        full = net(split.inputs)
+        for layer, z in outs.items():
+            assert torch.allclose(net.net.tail(layer, z), full, atol=1e-6), (key, layer)
+
+
+def test_s2_losses_and_gradients_from_the_layer_cache_equal_recomputation():
+    trio = tiny_trio()
+    train = random_split(24)
+    torch.manual_seed(5)
+    masks = build_masks(trio, train.batch(torch.arange(2)), layers=2, heads=3, factor=16)
+    teachers = {key: trio.teacher(key) for key in TEACHER_ORDER}
+    keys = [(slot.teacher, slot.layer) for slot, _ in masks]
+    cache = {"train": build_layer_cache(teachers, keys, train, batch_size=7)}
+    batch = train.batch(torch.tensor([1, 4, 9, 23, 12, 0]))
+    target = trio.student(batch.inputs)
+    for i, (_, net) in enumerate(masks):
+        net.train()
+        results = []
+        for masked in (MaskedTeachers(trio, masks, cache), MaskedTeachers(trio, masks, {})):
+            net.zero_grad()
+            loss = kd_loss(masked.logits(i, "train", batch), target, 4.0)
+            loss.backward()
+            results.append((float(loss), [p.grad.clone() for p in net.parameters()]))
+        (fast, fast_grads), (slow, slow_grads) = results
+        assert abs(fast - slow) <= 1e-5
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fast_grads, slow_grads))
+
+
+def test_the_cache_plan_keeps_to_its_budget():
+    trio = tiny_trio()
+    teachers = {key: trio.teacher(key) for key in TEACHER_ORDER}
+    slots = [(("mm", "concat_identity"), (596,)), (("mm", "fc1"), (298,)), (("cm", "features.fc1"), (84,))]
+    rows = 2**20 // (4 * 596)  # the first slot alone takes about 1 MiB
+    assert plan_cache(slots, teachers, rows, 0) == []
+    assert plan_cache(slots, teachers, rows, 1) == [("mm", "concat_identity")]
+    assert plan_cache(slots, teachers, rows, 2) == [key for key, _ in slots]
+
+
+def test_logit_bank_is_the_per_batch_forward_in_row_order():
+    trio = tiny_trio()
+    split = random_split(10)
+    bank = logit_bank(trio.mm, split, batch_size=3)
+    assert torch.allclose(bank, trio.mm(split.inputs), atol=1e-6)
