@@ -169,3 +169,19 @@ def test_logit_bank_is_the_per_batch_forward_in_row_order():
     split = random_split(10)
     bank = logit_bank(trio.mm, split, batch_size=3)
     assert torch.allclose(bank, trio.mm(split.inputs), atol=1e-6)
+
+
+@pytest.mark.parametrize("count", [0, 7, 300, 999])
+def test_feature_rows_are_gathered_in_the_requested_order(tmp_path, count):
+    import h5py
+    import numpy as np
+
+    from mstcli.data.store import _gather
+
+    rng = np.random.default_rng(count)
+    data = rng.random((1000, 2, 3), dtype=np.float32)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["x"] = data
+        indices = rng.permutation(1000)[:count] if count != 300 else rng.integers(0, 1000, count)  # with repeats
+        for block_bytes in (100, 1 << 20):  # several blocks, one block
+            assert np.array_equal(_gather(f["x"], indices, block_bytes), data[indices])

@@ -97,3 +97,19 @@ def test_feature_tap_reads_penultimate_and_hint_layers():
     tap.close()
     net(x * 2)
     assert torch.allclose(net.fc2(tap[PENULTIMATE]), logits)  # no longer updated once closed
+
+
+@pytest.mark.parametrize("dim, heads", [(297, 3), (24, 3), (10, 2)])
+def test_channel_attention_equals_torch_multihead_attention(dim, heads):
+    from mstcli.models.masknet import ChannelAttention
+
+    torch.manual_seed(0)
+    reference = torch.nn.MultiheadAttention(dim, heads, batch_first=True)
+    with torch.no_grad():
+        reference.in_proj_bias.normal_()
+        reference.out_proj.bias.normal_()
+    ours = ChannelAttention(dim, heads)
+    ours.load_state_dict(reference.state_dict())  # the same parameter names
+    x = torch.randn(4, 7, dim)
+    expected, _ = reference(x, x, x, need_weights=False)
+    assert torch.allclose(ours(x), expected, atol=1e-5)

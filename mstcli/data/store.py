@@ -196,16 +196,24 @@ class FeatureFile:
                 yield start, data[start : start + block]
 
 
-def _gather(data: h5py.Dataset, indices: np.ndarray) -> np.ndarray:
-    """Rows in the requested order. h5py wants increasing unique indices, so read sorted and reorder."""
+def _gather(data: h5py.Dataset, indices: np.ndarray, block_bytes: int = 256 << 20) -> np.ndarray:
+    """Rows in the requested order. h5py's point selection is slow for many rows, so many rows are read as
+    contiguous blocks (each block once, memory bounded by ``block_bytes``) and picked in numpy."""
     if indices.size == 0:
         return np.empty((0, *data.shape[1:]), dtype=data.dtype)
     order = np.argsort(indices, kind="stable")
     unique, inverse = np.unique(indices[order], return_inverse=True)
-    if len(unique) > 0.5 * data.shape[0]:
-        rows = data[:][unique]
-    else:
+    if len(unique) < 256:
         rows = data[unique]
+    else:
+        per_row = max(1, data.dtype.itemsize * int(np.prod(data.shape[1:], dtype=np.int64)))
+        block = max(1, block_bytes // per_row)
+        rows = np.empty((len(unique), *data.shape[1:]), dtype=data.dtype)
+        bounds = np.searchsorted(unique, np.arange(0, data.shape[0] + block, block))
+        for b, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+            if hi > lo:
+                chunk = data[b * block : min((b + 1) * block, data.shape[0])]
+                rows[lo:hi] = chunk[unique[lo:hi] - b * block]
     out = np.empty((len(indices), *data.shape[1:]), dtype=data.dtype)
     out[order] = rows[inverse]
     return out

@@ -70,7 +70,8 @@ class MSTDistill:
         else:
             balance = load_balance_cv(gate)
         ce = F.cross_entropy(student_logits, batch.labels)
-        self.counts += torch.bincount(top.indices.flatten(), minlength=len(self.experts))
+        chosen = top.indices.flatten()  # index_add_, not bincount: bincount's output size costs a GPU sync
+        self.counts.index_add_(0, chosen, torch.ones_like(chosen, dtype=self.counts.dtype))
         total = s.w_task * ce + self.w_kl * distill + self.w_lb * balance
         return total, {"ce": ce.detach(), "distill": distill.detach(), "balance": balance.detach()}
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -31,6 +32,40 @@ class SpatialReduction(nn.Module):
         return torch.relu(self.norm(self.pointwise(self.depthwise(x)))).mean(dim=(2, 3))
 
 
+class ChannelAttention(nn.Module):
+    """Multi-head self-attention with ``nn.MultiheadAttention``'s parameters (same state_dict keys and maths).
+
+    The reference's head width (h / heads, e.g. 297 / 3 = 99) is rarely a multiple of 8, which sends
+    ``nn.MultiheadAttention`` to the slow, memory-hungry math kernel on the GPU. Here q, k and v are zero-padded
+    to a multiple of 8 before ``scaled_dot_product_attention`` with the original scale: the padded channels add
+    nothing to q.k and their outputs are dropped, so the result is the same and the fused kernels apply.
+    """
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        width = dim // self.heads
+        q, k, v = (
+            t.view(batch, tokens, self.heads, width).transpose(1, 2)
+            for t in F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        )
+        pad = -width % 8
+        if pad:
+            q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, scale=width**-0.5)[..., :width]
+        return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
 class MaskNet(nn.Module):
     """mask = sigmoid(Linear(MHSA(Projector(v)))) with one token per feature channel; output = mask * z.
 
@@ -44,13 +79,13 @@ class MaskNet(nn.Module):
         self.hidden = hidden_size(dim, heads, hidden_dim_factor)
         self.reduce = SpatialReduction(dim) if spatial else None
         self.projector = nn.Linear(dim, dim * self.hidden)
-        self.attention = nn.MultiheadAttention(self.hidden, heads, batch_first=True)
+        self.attention = ChannelAttention(self.hidden, heads)
         self.score = nn.Linear(self.hidden, 1)
 
     def mask(self, z: torch.Tensor) -> torch.Tensor:
         v = self.reduce(z) if self.reduce is not None else z
         tokens = self.projector(v).view(len(v), self.dim, self.hidden)
-        attended, _ = self.attention(tokens, tokens, tokens, need_weights=False)
+        attended = self.attention(tokens)
         return torch.sigmoid(self.score(attended).squeeze(-1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
