@@ -63,7 +63,11 @@ def _load(params_file: Optional[Path], overrides: Optional[list[str]], extra: di
     for key, value in (extra or {}).items():
         if value is not None:
             items.append(f"{key}={value}")
-    return load_params(params_file, items)
+    params = load_params(params_file, items)
+    from mstcli.engine.lazy import set_memory_limit
+
+    set_memory_limit(params.common.memory_mb)
+    return params
 
 
 @app.command()

@@ -28,7 +28,11 @@ class Split:
 def load_splits(
     features: FeatureFile, group: int, modalities: list[str], device: torch.device, names=("train", "val", "test")
 ) -> dict[str, Split]:
+    from mstcli.engine.lazy import lazy_splits, memory_limit_mb, split_bytes
+
     indices = features.split_indices(group)
+    if split_bytes(features, modalities, sum(len(indices[n]) for n in names)) > memory_limit_mb() * 2**20:
+        return lazy_splits(features, indices, modalities, device, names)  # too large: read batch by batch
     labels = torch.from_numpy(features.labels())
     out = {}
     for name in names:

@@ -26,7 +26,7 @@ class DataSource:
     build: Builder
 
 
-_MODULES = ("avdigits",)
+_MODULES = ("avdigits", "avmnist")
 _REGISTRY: dict[str, DataSource] = {}
 
 
