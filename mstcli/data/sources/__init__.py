@@ -26,7 +26,7 @@ class DataSource:
     build: Builder
 
 
-_MODULES = ("avdigits", "avmnist")
+_MODULES = ("avdigits", "avmnist", "ravdess")
 _REGISTRY: dict[str, DataSource] = {}
 
 
