@@ -26,7 +26,7 @@ class DataSource:
     build: Builder
 
 
-_MODULES = ("avdigits", "avmnist", "ravdess")
+_MODULES = ("avdigits", "avmnist", "ravdess", "vggsound")
 _REGISTRY: dict[str, DataSource] = {}
 
 
