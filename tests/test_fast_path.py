@@ -43,7 +43,9 @@ def tiny_trio(student: str = "audio") -> Trio:
 
 def random_split(n: int, seed: int = 1) -> Split:
     g = torch.Generator().manual_seed(seed)
-    return Split({m: torch.rand(n, *s, generator=g) for m, s in SHAPES.items()}, torch.randint(0, 10, (n,), generator=g))
+    return Split(
+        {m: torch.rand(n, *s, generator=g) for m, s in SHAPES.items()}, torch.randint(0, 10, (n,), generator=g)
+    )
 
 
 def masks_checkpoint(trio: Trio, path, split: Split):
@@ -176,7 +178,7 @@ def test_feature_rows_are_gathered_in_the_requested_order(tmp_path, count):
     import h5py
     import numpy as np
 
-    from mstcli.data.store import _gather
+    from mstcli.data.store import gather_rows
 
     rng = np.random.default_rng(count)
     data = rng.random((1000, 2, 3), dtype=np.float32)
@@ -184,4 +186,4 @@ def test_feature_rows_are_gathered_in_the_requested_order(tmp_path, count):
         f["x"] = data
         indices = rng.permutation(1000)[:count] if count != 300 else rng.integers(0, 1000, count)  # with repeats
         for block_bytes in (100, 1 << 20):  # several blocks, one block
-            assert np.array_equal(_gather(f["x"], indices, block_bytes), data[indices])
+            assert np.array_equal(gather_rows(f["x"], indices, block_bytes), data[indices])

@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
@@ -78,6 +78,15 @@ class FeatureWriter:
     def write(self, modality: str, start: int, block: np.ndarray) -> None:
         assert self._file is not None
         self._file["modalities"][modality][start : start + len(block)] = np.asarray(block, dtype=np.float32)
+
+    def map_rows(self, modality: str, transform: Callable[[np.ndarray], np.ndarray], rows_per_block: int = 0) -> None:
+        """Rewrite a written modality block by block with ``transform`` (e.g. a data-set-wide min-max known
+        only after every row was written), so the modality is never held in memory whole."""
+        assert self._file is not None
+        data = self._file["modalities"][modality]
+        block = rows_per_block or data.chunks[0]
+        for start in range(0, self.num_samples, block):
+            data[start : start + block] = np.asarray(transform(data[start : start + block]), dtype=np.float32)
 
     def write_labels(self, labels: np.ndarray) -> None:
         assert self._file is not None
@@ -187,7 +196,7 @@ class FeatureFile:
             data = f["modalities"][modality]
             if indices is None:
                 return data[:]
-            return _gather(data, np.asarray(indices))
+            return gather_rows(data, np.asarray(indices))
 
     def iter_rows(self, modality: str, block: int = 4096) -> Iterator[tuple[int, np.ndarray]]:
         with h5py.File(self.path, "r") as f:
@@ -196,7 +205,7 @@ class FeatureFile:
                 yield start, data[start : start + block]
 
 
-def _gather(data: h5py.Dataset, indices: np.ndarray, block_bytes: int = 256 << 20) -> np.ndarray:
+def gather_rows(data: h5py.Dataset, indices: np.ndarray, block_bytes: int = 256 << 20) -> np.ndarray:
     """Rows in the requested order. h5py's point selection is slow for many rows, so many rows are read as
     contiguous blocks (each block once, memory bounded by ``block_bytes``) and picked in numpy."""
     if indices.size == 0:

@@ -26,9 +26,20 @@ class Split:
 
 
 def load_splits(
-    features: FeatureFile, group: int, modalities: list[str], device: torch.device, names=("train", "val", "test")
+    features: FeatureFile,
+    group: int,
+    modalities: list[str],
+    device: torch.device,
+    names=("train", "val", "test"),
+    memory_mb: float = 4096,
 ) -> dict[str, Split]:
+    """The splits ``names`` as tensors on ``device``, or read batch by batch from the file (engine/lazy.py)
+    when together they would take more than ``memory_mb`` MiB (common.memory_mb)."""
+    from mstcli.engine.lazy import lazy_splits, split_bytes
+
     indices = features.split_indices(group)
+    if split_bytes(features, modalities, sum(len(indices[n]) for n in names)) > memory_mb * 2**20:
+        return lazy_splits(features, indices, modalities, device, names)  # too large: read batch by batch
     labels = torch.from_numpy(features.labels())
     out = {}
     for name in names:

@@ -13,6 +13,9 @@ from torch import nn
 
 from mstcli.errors import UserError
 from mstcli.models.avmnist import CNNI, LeNet5, ThreeLayerCNNA
+from mstcli.models.crisismmd import MLPI, MLPBranch
+from mstcli.models.ravdess import DSCNNI, AudioBranchNet, VisualBranchNet
+from mstcli.models.vggsound import DSCNNVGGSI, AudioBranchNetVGGS, VisualBranchNetVGGS
 
 UnimodalFactory = Callable[[tuple[int, ...], int], nn.Module]
 MultimodalFactory = Callable[[tuple[tuple[int, ...], tuple[int, ...]], int], nn.Module]
@@ -20,9 +23,18 @@ MultimodalFactory = Callable[[tuple[tuple[int, ...], tuple[int, ...]], int], nn.
 UNIMODAL_NETS: dict[str, UnimodalFactory] = {
     "lenet5": LeNet5,
     "three_layer_cnn_a": ThreeLayerCNNA,
+    "visual_branch_net": VisualBranchNet,
+    "audio_branch_net": AudioBranchNet,
+    "visual_branch_net_vggs": VisualBranchNetVGGS,
+    "audio_branch_net_vggs": AudioBranchNetVGGS,
+    "mlp_vb": MLPBranch,
+    "mlp_tb": MLPBranch,
 }
 MULTIMODAL_NETS: dict[str, MultimodalFactory] = {
     "cnn_i": CNNI,
+    "dscnn_i": DSCNNI,
+    "dscnn_vggs_i": DSCNNVGGSI,
+    "mlp_i": MLPI,
 }
 
 
@@ -38,6 +50,12 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "avdigits": Family(("image", "audio"), "cnn_i", {"image": "lenet5", "audio": "three_layer_cnn_a"}),
+    "avmnist": Family(("image", "audio"), "cnn_i", {"image": "lenet5", "audio": "three_layer_cnn_a"}),
+    "ravdess": Family(("visual", "audio"), "dscnn_i", {"visual": "visual_branch_net", "audio": "audio_branch_net"}),
+    "vggsound": Family(
+        ("visual", "audio"), "dscnn_vggs_i", {"visual": "visual_branch_net_vggs", "audio": "audio_branch_net_vggs"}
+    ),
+    "crisismmd": Family(("image", "text"), "mlp_i", {"image": "mlp_vb", "text": "mlp_tb"}),
 }
 
 

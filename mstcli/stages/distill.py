@@ -40,7 +40,9 @@ def distill(
     features = FeatureFile.open(features_path)
     device = setup_runtime(common.device, common.threads, common.seed, common.precision)
     trio = load_frozen_trio(stage1_path, features, common.seed, device)
-    splits = load_splits(features, params.common.seed, list(trio.spec.modalities), device, names=("train", "val"))
+    splits = load_splits(
+        features, common.seed, list(trio.spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
+    )
     continues = METHODS[settings.method].continues_stage1 if settings.method in METHODS else False
     student = _initial_student(trio, settings.student_init, continues, device)
     method = build_method(settings.method, DistillContext(settings, trio, student, splits, masks_path, device))

@@ -23,7 +23,9 @@ def evaluate(params: Params, features_path: Path, student_path: Path, metrics_pa
     student = ModalNet(spec.build_student(), (spec.student,))
     student.net.load_state_dict(checkpoint["state"])
     student.to(device).eval()
-    test = load_splits(features, checkpoint["split_group"], [spec.student], device, names=("test",))["test"]
+    group = checkpoint["split_group"]
+    test = load_splits(features, group, [spec.student], device, names=("test",), memory_mb=params.common.memory_mb)
+    test = test["test"]
     predicted = predict(student, test, params.eval.batch_size).argmax(1).cpu().numpy()
     actual = test.labels.cpu().numpy()
     metrics = classification_metrics(predicted, actual, list(spec.class_names))

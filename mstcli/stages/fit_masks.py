@@ -69,7 +69,9 @@ def fit_masks(params: Params, features_path: Path, stage1_path: Path, out: Path,
     features = FeatureFile.open(features_path)
     device = setup_runtime(common.device, common.threads, common.seed, common.precision)
     trio = load_frozen_trio(stage1_path, features, common.seed, device)
-    splits = load_splits(features, common.seed, list(trio.spec.modalities), device, names=("train", "val"))
+    splits = load_splits(
+        features, common.seed, list(trio.spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
+    )
     masks = build_masks(
         trio,
         splits["val"].batch(torch.arange(2, device=device)),

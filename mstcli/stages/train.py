@@ -31,7 +31,9 @@ def train(params: Params, features_path: Path, out: Path, curves: Path) -> dict:
     device = setup_runtime(common.device, common.threads, common.seed, common.precision)
     spec = RunSpec.from_features(features, common.student)
     trio = Trio(spec).to(device)
-    splits = load_splits(features, common.seed, list(spec.modalities), device, names=("train", "val"))
+    splits = load_splits(
+        features, common.seed, list(spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
+    )
     optimizer = torch.optim.Adam(trio.parameters(), lr=settings.lr)
     for net in (trio.mm, trio.student, trio.cm):
         maybe_compile(net.net, common.compile)

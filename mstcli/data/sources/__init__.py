@@ -26,7 +26,7 @@ class DataSource:
     build: Builder
 
 
-_MODULES = ("avdigits",)
+_MODULES = ("avdigits", "avmnist", "ravdess", "vggsound", "crisismmd")
 _REGISTRY: dict[str, DataSource] = {}
 
 
