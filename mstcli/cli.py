@@ -126,8 +126,16 @@ def fit_masks(params_file: ParamsOption = None, overrides: SetOption = None) -> 
 @app.command()
 @user_errors
 def distill(
-    method: Annotated[Optional[str], typer.Option(help="mst, none or kd (distill.method)")] = None,
-    teacher: Annotated[Optional[str], typer.Option(help="mm or cm, the teacher of --method kd")] = None,
+    method: Annotated[
+        Optional[str], typer.Option(help="mst, none, kd, dkd, mlld, dist, dml, c2kd, mgdfr, ... (distill.method)")
+    ] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="mm or cm, the teacher of a comparison method")] = None,
+    same_passes: Annotated[
+        bool,
+        typer.Option(
+            "--same-passes", help="train for train.epochs + distill.epochs epochs (the rule for baselines from scratch)"
+        ),
+    ] = False,
     out: Annotated[Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")] = None,
     results: Annotated[
         Optional[Path], typer.Option(help="folder for curves and routing (default results/<run>)")
@@ -138,7 +146,10 @@ def distill(
     """S3: distill into the student from its top-k specialized teachers (or a comparison method)."""
     params = _load(params_file, overrides, {"distill.method": method, "distill.teacher": teacher})
     from mstcli.stages.distill import distill as run_distill
+    from mstcli.stages.distill import with_baseline_budget
 
+    if same_passes:
+        params = with_baseline_budget(params)
     paths = _paths(params)
     out = out or paths.student
     results = results or paths.results

@@ -88,8 +88,10 @@ class FitMasksParams:
 class DistillParams:
     """S3, routed distillation, and the comparison methods."""
 
-    method: Literal["mst", "none", "kd"] = _opt("mst", "mst, none (the student alone) or kd (Hinton KD)")
-    teacher: Literal["mm", "cm"] = _opt("mm", "teacher of --method kd: the MM or the CM net of stage 1")
+    method: Literal["mst", "none", "kd", "dkd", "mlld", "dist", "dml", "c2kd", "mgdfr"] = _opt(
+        "mst", "mst, none (the student alone) or a comparison method (README, Comparison methods)"
+    )
+    teacher: Literal["mm", "cm"] = _opt("mm", "teacher of a comparison method: the MM or the CM net of stage 1")
     epochs: int = _opt(15, "S3 epochs (reference: 100)", min=1)
     batch_size: int = _opt(128, "batch size", min=1)
     lr: float = _opt(1e-3, "Adam learning rate of student and GateNet (reference: 1e-4)", min=0.0)
@@ -114,6 +116,9 @@ class DistillParams:
     )
     student_init: Literal["auto", "stage1", "scratch"] = _opt(
         "auto", "student start: auto = stage 1 for mst, from scratch for none/kd (as the reference baselines)"
+    )
+    dkd_beta: float = _opt(
+        8.0, "--method dkd: weight of the non-target-class term NCKD (paper: 8 on CIFAR-100)", min=0.0
     )
 
 
