@@ -53,7 +53,7 @@ def permutation_salience(
     projected = residual @ weight  # N x D: (R W)[n, d]
     column_norm = weight.pow(2).sum(0)  # D
     n, c = student_logits.shape
-    total = torch.zeros(features.shape[1], device=features.device)
+    total = torch.zeros(features.shape[1], dtype=features.dtype, device=features.device)
     for perm in permutations:
         delta = features[perm] - features
         total += (2 * (delta * projected).sum(0) + delta.pow(2).sum(0) * column_norm) / (n * c)
