@@ -195,6 +195,35 @@ def evaluate(
 
 @app.command()
 @user_errors
+def compare(
+    folder: Annotated[Path, typer.Argument(help="folder searched for metrics.json files of `mst eval`")] = Path(
+        "results"
+    ),
+    out: Annotated[Path, typer.Option(help="folder for compare.md and compare.json")] = Path("results"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print only the JSON object method -> teacher -> direction -> [mean, std]")
+    ] = False,
+) -> None:
+    """The benchmark table: test accuracy per method, teacher and student direction, mean ± std over seeds."""
+    import json
+
+    from rich.console import Console
+
+    from mstcli.reports import compare_table
+    from mstcli.stages.compare import compare as run_compare
+
+    table, grid, warnings = run_compare(folder, out)
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if as_json:
+        typer.echo(json.dumps(table))
+        return
+    Console().print(compare_table(grid))
+    typer.echo(f"wrote {out / 'compare.md'} and {out / 'compare.json'}")
+
+
+@app.command()
+@user_errors
 def info(
     path: Annotated[Path, typer.Argument(help="a feature file written by `mst prepare`")],
     group: Annotated[int, typer.Option(help="split group (0-19) whose split sizes to show")] = 0,
