@@ -39,7 +39,11 @@ class CommonParams:
     dataset: str = _opt("avdigits", "data set name (see `mst datasets`)")
     student: str = _opt("image", "the student's modality; the CM teacher uses the other one")
     seed: int = _opt(0, "random seed and split group (0-19), as in the reference protocol", min=0, max=19)
-    run: str = _opt("main", "run name: models/<run>/ and results/<run>/", pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*")
+    run: str = _opt(
+        "main",
+        "run name: models/<run>/ and results/<run>/ ('/' nests runs, e.g. bench/image-s0)",
+        pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*",
+    )
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     threads: int = _opt(0, "CPU threads for torch (0: all cores)", min=0)
 
@@ -231,7 +235,7 @@ def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any
             raise UserError(f"{name} must be a string, got {value!r}")
         pattern = meta.get("pattern")
         if pattern and not re.fullmatch(pattern, value):
-            raise UserError(f"{name} must match {pattern} (letters, digits, '.', '_', '-'), got {value!r}")
+            raise UserError(f"{name} must match {pattern} (letters, digits, '.', '_', '-'; '/' between parts), got {value!r}")
         return value
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and value < lo or hi is not None and value > hi:
