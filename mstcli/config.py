@@ -235,7 +235,9 @@ def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any
             raise UserError(f"{name} must be a string, got {value!r}")
         pattern = meta.get("pattern")
         if pattern and not re.fullmatch(pattern, value):
-            raise UserError(f"{name} must match {pattern} (letters, digits, '.', '_', '-'; '/' between parts), got {value!r}")
+            raise UserError(
+                f"{name} must match {pattern} (letters, digits, '.', '_', '-'; '/' between parts), got {value!r}"
+            )
         return value
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and value < lo or hi is not None and value > hi:
