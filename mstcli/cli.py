@@ -126,8 +126,16 @@ def fit_masks(params_file: ParamsOption = None, overrides: SetOption = None) -> 
 @app.command()
 @user_errors
 def distill(
-    method: Annotated[Optional[str], typer.Option(help="mst, none or kd (distill.method)")] = None,
-    teacher: Annotated[Optional[str], typer.Option(help="mm or cm, the teacher of --method kd")] = None,
+    method: Annotated[
+        Optional[str], typer.Option(help="mst, none, kd, dkd, mlld, dist, dml, c2kd, mgdfr, ... (distill.method)")
+    ] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="mm or cm, the teacher of a comparison method")] = None,
+    same_passes: Annotated[
+        bool,
+        typer.Option(
+            "--same-passes", help="train for train.epochs + distill.epochs epochs (the rule for baselines from scratch)"
+        ),
+    ] = False,
     out: Annotated[Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")] = None,
     results: Annotated[
         Optional[Path], typer.Option(help="folder for curves and routing (default results/<run>)")
@@ -138,7 +146,10 @@ def distill(
     """S3: distill into the student from its top-k specialized teachers (or a comparison method)."""
     params = _load(params_file, overrides, {"distill.method": method, "distill.teacher": teacher})
     from mstcli.stages.distill import distill as run_distill
+    from mstcli.stages.distill import with_baseline_budget
 
+    if same_passes:
+        params = with_baseline_budget(params)
     paths = _paths(params)
     out = out or paths.student
     results = results or paths.results
@@ -180,6 +191,35 @@ def evaluate(
     typer.echo(
         f"test accuracy of the {report['student']} student: {report['accuracy']:.2%} (wrote {results / 'metrics.json'})"
     )
+
+
+@app.command()
+@user_errors
+def compare(
+    folder: Annotated[Path, typer.Argument(help="folder searched for metrics.json files of `mst eval`")] = Path(
+        "results"
+    ),
+    out: Annotated[Path, typer.Option(help="folder for compare.md and compare.json")] = Path("results"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print only the JSON object method -> teacher -> direction -> [mean, std]")
+    ] = False,
+) -> None:
+    """The benchmark table: test accuracy per method, teacher and student direction, mean ± std over seeds."""
+    import json
+
+    from rich.console import Console
+
+    from mstcli.reports import compare_table
+    from mstcli.stages.compare import compare as run_compare
+
+    table, grid, warnings = run_compare(folder, out)
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if as_json:
+        typer.echo(json.dumps(table))
+        return
+    Console().print(compare_table(grid))
+    typer.echo(f"wrote {out / 'compare.md'} and {out / 'compare.json'}")
 
 
 @app.command()

@@ -39,7 +39,11 @@ class CommonParams:
     dataset: str = _opt("avdigits", "data set name (see `mst datasets`)")
     student: str = _opt("image", "the student's modality; the CM teacher uses the other one")
     seed: int = _opt(0, "random seed and split group (0-19), as in the reference protocol", min=0, max=19)
-    run: str = _opt("main", "run name: models/<run>/ and results/<run>/", pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*")
+    run: str = _opt(
+        "main",
+        "run name: models/<run>/ and results/<run>/ ('/' nests runs, e.g. bench/image-s0)",
+        pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*",
+    )
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     threads: int = _opt(0, "CPU threads for torch (0: all cores)", min=0)
     precision: Literal["fp32", "tf32", "bf16"] = _opt(
@@ -112,8 +116,10 @@ class FitMasksParams:
 class DistillParams:
     """S3, routed distillation, and the comparison methods."""
 
-    method: Literal["mst", "none", "kd"] = _opt("mst", "mst, none (the student alone) or kd (Hinton KD)")
-    teacher: Literal["mm", "cm"] = _opt("mm", "teacher of --method kd: the MM or the CM net of stage 1")
+    method: Literal["mst", "none", "kd", "dkd", "mlld", "dist", "dml", "c2kd", "mgdfr"] = _opt(
+        "mst", "mst, none (the student alone) or a comparison method (README, Comparison methods)"
+    )
+    teacher: Literal["mm", "cm"] = _opt("mm", "teacher of a comparison method: the MM or the CM net of stage 1")
     epochs: int = _opt(15, "S3 epochs (reference: 100)", min=1)
     batch_size: int = _opt(128, "batch size", min=1)
     lr: float = _opt(1e-3, "Adam learning rate of student and GateNet (reference: 1e-4)", min=0.0)
@@ -141,6 +147,9 @@ class DistillParams:
     )
     student_init: Literal["auto", "stage1", "scratch"] = _opt(
         "auto", "student start: auto = stage 1 for mst, from scratch for none/kd (as the reference baselines)"
+    )
+    dkd_beta: float = _opt(
+        8.0, "--method dkd: weight of the non-target-class term NCKD (paper: 8 on CIFAR-100)", min=0.0
     )
 
 
@@ -253,7 +262,9 @@ def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any
             raise UserError(f"{name} must be a string, got {value!r}")
         pattern = meta.get("pattern")
         if pattern and not re.fullmatch(pattern, value):
-            raise UserError(f"{name} must match {pattern} (letters, digits, '.', '_', '-'), got {value!r}")
+            raise UserError(
+                f"{name} must match {pattern} (letters, digits, '.', '_', '-'; '/' between parts), got {value!r}"
+            )
         return value
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and value < lo or hi is not None and value > hi:

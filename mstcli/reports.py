@@ -19,3 +19,21 @@ def metrics_table(report: dict) -> Table:
     table.add_row("[bold]overall", f"[bold]{report['accuracy']:.2%}")
     table.add_row("macro-F1", f"{report['macro_f1']:.4f}")
     return table
+
+
+def compare_table(grid) -> Table:
+    """The benchmark grid of `mst compare` (mstcli.stages.compare.Grid), best mean per column in bold."""
+    from mstcli.stages.compare import cell_text
+
+    table = Table(
+        title="test accuracy (%), mean ± std over seeds",
+        caption=f"seeds {', '.join(map(str, grid.seeds))}; best per column in bold; "
+        "the student alone and MST-Distill stand under both teacher groups",
+    )
+    table.add_column("method")
+    for group, direction in grid.columns:
+        table.add_column(f"{group.upper()} teacher\n{direction}", justify="right")
+    for name, cells in grid.rows:
+        texts = [cell_text(c, len(grid.seeds)) for c in cells]
+        table.add_row(name, *(f"[bold]{t}[/bold]" if c is not None and c[3] else t for t, c in zip(texts, cells)))
+    return table

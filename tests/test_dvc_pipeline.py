@@ -24,6 +24,9 @@ def copy_repo(dest: Path) -> None:
     (dest / ".dvc").mkdir()
     shutil.copy(REPO / ".dvc" / "config", dest / ".dvc" / "config")
     shutil.copytree(REPO / "mstcli", dest / "mstcli", ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "bench").mkdir()
+    for name in ("dvc.yaml", "matrix.yaml"):  # the opt-in benchmark: a plain `dvc repro` must not run it
+        shutil.copy(REPO / "bench" / name, dest / "bench" / name)
     (dest / "data" / "raw").mkdir(parents=True)
     shutil.copy(REPO / "data" / "raw" / "avdigits.h5", dest / "data" / "raw" / "avdigits.h5")
 

@@ -29,6 +29,8 @@ class DistillContext:
 class DistillMethod(Protocol):
     #: the student starts from stage 1 (True) or from scratch (False) when distill.student_init is auto
     continues_stage1: bool
+    # optional ``teacher_label``: what the checkpoint and metrics.json record as the teacher; methods without it
+    # learn from distill.teacher ("mm" or "cm")
 
     def extra_modules(self) -> list[nn.Module]:
         """Trainable modules besides the student (e.g. the GateNet); optimized with the student."""

@@ -32,6 +32,7 @@ def decayed(schedule: str, epoch: int, every: int) -> bool:
 
 class MSTDistill:
     continues_stage1 = True
+    teacher_label = "mm+cm"  # all specialized teachers, whatever distill.teacher says
 
     def __init__(self, context: DistillContext) -> None:
         settings = self.settings = context.settings

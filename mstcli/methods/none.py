@@ -11,6 +11,7 @@ from mstcli.methods.base import DistillContext
 
 class StudentAlone:
     continues_stage1 = False
+    teacher_label = None  # recorded in the checkpoint and metrics.json instead of distill.teacher
 
     def __init__(self, context: DistillContext) -> None:
         self.weight = context.settings.w_task

@@ -6,6 +6,12 @@ from typing import Callable
 
 from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod
+from mstcli.methods.c2kd import CustomizedCrossModalKD
+from mstcli.methods.dist import DistillationFromStrongerTeacher
+from mstcli.methods.dkd import DecoupledKD
+from mstcli.methods.dml import DeepMutualLearning
+from mstcli.methods.mgdfr import ModalityGeneralDecisiveFeatures
+from mstcli.methods.mlld import MultiLevelLogitKD
 from mstcli.methods.kd import HintonKD
 from mstcli.methods.mst import MSTDistill
 from mstcli.methods.none import StudentAlone
@@ -14,6 +20,12 @@ METHODS: dict[str, Callable[[DistillContext], DistillMethod]] = {
     "mst": MSTDistill,
     "none": StudentAlone,
     "kd": HintonKD,
+    "dkd": DecoupledKD,
+    "mlld": MultiLevelLogitKD,
+    "dist": DistillationFromStrongerTeacher,
+    "dml": DeepMutualLearning,
+    "c2kd": CustomizedCrossModalKD,
+    "mgdfr": ModalityGeneralDecisiveFeatures,
 }
 
 

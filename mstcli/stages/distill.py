@@ -98,7 +98,7 @@ def distill(
             "val_ce": best_loss,
             "split_group": params.common.seed,
             "method": settings.method,
-            "teacher": settings.teacher if settings.method == "kd" else None,
+            "teacher": getattr(method, "teacher_label", settings.teacher),
             "settings": dataclasses.asdict(settings),
         },
         out,
@@ -106,6 +106,13 @@ def distill(
     write_tsv(curves, curve_rows)
     write_tsv(routing, routing_rows)
     return {"best_epoch": best_epoch, "val_ce": best_loss}
+
+
+def with_baseline_budget(params: Params) -> Params:
+    """The project's rule for a baseline trained from scratch: train.epochs + distill.epochs epochs, as many passes
+    over the data as the MST student gets in S1 and S3 together."""
+    epochs = params.train.epochs + params.distill.epochs
+    return dataclasses.replace(params, distill=dataclasses.replace(params.distill, epochs=epochs))
 
 
 def _initial_student(trio, init: str, continues_stage1: bool, device: torch.device) -> ModalNet:

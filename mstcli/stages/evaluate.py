@@ -35,6 +35,7 @@ def evaluate(params: Params, features_path: Path, student_path: Path, metrics_pa
         "method": checkpoint["method"],
         "teacher": checkpoint.get("teacher"),
         "split_group": checkpoint["split_group"],
+        "seed": checkpoint["split_group"],  # common.seed is both the seed and the split group
         "best_epoch": checkpoint["best_epoch"],
         **metrics,
     }

@@ -1,0 +1,60 @@
+"""DIST, distillation from a stronger teacher (Huang, You, Wang, Qian and Xu, NeurIPS 2022).
+
+Exact probability matching is relaxed to matching relations: with Y = softmax(Z / tau),
+
+- inter-class: 1 - mean over samples of Pearson(Y_s[i, :], Y_t[i, :]) (the ranking of classes per sample);
+- intra-class: 1 - mean over classes of Pearson(Y_s[:, j], Y_t[:, j]) (how a class's score varies over the batch).
+
+loss = CE + tau^2 (beta inter + gamma intra) with the paper's main (ImageNet) setting tau = 1, beta = gamma = 1;
+its CIFAR-100 runs weight the terms differently. With tau = 1 the tau^2 factor of the authors' release changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mstcli.engine.data import Split
+from mstcli.methods.base import DistillContext
+from mstcli.methods.teachers import frozen_logits
+
+EPS = 1e-8
+
+
+def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each row of ``a`` with the same row of ``b``."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + EPS)
+
+
+def dist_terms(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inter-class, intra-class) relation losses, each times tau^2."""
+    y_s, y_t = F.softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1)
+    inter = 1 - pearson_rows(y_s, y_t).mean()
+    intra = 1 - pearson_rows(y_s.T, y_t.T).mean()
+    return temperature**2 * inter, temperature**2 * intra
+
+
+class DistillationFromStrongerTeacher:
+    continues_stage1 = False
+    TEMPERATURE = 1.0
+    BETA = 1.0  # inter-class weight
+    GAMMA = 1.0  # intra-class weight
+
+    def __init__(self, context: DistillContext) -> None:
+        self.teacher = context.trio.teacher(context.settings.teacher)
+
+    def extra_modules(self) -> list:
+        return []
+
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        target = frozen_logits(self.teacher, batch)
+        ce = F.cross_entropy(student_logits, batch.labels)
+        inter, intra = dist_terms(student_logits, target, self.TEMPERATURE)
+        total = ce + self.BETA * inter + self.GAMMA * intra
+        return total, {"ce": float(ce.detach()), "inter": float(inter.detach()), "intra": float(intra.detach())}
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        return {}

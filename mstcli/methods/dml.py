@@ -1,0 +1,50 @@
+"""DML, deep mutual learning (Zhang, Xiang, Hospedales and Lu, CVPR 2018).
+
+There is no fixed teacher: the student and a peer learn together, each with its own CE plus
+KL(p_other || p_self) at temperature 1 (the paper has no temperature), the other's prediction taken as a constant.
+Here the peer is a trainable copy of the stage-1 MM or CM net (``--teacher``), so an MM peer reads both
+modalities; it is returned by ``extra_modules`` and trained by the S3 optimizer. The MST-Distill repository has
+no DML script (method.md §4), so there is no reference behaviour to differ from.
+
+Simplification: the paper updates the two peers in turn within a mini-batch (the second one sees the first one's
+updated prediction); here both are updated from the same forward pass in one optimizer step, which is what most
+re-implementations do.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mstcli.engine.data import Split
+from mstcli.methods.base import DistillContext
+from mstcli.methods.losses import kd_loss
+from mstcli.methods.teachers import trainable_copy
+
+
+def mutual_pair_loss(
+    student: torch.Tensor, peer: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(student loss, peer loss): each CE + KL(other || self), the other's prediction detached."""
+    student_loss = F.cross_entropy(student, labels) + kd_loss(student, peer.detach(), temperature)
+    peer_loss = F.cross_entropy(peer, labels) + kd_loss(peer, student.detach(), temperature)
+    return student_loss, peer_loss
+
+
+class DeepMutualLearning:
+    continues_stage1 = False
+    TEMPERATURE = 1.0
+
+    def __init__(self, context: DistillContext) -> None:
+        self.peer = trainable_copy(context.trio.teacher(context.settings.teacher))
+
+    def extra_modules(self) -> list:
+        return [self.peer]
+
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        peer_logits = self.peer(batch.inputs)
+        student_loss, peer_loss = mutual_pair_loss(student_logits, peer_logits, batch.labels, self.TEMPERATURE)
+        return student_loss + peer_loss, {"student": float(student_loss.detach()), "peer": float(peer_loss.detach())}
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        return {}

@@ -1,0 +1,132 @@
+"""MGDFR, modality-general decisive feature ranking (Xue, Gao, Ren and Zhao, "The modality focusing hypothesis",
+ICLR 2023, Algorithm 1), as the MST-Distill reference runs it (method.md §4). Our reading, in three steps:
+
+1. co-training (the first half of the epochs; the reference runs 100 + 100): a trainable copy of the stage-1
+   teacher (the reference's default is the CM net) and the student learn together, each with its CE, plus the MSE
+   between their logits, which pulls both towards what the two modalities share;
+2. ranking, once, at the start of the second half: each unit of the teacher's penultimate features (the
+   classifier's input) is permuted across up to 2048 training samples, 10 times; its salience is the mean
+   increase of the MSE between the teacher's and the student's logits. Modality-general decisive units are the
+   ones whose permutation breaks the agreement most;
+3. KD (the second half): the 75 % least salient units are frozen to their batch mean (they carry no per-sample
+   information any more) in the teacher, now fixed, and the student learns by (1 - alpha) CE + alpha tau^2 KL
+   from its logits, alpha = 0.5, tau = distill.temperature.
+
+Interpretation notes: the same student is carried through both halves (the reference's scripts may start a fresh
+one; the epoch budget is the same); for a linear classifier the effect of permuting one unit on the logits is
+exact in closed form, so all units are scored at once; "channel" of a flattened feature map means one unit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mstcli.engine.data import Split, seeded_generator
+from mstcli.methods.base import DistillContext
+from mstcli.methods.losses import kd_loss
+from mstcli.methods.teachers import trainable_copy
+from mstcli.models.taps import PENULTIMATE, FeatureTap
+
+
+def cotraining_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE of both plus the MSE between their logits (no detaching: both move towards each other)."""
+    return F.cross_entropy(student, labels) + F.cross_entropy(teacher, labels) + F.mse_loss(student, teacher)
+
+
+def permutation_salience(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    student_logits: torch.Tensor,
+    permutations: list[torch.Tensor],
+) -> torch.Tensor:
+    """Per unit d of ``features`` (N x D): the mean over ``permutations`` of the increase of
+    MSE(features @ W^T + b, student_logits) when column d alone is permuted.
+
+    With a linear classifier, permuting column d adds delta_d(n) = f[perm(n), d] - f[n, d] times W[:, d] to the
+    logits of sample n, so the increase is (2 sum_n delta_d(n) (R W)[n, d] + sum_n delta_d(n)^2 ||W[:, d]||^2) / (N C)
+    with R = the unpermuted residual."""
+    residual = features @ weight.T + bias - student_logits  # N x C
+    projected = residual @ weight  # N x D: (R W)[n, d]
+    column_norm = weight.pow(2).sum(0)  # D
+    n, c = student_logits.shape
+    total = torch.zeros(features.shape[1], dtype=features.dtype, device=features.device)
+    for perm in permutations:
+        delta = features[perm] - features
+        total += (2 * (delta * projected).sum(0) + delta.pow(2).sum(0) * column_norm) / (n * c)
+    return total / len(permutations)
+
+
+def freeze_to_batch_mean(features: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Units not in ``keep`` (a D-long bool mask) replaced by their mean over the batch."""
+    return torch.where(keep, features, features.mean(dim=0, keepdim=True))
+
+
+class ModalityGeneralDecisiveFeatures:
+    continues_stage1 = False
+    COTRAIN_FRACTION = 0.5
+    KEEP_FRACTION = 0.25  # the 75 % least salient units are frozen
+    REPEATS = 10
+    SAMPLES = 2048
+    ALPHA = 0.5
+
+    def __init__(self, context: DistillContext) -> None:
+        self.context = context
+        self.temperature = context.settings.temperature
+        self.teacher = trainable_copy(context.trio.teacher(context.settings.teacher))
+        self.cotrain_epochs = math.floor(self.COTRAIN_FRACTION * context.settings.epochs)
+        self.epoch = 0
+        self.keep: torch.Tensor | None = None
+        self._freeze_hook = None
+
+    def extra_modules(self) -> list:
+        return [self.teacher]
+
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        cotraining = self.epoch < self.cotrain_epochs
+        if not cotraining and self.keep is None:
+            self._rank_and_freeze()
+        with torch.set_grad_enabled(cotraining):
+            teacher_logits = self.teacher(batch.inputs)
+        ce = F.cross_entropy(student_logits, batch.labels)
+        kd = kd_loss(student_logits, teacher_logits.detach(), self.temperature)
+        if cotraining:
+            total = cotraining_loss(student_logits, teacher_logits, batch.labels)
+        else:
+            total = (1 - self.ALPHA) * ce + self.ALPHA * kd
+        mse = F.mse_loss(student_logits.detach(), teacher_logits.detach())
+        # every term in both phases (the one not trained on is a monitor), so the curves keep one set of columns
+        return total, {"ce": float(ce.detach()), "mse": float(mse), "kd": float(kd.detach())}
+
+    @torch.no_grad()
+    def _rank_and_freeze(self) -> None:
+        """Score the teacher's penultimate units, keep the most salient quarter, and fix the teacher."""
+        context, teacher = self.context, self.teacher
+        teacher.eval().requires_grad_(False)
+        train = context.splits["train"]
+        generator = seeded_generator(0)
+        rows = torch.randperm(len(train), generator=generator)[: self.SAMPLES].to(context.device)
+        sample = train.batch(rows)
+        tap = FeatureTap(teacher.net)
+        teacher(sample.inputs)
+        features = tap[PENULTIMATE]
+        tap.close()
+        was_training = context.student.training
+        student_logits = context.student.eval()(sample.inputs)
+        context.student.train(was_training)
+        classifier = dict(teacher.net.named_modules())[teacher.net.classifier]
+        perms = [torch.randperm(len(rows), generator=generator).to(context.device) for _ in range(self.REPEATS)]
+        salience = permutation_salience(features, classifier.weight, classifier.bias, student_logits, perms)
+        kept = max(1, round(self.KEEP_FRACTION * len(salience)))
+        self.keep = torch.zeros_like(salience, dtype=torch.bool)
+        self.keep[salience.topk(kept).indices] = True
+        self._freeze_hook = classifier.register_forward_pre_hook(
+            lambda _m, args: (freeze_to_batch_mean(args[0], self.keep), *args[1:])
+        )
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        self.epoch = epoch + 1
+        return {}

@@ -1,0 +1,182 @@
+"""``mst compare``: the benchmark table from the ``metrics.json`` files of ``mst eval``.
+
+Every metrics file names its method, teacher, student direction and seed. The table is laid out like the
+paper's main table (method.md §5.2): one row per method (the student alone first, MST-Distill last), columns
+grouped by teacher (MM, CM) and, inside a group, by student direction; a cell is the test accuracy in %, mean and
+sample standard deviation over the seeds. The student alone and MST-Distill do not learn from one teacher
+type, so their numbers stand in both groups; each column's best mean is then the best of all methods for that
+direction. The JSON form is ``method -> teacher -> direction -> [mean, std]`` with each method's own teacher key
+(``mm``, ``cm``, ``mm+cm`` for MST-Distill, ``-`` for the student alone).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from mstcli.engine.outputs import write_json, write_text
+from mstcli.errors import UserError
+
+TEACHER_GROUPS = ("mm", "cm")
+#: methods whose numbers do not depend on the teacher column, and the teacher key they record
+TEACHERLESS = {"none": "-", "mst": "mm+cm"}
+#: row order and names: the paper's baselines in its order, then the extras; unknown methods follow by name
+DISPLAY_NAMES = {
+    "none": "Student w/o KD",
+    "kd": "KD",
+    "mlld": "MLLD",
+    "fitnet": "FitNets",
+    "ofa": "OFA",
+    "rkd": "RKD",
+    "crd": "CRD",
+    "dml": "DML",
+    "mgdfr": "MGDFR",
+    "c2kd": "C2KD",
+    "dkd": "DKD",
+    "dist": "DIST",
+    "pkt": "PKT",
+    "mst": "MST-Distill",
+}
+DIRECTION_ORDER = ("image", "audio")
+
+
+@dataclass(frozen=True)
+class Run:
+    method: str
+    teacher: str
+    direction: str
+    seed: int
+    accuracy: float  # in %
+    path: Path
+
+
+def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
+    """Every metrics.json under ``folder`` (sorted by path), and warnings for files skipped: not a metrics file of
+    ``mst eval``, or a second file for the same method, teacher, direction and seed (the first one is kept)."""
+    if not folder.is_dir():
+        raise UserError(f"results folder not found: {folder}")
+    runs: dict[tuple[str, str, str, int], Run] = {}
+    warnings = []
+    for path in sorted(folder.rglob("metrics.json")):
+        try:
+            data = json.loads(path.read_text())
+            method, direction, accuracy = data["method"], data["student"], float(data["accuracy"])
+            seed = int(data.get("seed", data["split_group"]))
+        except (ValueError, KeyError, TypeError):
+            warnings.append(f"skipped {path}: not a metrics file of `mst eval`")
+            continue
+        teacher = TEACHERLESS.get(method) or data.get("teacher") or "-"
+        key = (method, teacher, direction, seed)
+        if key in runs:
+            warnings.append(
+                f"skipped {path}: seed {seed} of {method}/{teacher}/{direction} already read from {runs[key].path}"
+            )
+            continue
+        runs[key] = Run(method, teacher, direction, seed, 100.0 * accuracy, path)
+    if not runs:
+        raise UserError(f"no metrics.json of `mst eval` under {folder}")
+    return list(runs.values()), warnings
+
+
+def summarize(runs: list[Run]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """method -> teacher -> direction -> [mean, std] of the accuracy in % (std over seeds, 0 for one seed)."""
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for run in runs:
+        groups.setdefault((run.method, run.teacher, run.direction), []).append(run.accuracy)
+    table: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for method in ordered_methods({m for m, _, _ in groups}):
+        for (m, teacher, direction), values in sorted(groups.items()):
+            if m == method:
+                std = statistics.stdev(values) if len(values) > 1 else 0.0
+                table.setdefault(method, {}).setdefault(teacher, {})[direction] = [
+                    round(statistics.mean(values), 2),
+                    round(std, 2),
+                ]
+    return table
+
+
+def seed_counts(runs: list[Run]) -> dict[tuple[str, str, str], int]:
+    counts: dict[tuple[str, str, str], int] = {}
+    for run in runs:
+        key = (run.method, run.teacher, run.direction)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def ordered_methods(methods: set[str]) -> list[str]:
+    known = [m for m in DISPLAY_NAMES if m in methods and m != "mst"]
+    tail = ["mst"] if "mst" in methods else []
+    return known + sorted(methods - set(known) - set(tail)) + tail
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The table as rows of cells: ``columns`` are (teacher group, direction); a cell is (mean, std, n, best) or
+    None where the method has no run."""
+
+    columns: list[tuple[str, str]]
+    rows: list[tuple[str, list[tuple[float, float, int, bool] | None]]]
+    seeds: list[int]
+
+
+def layout(runs: list[Run]) -> Grid:
+    table = summarize(runs)
+    counts = seed_counts(runs)
+    found = {r.direction for r in runs}
+    directions = [d for d in DIRECTION_ORDER if d in found] + sorted(found - set(DIRECTION_ORDER))
+    columns = [(group, direction) for group in TEACHER_GROUPS for direction in directions]
+
+    def cell(method: str, group: str, direction: str):
+        teacher = TEACHERLESS.get(method, group)
+        values = table[method].get(teacher, {}).get(direction)
+        if values is None:
+            return None
+        return values[0], values[1], counts[(method, teacher, direction)]
+
+    raw = {method: [cell(method, g, d) for g, d in columns] for method in table}
+    best = [max((row[i][0] for row in raw.values() if row[i] is not None), default=None) for i in range(len(columns))]
+    rows = [
+        (
+            DISPLAY_NAMES.get(method, method),
+            [None if c is None else (c[0], c[1], c[2], c[0] == best[i]) for i, c in enumerate(cells)],
+        )
+        for method, cells in raw.items()
+    ]
+    return Grid(columns, rows, sorted({r.seed for r in runs}))
+
+
+def cell_text(cell: tuple[float, float, int, bool] | None, seeds: int) -> str:
+    if cell is None:
+        return "–"
+    mean, std, n, _ = cell
+    return f"{mean:.2f} ± {std:.2f}" + (f" (n={n})" if n != seeds else "")
+
+
+def render_markdown(grid: Grid) -> str:
+    header = ["Method"] + [f"{group.upper()} teacher · {direction}" for group, direction in grid.columns]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" + "---:|" * len(grid.columns),
+    ]
+    for name, cells in grid.rows:
+        texts = [cell_text(c, len(grid.seeds)) for c in cells]
+        texts = [f"**{t}**" if c is not None and c[3] else t for t, c in zip(texts, cells)]
+        lines.append(f"| {name} | " + " | ".join(texts) + " |")
+    caption = (
+        f"Test accuracy (%) of the student, mean ± std over seeds {', '.join(map(str, grid.seeds))}; "
+        "best per column in bold. The student alone and MST-Distill (MM + CM teachers) appear under both teacher "
+        "groups."
+    )
+    return "\n".join(lines) + "\n\n" + caption + "\n"
+
+
+def compare(folder: Path, out: Path) -> tuple[dict, Grid, list[str]]:
+    """Read the metrics under ``folder``; write ``out/compare.md`` and ``out/compare.json``."""
+    runs, warnings = read_runs(folder)
+    table = summarize(runs)
+    grid = layout(runs)
+    write_text(out / "compare.md", render_markdown(grid))
+    write_json(out / "compare.json", table)
+    return table, grid, warnings

@@ -1,0 +1,91 @@
+"""`mst compare` on hand-written metrics files whose means and standard deviations are known."""
+
+import json
+import statistics
+
+import pytest
+from typer.testing import CliRunner
+
+from mstcli.cli import app
+
+runner = CliRunner()
+
+# (method, teacher recorded by eval, direction) -> accuracy per seed
+ACCURACIES = {
+    ("none", None, "image"): [0.80, 0.82, 0.84],
+    ("none", None, "audio"): [0.60, 0.70, 0.65],
+    ("kd", "mm", "image"): [0.85, 0.86, 0.90],
+    ("kd", "cm", "image"): [0.70, 0.75, 0.80],
+    ("kd", "cm", "audio"): [0.71, 0.72, 0.73],
+    ("dkd", "cm", "audio"): [0.74, 0.76, 0.78],
+    ("mst", "mm+cm", "image"): [0.88, 0.87, 0.86],
+    ("mst", "mm+cm", "audio"): [0.70, 0.71, 0.72],
+}
+
+
+def write_metrics(root, method, teacher, direction, seed, accuracy):
+    folder = root / f"{direction}-s{seed}" / f"{method}-{teacher or 'alone'}"
+    folder.mkdir(parents=True)
+    report = {"student": direction, "method": method, "teacher": teacher, "split_group": seed, "seed": seed}
+    (folder / "metrics.json").write_text(json.dumps({**report, "accuracy": accuracy, "n_test": 100}))
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results" / "bench"
+    for (method, teacher, direction), values in ACCURACIES.items():
+        for seed, accuracy in enumerate(values):
+            write_metrics(root, method, teacher, direction, seed, accuracy)
+    (root / "notes").mkdir()
+    (root / "notes" / "metrics.json").write_text('{"something": "else"}')  # not from mst eval: skipped
+    return root
+
+
+def expected(values):
+    percent = [100 * v for v in values]
+    return [round(statistics.mean(percent), 2), round(statistics.stdev(percent), 2)]
+
+
+def test_json_is_the_only_stdout_and_has_mean_and_std_over_seeds(results, tmp_path):
+    result = runner.invoke(app, ["compare", str(results), "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    table = json.loads(result.stdout)
+    assert table["kd"]["cm"]["image"] == pytest.approx([75.0, 5.0])
+    assert table["kd"]["mm"]["image"] == pytest.approx(expected([0.85, 0.86, 0.90]))
+    assert table["none"]["-"]["audio"] == pytest.approx([65.0, 5.0])
+    assert table["mst"]["mm+cm"]["image"] == pytest.approx([87.0, 1.0])
+    assert set(table["kd"]) == {"mm", "cm"} and "audio" not in table["kd"]["mm"]
+    for (method, teacher, direction), values in ACCURACIES.items():
+        assert table[method][teacher or "-"][direction] == pytest.approx(expected(values))
+    assert json.loads((tmp_path / "out" / "compare.json").read_text()) == table
+    assert "skipped" in result.stderr and "notes" in result.stderr
+
+
+def test_markdown_layout_marks_the_best_mean_of_each_column(results, tmp_path):
+    result = runner.invoke(app, ["compare", str(results), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "MST-Distill" in result.stdout and "test accuracy" in result.stdout
+    lines = (tmp_path / "out" / "compare.md").read_text().splitlines()
+    assert lines[0] == "| Method | MM teacher · image | MM teacher · audio | CM teacher · image | CM teacher · audio |"
+    rows = {line.split(" | ")[0].lstrip("| "): line.strip("|").split(" | ")[1:] for line in lines[2:] if "|" in line}
+    names = list(rows)
+    assert names[0] == "Student w/o KD" and names[-1] == "MST-Distill"
+    # MM image: KD from the MM teacher and MST-Distill both have 87.00: a tie, both bold; the student alone not
+    assert expected([0.85, 0.86, 0.90])[0] == 87.0
+    assert rows["KD"][0].strip().startswith("**") and rows["MST-Distill"][0].strip().startswith("**")
+    assert rows["Student w/o KD"][0].strip() == "82.00 ± 2.00"
+    # CM image: MST-Distill 87.00 is the best, KD 75.00 is not
+    assert rows["MST-Distill"][2].strip() == "**87.00 ± 1.00**" and rows["KD"][2].strip() == "75.00 ± 5.00"
+    # CM audio: DKD 76.00 beats KD 72.00, MST 71.00 and the student alone 65.00
+    assert rows["DKD"][3].strip() == "**76.00 ± 2.00**" and not rows["KD"][3].strip().startswith("**")
+    # a method without runs in a column shows a dash; the student alone stands in both groups
+    assert rows["DKD"][0].strip() == "–" and rows["Student w/o KD"][1].strip() == rows["Student w/o KD"][3].strip()
+
+
+def test_a_second_file_for_the_same_seed_is_skipped_and_a_missing_folder_is_an_error(results, tmp_path):
+    write_metrics(results / "zz-copy", "kd", "cm", "image", 0, 0.10)  # sorts after the first file
+    result = runner.invoke(app, ["compare", str(results), "--out", str(tmp_path / "out"), "--json"])
+    assert json.loads(result.stdout)["kd"]["cm"]["image"] == pytest.approx([75.0, 5.0])
+    assert "already read" in result.stderr
+    result = runner.invoke(app, ["compare", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "not found" in result.output
