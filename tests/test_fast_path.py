@@ -11,9 +11,9 @@ from mstcli.engine.data import Split
 from mstcli.engine.layer_cache import build_layer_cache, layer_outputs, plan_cache
 from mstcli.engine.outputs import save_checkpoint
 from mstcli.methods.base import DistillContext
-from mstcli.methods.kd import HintonKD
 from mstcli.methods.losses import kd_loss
 from mstcli.methods.mst import MSTDistill
+from mstcli.methods.registry import build_method
 from mstcli.models.experts import TEACHER_ORDER
 from mstcli.models.trio import RunSpec, Trio, fingerprint
 from mstcli.stages.fit_masks import MaskedTeachers, build_masks
@@ -108,15 +108,19 @@ def test_the_two_compositions_give_different_banks(tmp_path):
     assert not torch.allclose(banks["cumulative"][1], banks["single"][1], atol=1e-4)  # the second: 1 or 2 masks
 
 
-def test_kd_teacher_logits_from_the_bank_equal_recomputation():
+@pytest.mark.parametrize("name", ["kd", "dkd", "mlld", "dist"])
+def test_teacher_logits_from_the_bank_equal_recomputation(name):
     trio = tiny_trio("image")
+    with torch.no_grad():  # an untrained teacher gives nearly the same logits to every sample: spread them
+        trio.mm.net.fc2.weight.mul_(1000.0)
     train = random_split(30)
-    batch = train.batch(torch.tensor([3, 29, 0]))
-    student_logits = torch.randn(3, 10)
+    batch = train.batch(torch.tensor([3, 29, 0, 11, 7]))
+    student_logits = torch.randn(5, 10)
     results = []
     for bank in (True, False):
-        settings = dataclasses.replace(DistillParams(), method="kd", teacher="mm", bank=bank)
-        method = HintonKD(DistillContext(settings, trio, trio.student, {"train": train}, None, "cpu"))
+        settings = dataclasses.replace(DistillParams(), method=name, teacher="mm", bank=bank)
+        method = build_method(name, DistillContext(settings, trio, trio.student, {"train": train}, None, "cpu"))
+        assert (method.teacher.bank is not None) == bank
         results.append(method.loss(batch, student_logits)[0])
     assert abs(float(results[0]) - float(results[1])) <= 1e-5
 

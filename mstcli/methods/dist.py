@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from mstcli.engine.data import Split
 from mstcli.methods.base import DistillContext
-from mstcli.methods.teachers import frozen_logits
+from mstcli.methods.teachers import FrozenTeacher
 
 EPS = 1e-8
 
@@ -44,13 +44,13 @@ class DistillationFromStrongerTeacher:
     GAMMA = 1.0  # intra-class weight
 
     def __init__(self, context: DistillContext) -> None:
-        self.teacher = context.trio.teacher(context.settings.teacher)
+        self.teacher = FrozenTeacher(context)
 
     def extra_modules(self) -> list:
         return []
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        target = frozen_logits(self.teacher, batch)
+        target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
         inter, intra = dist_terms(student_logits, target, self.TEMPERATURE)
         total = ce + self.BETA * inter + self.GAMMA * intra

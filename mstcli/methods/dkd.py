@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from mstcli.engine.data import Split
 from mstcli.methods.base import DistillContext
-from mstcli.methods.teachers import frozen_logits
+from mstcli.methods.teachers import FrozenTeacher
 
 
 def _binary_and_rest(logits: torch.Tensor, labels: torch.Tensor, temperature: float):
@@ -61,7 +61,7 @@ class DecoupledKD:
 
     def __init__(self, context: DistillContext) -> None:
         self.settings = context.settings
-        self.teacher = context.trio.teacher(context.settings.teacher)
+        self.teacher = FrozenTeacher(context)
         self.warmup_epochs = max(1, math.ceil(self.WARMUP_FRACTION * context.settings.epochs))
         self.epoch = 0
 
@@ -69,7 +69,7 @@ class DecoupledKD:
         return []
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        target = frozen_logits(self.teacher, batch)
+        target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
         tckd, nckd = dkd_terms(student_logits, target, batch.labels, self.settings.temperature)
         warmup = min((self.epoch + 1) / self.warmup_epochs, 1.0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mstcli.engine.bank import logit_bank, rows_of
 from mstcli.engine.data import Split
 from mstcli.methods.base import DistillContext
 from mstcli.methods.losses import kd_loss
+from mstcli.methods.teachers import FrozenTeacher
 
 
 class HintonKD:
@@ -16,18 +16,13 @@ class HintonKD:
 
     def __init__(self, context: DistillContext) -> None:
         self.settings = context.settings
-        self.teacher = context.trio.teacher(context.settings.teacher)
-        self.bank = logit_bank(self.teacher, context.splits["train"], 1024) if context.settings.bank else None
+        self.teacher = FrozenTeacher(context)
 
     def extra_modules(self) -> list:
         return []
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        if self.bank is not None:
-            target = self.bank[rows_of(batch)]
-        else:
-            with torch.no_grad():
-                target = self.teacher(batch.inputs)
+        target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
         kd = kd_loss(student_logits, target, self.settings.temperature)
         alpha = self.settings.kd_alpha

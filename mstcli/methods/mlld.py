@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from mstcli.engine.data import Split
 from mstcli.methods.base import DistillContext
 from mstcli.methods.losses import kd_loss
-from mstcli.methods.teachers import frozen_logits
+from mstcli.methods.teachers import FrozenTeacher
 
 
 def batch_alignment(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -55,13 +55,13 @@ class MultiLevelLogitKD:
     TEMPERATURES = (2.0, 3.0, 4.0, 5.0, 6.0)
 
     def __init__(self, context: DistillContext) -> None:
-        self.teacher = context.trio.teacher(context.settings.teacher)
+        self.teacher = FrozenTeacher(context)
 
     def extra_modules(self) -> list:
         return []
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        target = frozen_logits(self.teacher, batch)
+        target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
         terms = mlld_terms(student_logits, target, self.TEMPERATURES)
         total = ce + sum(terms.values())
