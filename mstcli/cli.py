@@ -126,8 +126,8 @@ def fit_masks(params_file: ParamsOption = None, overrides: SetOption = None) -> 
 @app.command()
 @user_errors
 def distill(
-    method: Annotated[Optional[str], typer.Option(help="mst, none or kd (distill.method)")] = None,
-    teacher: Annotated[Optional[str], typer.Option(help="mm or cm, the teacher of --method kd")] = None,
+    method: Annotated[Optional[str], typer.Option(help="mst, none, kd, fitnet, rkd, pkt, crd or ofa (distill.method)")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="mm or cm, the teacher of the comparison methods")] = None,
     out: Annotated[Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")] = None,
     results: Annotated[
         Optional[Path], typer.Option(help="folder for curves and routing (default results/<run>)")

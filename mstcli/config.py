@@ -88,8 +88,10 @@ class FitMasksParams:
 class DistillParams:
     """S3, routed distillation, and the comparison methods."""
 
-    method: Literal["mst", "none", "kd"] = _opt("mst", "mst, none (the student alone) or kd (Hinton KD)")
-    teacher: Literal["mm", "cm"] = _opt("mm", "teacher of --method kd: the MM or the CM net of stage 1")
+    method: Literal["mst", "none", "kd", "fitnet", "rkd", "pkt", "crd", "ofa"] = _opt(
+        "mst", "mst, none (the student alone), kd (Hinton KD) or a feature-based method: fitnet, rkd, pkt, crd, ofa"
+    )
+    teacher: Literal["mm", "cm"] = _opt("mm", "teacher of the comparison methods: the MM or the CM net of stage 1")
     epochs: int = _opt(15, "S3 epochs (reference: 100)", min=1)
     batch_size: int = _opt(128, "batch size", min=1)
     lr: float = _opt(1e-3, "Adam learning rate of student and GateNet (reference: 1e-4)", min=0.0)
@@ -115,6 +117,10 @@ class DistillParams:
     student_init: Literal["auto", "stage1", "scratch"] = _opt(
         "auto", "student start: auto = stage 1 for mst, from scratch for none/kd (as the reference baselines)"
     )
+    fitnet_hint_epochs: int = _opt(
+        0, "--method fitnet: hint-training epochs before KD (0: a third of distill.epochs)", min=0
+    )
+    crd_negatives: int = _opt(4096, "--method crd: negatives per sample (at most the train rows - 1)", min=1)
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def distill(
             "val_ce": best_loss,
             "split_group": params.common.seed,
             "method": settings.method,
-            "teacher": settings.teacher if settings.method == "kd" else None,
+            "teacher": settings.teacher if settings.method not in ("mst", "none") else None,
             "settings": dataclasses.asdict(settings),
         },
         out,
