@@ -127,7 +127,7 @@ def fit_masks(params_file: ParamsOption = None, overrides: SetOption = None) -> 
 @user_errors
 def distill(
     method: Annotated[
-        Optional[str], typer.Option(help="mst, none, kd, dkd, mlld, dist, dml, c2kd, mgdfr, ... (distill.method)")
+        Optional[str], typer.Option(help="mst, none or a comparison method: see `mst methods` (distill.method)")
     ] = None,
     teacher: Annotated[Optional[str], typer.Option(help="mm or cm, the teacher of a comparison method")] = None,
     same_passes: Annotated[
@@ -253,6 +253,25 @@ def datasets() -> None:
         table.add_column(column)
     for source in all_sources().values():
         table.add_row(source.name, ", ".join(source.modalities), source.default_source or "-", source.description)
+    Console().print(table)
+
+
+@app.command()
+@user_errors
+def methods() -> None:
+    """List the distillation methods of `mst distill --method`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    import sys
+
+    from mstcli.methods.registry import METHODS
+
+    table = Table(title="distillation methods (mst distill --method NAME [--teacher mm|cm])")
+    for column in ("name", "what it is (first line of its module's docstring)"):
+        table.add_column(column)
+    for name, cls in METHODS.items():
+        table.add_row(name, (sys.modules[cls.__module__].__doc__ or "").strip().split("\n")[0])
     Console().print(table)
 
 

@@ -116,9 +116,9 @@ class FitMasksParams:
 class DistillParams:
     """S3, routed distillation, and the comparison methods."""
 
-    method: Literal["mst", "none", "kd", "dkd", "mlld", "dist", "dml", "c2kd", "mgdfr"] = _opt(
-        "mst", "mst, none (the student alone) or a comparison method (README, Comparison methods)"
-    )
+    method: Literal[
+        "mst", "none", "kd", "dkd", "mlld", "dist", "dml", "c2kd", "mgdfr", "fitnet", "rkd", "pkt", "crd", "ofa"
+    ] = _opt("mst", "mst, none (the student alone) or a comparison method (README, Comparison methods)")
     teacher: Literal["mm", "cm"] = _opt("mm", "teacher of a comparison method: the MM or the CM net of stage 1")
     epochs: int = _opt(15, "S3 epochs (reference: 100)", min=1)
     batch_size: int = _opt(128, "batch size", min=1)
@@ -151,6 +151,10 @@ class DistillParams:
     dkd_beta: float = _opt(
         8.0, "--method dkd: weight of the non-target-class term NCKD (paper: 8 on CIFAR-100)", min=0.0
     )
+    fitnet_hint_epochs: int = _opt(
+        0, "--method fitnet: hint-training epochs before KD (0: a third of distill.epochs)", min=0
+    )
+    crd_negatives: int = _opt(4096, "--method crd: negatives per sample (at most the train rows - 1)", min=1)
 
 
 @dataclass(frozen=True)

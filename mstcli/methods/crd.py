@@ -1,0 +1,118 @@
+"""Contrastive Representation Distillation (Tian et al., ICLR 2020).
+
+Student and teacher penultimate features go through their own trainable embedding heads (linear, 128-d, L2
+normalized). Two memory banks, one per net, hold an embedding of every train row (rows are ``batch.rows``). For
+each sample the critic h(a, b) = exp(a.b / tau) / (exp(a.b / tau) + N / M) (tau = 0.07, N negatives, M train rows)
+scores the positive pair (its own row) against N rows drawn uniformly from the other rows, and the NCE loss is
+-[log h(positive) + sum_n log(1 - h(negative_n))], in both directions (student anchor against the teacher bank,
+teacher anchor against the student bank; summed, as in the authors' release). After each batch the banks' rows
+move towards the new embeddings with momentum 0.5 and are renormalized.
+
+loss = CE + 0.8 CRD: the paper's default (beta = 0.8); "CRD+KD" is a separate variant there, so no KD term. The
+reference code uses alpha = 0.5 instead. The paper's h leaves out the normalization of exp(a.b / tau) that its
+NCE derivation (noise density 1/M against a normalized model density) assumes; taken literally each sample starts
+at about N log 2 and must push thousands of negatives below cosine -0.3, which cannot be reached. So, as the
+authors' release (after Wu et al. 2018), exp(a.b / tau) is divided by Z = M * mean exp(score), estimated on the
+first batch and then fixed, one Z per direction.
+N = ``distill.crd_negatives`` (4,096, the paper's) is clamped to M - 1 when the train split is smaller.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mstcli.engine.data import Split
+from mstcli.methods.base import DistillContext
+from mstcli.methods.feature_taps import TappedPair, l2_normalized_embedding
+from mstcli.models.taps import PENULTIMATE
+
+
+def contrast_scores(
+    anchors: torch.Tensor, bank: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, tau: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """a.b / tau of each anchor (B x d) with its positive (B) and its negatives (B x N), rows of the M x d ``bank``.
+    Scores against the whole bank (B x M) are cheaper than gathering B x N x d negatives."""
+    scores = anchors @ bank.T / tau
+    return scores.gather(1, positives[:, None]).squeeze(1), scores.gather(1, negatives)
+
+
+def log_normalizer(positive: torch.Tensor, negative: torch.Tensor, rows: int) -> float:
+    """log Z with Z = M * mean of exp(score) over a batch's contrasts: exp(score) / Z is then about 1/M on average,
+    the uniform noise density the NCE compares against."""
+    scores = torch.cat([positive[:, None], negative], dim=1).detach().flatten()
+    return math.log(rows) + float(torch.logsumexp(scores, dim=0)) - math.log(scores.numel())
+
+
+def crd_nce_loss(positive: torch.Tensor, negative: torch.Tensor, rows: int, log_z: float) -> torch.Tensor:
+    """Mean over the batch of -[log h(positive) + sum_n log(1 - h(negative_n))] with
+    h = P / (P + N / M), P = exp(score) / Z, i.e. h = sigmoid(score - log Z - log(N / M))."""
+    offset = log_z + math.log(negative.shape[1] / rows)
+    return -(F.logsigmoid(positive - offset) + F.logsigmoid(offset - negative).sum(dim=1)).mean()
+
+
+def other_rows(rows: torch.Tensor, count: int, total: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """B x count row numbers drawn uniformly (with replacement) from 0..total-1 without each sample's own row."""
+    draws = torch.randint(0, total - 1, (len(rows), count), generator=generator, device="cpu").to(rows.device)
+    return draws + (draws >= rows[:, None]).long()
+
+
+class MemoryBank:
+    """One L2-normalized embedding per train row, updated with momentum; starts as random unit vectors."""
+
+    def __init__(self, rows: int, dim: int, momentum: float, device: torch.device) -> None:
+        self.vectors = F.normalize(torch.rand(rows, dim, device=device) - 0.5, dim=1)
+        self.momentum = momentum
+
+    def update(self, rows: torch.Tensor, embeddings: torch.Tensor) -> None:
+        mixed = self.momentum * self.vectors[rows] + (1 - self.momentum) * embeddings.detach()
+        # out of place: this batch's loss graph still holds the old tensor for its backward pass
+        self.vectors = self.vectors.index_copy(0, rows, F.normalize(mixed, dim=1))
+
+
+class ContrastiveRD:
+    continues_stage1 = False
+    EMBEDDING = 128
+    TAU = 0.07
+    MOMENTUM = 0.5
+    BETA = 0.8  # weight of the CRD term (the paper's default)
+
+    def __init__(self, context: DistillContext) -> None:
+        self.pair = TappedPair(context, layers=False, penultimate=True)
+        self.rows = len(context.splits["train"])
+        self.negatives = min(context.settings.crd_negatives, self.rows - 1)
+        widths = self.pair.student_shapes[PENULTIMATE][0], self.pair.teacher_shapes[PENULTIMATE][0]
+        self.student_head = l2_normalized_embedding(widths[0], self.EMBEDDING).to(context.device)
+        self.teacher_head = l2_normalized_embedding(widths[1], self.EMBEDDING).to(context.device)
+        self.student_bank = MemoryBank(self.rows, self.EMBEDDING, self.MOMENTUM, context.device)
+        self.teacher_bank = MemoryBank(self.rows, self.EMBEDDING, self.MOMENTUM, context.device)
+        self.log_z: list[float | None] = [None, None]  # student-anchor and teacher-anchor directions
+
+    def extra_modules(self) -> list:
+        return [self.student_head, self.teacher_head]
+
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        self.pair.teach(batch.inputs)
+        student = self.student_head(self.pair.student_tap[PENULTIMATE])
+        teacher = self.teacher_head(self.pair.teacher_tap[PENULTIMATE])
+        negatives = other_rows(batch.rows, self.negatives, self.rows)
+        crd = self._direction(0, student, self.teacher_bank, batch.rows, negatives) + self._direction(
+            1, teacher, self.student_bank, batch.rows, negatives
+        )
+        with torch.no_grad():
+            self.student_bank.update(batch.rows, student)
+            self.teacher_bank.update(batch.rows, teacher)
+        ce = F.cross_entropy(student_logits, batch.labels)
+        return ce + self.BETA * crd, {"ce": float(ce.detach()), "crd": float(crd.detach())}
+
+    def _direction(self, index: int, anchors, bank: "MemoryBank", rows, negatives) -> torch.Tensor:
+        """NCE of one net's embeddings against the other net's memory; Z is fixed at the first batch."""
+        positive, negative = contrast_scores(anchors, bank.vectors, rows, negatives, self.TAU)
+        if self.log_z[index] is None:
+            self.log_z[index] = log_normalizer(positive, negative, self.rows)
+        return crd_nce_loss(positive, negative, self.rows, self.log_z[index])
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        return {}

@@ -1,0 +1,58 @@
+"""Probabilistic Knowledge Transfer (Passalis & Tefas, ECCV 2018): the student matches the teacher's conditional
+probability distribution of neighbours in feature space.
+
+With the cosine-similarity kernel K(a, b) = (1 + cos(a, b)) / 2, each sample i has the distribution
+p_{j|i} = K(x_j, x_i) / sum_{k != i} K(x_k, x_i) over the other samples of the batch; the loss is the paper's
+sum over i and j != i of p_{j|i} log(p_{j|i} / q_{j|i}) (teacher p, student q), on penultimate features (no
+common width needed). loss = CE + PKT: the paper gives no weight for combining PKT with a task loss, so the weight
+is 1; the summed (not averaged) KL has about the magnitude of CE on 128-sample batches.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mstcli.engine.data import Split
+from mstcli.methods.base import DistillContext
+from mstcli.methods.feature_taps import TappedPair
+from mstcli.models.taps import PENULTIMATE
+
+EPS = 1e-7
+
+
+def neighbour_probabilities(x: torch.Tensor) -> torch.Tensor:
+    """B x B matrix whose row i is p_{.|i} under the cosine kernel; the diagonal is 0."""
+    unit = F.normalize(x, dim=1, eps=EPS)
+    kernel = (unit @ unit.T + 1) / 2
+    kernel = kernel * (1 - torch.eye(len(x), dtype=x.dtype, device=x.device))
+    return kernel / kernel.sum(dim=1, keepdim=True).clamp_min(EPS)
+
+
+def pkt_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """sum_i sum_{j != i} p_{j|i} log(p_{j|i} / q_{j|i}), teacher p, student q."""
+    if len(student) < 2:
+        return student.sum() * 0
+    p, q = neighbour_probabilities(teacher), neighbour_probabilities(student)
+    off = ~torch.eye(len(student), dtype=torch.bool, device=student.device)
+    p, q = p[off], q[off]
+    return (p * ((p + EPS).log() - (q + EPS).log())).sum()
+
+
+class ProbabilisticKT:
+    continues_stage1 = False
+
+    def __init__(self, context: DistillContext) -> None:
+        self.pair = TappedPair(context, layers=False, penultimate=True)
+
+    def extra_modules(self) -> list:
+        return []
+
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        self.pair.teach(batch.inputs)
+        pkt = pkt_loss(self.pair.student_tap[PENULTIMATE], self.pair.teacher_tap[PENULTIMATE])
+        ce = F.cross_entropy(student_logits, batch.labels)
+        return ce + pkt, {"ce": float(ce.detach()), "pkt": float(pkt.detach())}
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        return {}
