@@ -45,7 +45,9 @@ class MSTDistill:
         self.experts = SpecializedTeachers(teachers, masks_from_checkpoint(checkpoint), settings.compose)
         self.experts.to(context.device)
         # E x N_train x C, computed once (see engine/bank.py); None recomputes every batch as the reference does
-        self.bank = logit_bank(self.experts, context.splits["train"], 1024, row_dim=1) if settings.bank else None
+        # batches of the training size: the MaskNets' attention maps grow with the batch (B x D x D per head)
+        train = context.splits["train"]
+        self.bank = logit_bank(self.experts, train, settings.batch_size, row_dim=1) if settings.bank else None
         if settings.k > len(self.experts):
             raise UserError(f"distill.k={settings.k} but there are only {len(self.experts)} specialized teachers")
         self.gate = GateNet(context.trio.spec.num_classes, len(self.experts)).to(context.device)

@@ -120,7 +120,7 @@ def fit_masks(params: Params, features_path: Path, stage1_path: Path, out: Path,
             means.add(losses, len(index))
         train_kl = means.means()
         with autocast(device, common.precision):
-            val_kl = validation_kl(masked, splits["val"], targets["val"], settings.temperature, big)
+            val_kl = validation_kl(masked, splits["val"], targets["val"], settings.temperature, settings.batch_size)
         score = selection_score([slot for slot, _ in masks], val_kl)
         row = {"epoch": epoch, "val_score": score, "epoch_s": time.perf_counter() - started}
         for i, ((slot, _), va) in enumerate(zip(masks, val_kl)):
