@@ -83,8 +83,8 @@ def test_mlld_batch_and_class_alignment_follow_the_paper_normalization():
         for i in range(c)
         for j in range(c)
     )
-    assert batch_alignment(tensor(S), tensor(T), tau).item() == pytest.approx(tau**2 * batch / b, rel=1e-9)
-    assert class_alignment(tensor(S), tensor(T), tau).item() == pytest.approx(tau**2 * klass / c, rel=1e-9)
+    assert batch_alignment(tensor(S), tensor(T), tau).item() == pytest.approx(batch / b, rel=1e-9)
+    assert class_alignment(tensor(S), tensor(T), tau).item() == pytest.approx(klass / c, rel=1e-9)
 
 
 def test_mlld_sums_each_level_over_the_temperatures():

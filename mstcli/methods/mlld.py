@@ -9,7 +9,7 @@ The student's softened predictions are aligned with the teacher's at three level
 The paper sums the three levels over the temperatures {2, 3, 4, 5, 6} and adds CE with weight 1. The MST-Distill
 reference replaces both "/B" and "/C" by a mean over all entries (MSE, i.e. / B^2 and / C^2) and divides the
 sum over temperatures by 5 and by 3, with (1 - alpha) CE + alpha MLLD; this module follows the paper. The batch
-and class terms are scaled by tau^2 like the instance term, as in the authors' release. Not done here: the paper's
+and class terms are not scaled by tau^2 (only the instance KL is, as in the authors' release). Not done here: the paper's
 prediction augmentation (weak and strong image augmentations of each input, which pre-extracted features do not
 have) and the confidence masks that go with it.
 """
@@ -26,17 +26,17 @@ from mstcli.methods.teachers import FrozenTeacher
 
 
 def batch_alignment(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """tau^2 * ||P_t P_t^T - P_s P_s^T||^2_F / B."""
+    """||P_t P_t^T - P_s P_s^T||^2_F / B, with P the softmax at ``temperature``."""
     p_s, p_t = F.softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1)
     diff = p_t @ p_t.T - p_s @ p_s.T
-    return temperature**2 * diff.pow(2).sum() / student.shape[0]
+    return diff.pow(2).sum() / student.shape[0]
 
 
 def class_alignment(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """tau^2 * ||P_t^T P_t - P_s^T P_s||^2_F / C."""
+    """||P_t^T P_t - P_s^T P_s||^2_F / C, with P the softmax at ``temperature``."""
     p_s, p_t = F.softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1)
     diff = p_t.T @ p_t - p_s.T @ p_s
-    return temperature**2 * diff.pow(2).sum() / student.shape[1]
+    return diff.pow(2).sum() / student.shape[1]
 
 
 def mlld_terms(
