@@ -132,7 +132,7 @@ class CustomizedCrossModalKD:
         )
         selected = terms.pop("selected")
         total = sum(terms.values())
-        return total, {**{k: float(v.detach()) for k, v in terms.items()}, "selected": float(selected)}
+        return total, {**{k: v.detach() for k, v in terms.items()}, "selected": float(selected)}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {}

@@ -105,7 +105,7 @@ class ContrastiveRD:
             self.student_bank.update(batch.rows, student)
             self.teacher_bank.update(batch.rows, teacher)
         ce = F.cross_entropy(student_logits, batch.labels)
-        return ce + self.BETA * crd, {"ce": float(ce.detach()), "crd": float(crd.detach())}
+        return ce + self.BETA * crd, {"ce": ce.detach(), "crd": crd.detach()}
 
     def _direction(self, index: int, anchors, bank: "MemoryBank", rows, negatives) -> torch.Tensor:
         """NCE of one net's embeddings against the other net's memory; Z is fixed at the first batch."""

@@ -54,7 +54,7 @@ class DistillationFromStrongerTeacher:
         ce = F.cross_entropy(student_logits, batch.labels)
         inter, intra = dist_terms(student_logits, target, self.TEMPERATURE)
         total = ce + self.BETA * inter + self.GAMMA * intra
-        return total, {"ce": float(ce.detach()), "inter": float(inter.detach()), "intra": float(intra.detach())}
+        return total, {"ce": ce.detach(), "inter": inter.detach(), "intra": intra.detach()}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {}

@@ -74,7 +74,7 @@ class DecoupledKD:
         tckd, nckd = dkd_terms(student_logits, target, batch.labels, self.settings.temperature)
         warmup = min((self.epoch + 1) / self.warmup_epochs, 1.0)
         total = ce + warmup * (self.ALPHA * tckd + self.settings.dkd_beta * nckd)
-        return total, {"ce": float(ce.detach()), "tckd": float(tckd.detach()), "nckd": float(nckd.detach())}
+        return total, {"ce": ce.detach(), "tckd": tckd.detach(), "nckd": nckd.detach()}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         self.epoch = epoch + 1

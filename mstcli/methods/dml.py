@@ -44,7 +44,7 @@ class DeepMutualLearning:
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         peer_logits = self.peer(batch.inputs)
         student_loss, peer_loss = mutual_pair_loss(student_logits, peer_logits, batch.labels, self.TEMPERATURE)
-        return student_loss + peer_loss, {"student": float(student_loss.detach()), "peer": float(peer_loss.detach())}
+        return student_loss + peer_loss, {"student": student_loss.detach(), "peer": peer_loss.detach()}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {}

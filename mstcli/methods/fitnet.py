@@ -78,7 +78,7 @@ class FitNet:
         kd = kd_loss(student_logits, teacher_logits, self.settings.temperature)
         alpha = self.settings.kd_alpha
         total = hint if self.hinting else (1 - alpha) * ce + alpha * kd
-        return total, {"hint": float(hint.detach()), "ce": float(ce.detach()), "kd": float(kd.detach())}
+        return total, {"hint": hint.detach(), "ce": ce.detach(), "kd": kd.detach()}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         """Hint training ends after epoch ``hint_epochs - 1``; KD takes over from the next one."""

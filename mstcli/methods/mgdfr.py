@@ -99,7 +99,7 @@ class ModalityGeneralDecisiveFeatures:
             total = (1 - self.ALPHA) * ce + self.ALPHA * kd
         mse = F.mse_loss(student_logits.detach(), teacher_logits.detach())
         # every term in both phases (the one not trained on is a monitor), so the curves keep one set of columns
-        return total, {"ce": float(ce.detach()), "mse": float(mse), "kd": float(kd.detach())}
+        return total, {"ce": ce.detach(), "mse": float(mse), "kd": kd.detach()}
 
     @torch.no_grad()
     def _rank_and_freeze(self) -> None:

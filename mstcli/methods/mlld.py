@@ -65,7 +65,7 @@ class MultiLevelLogitKD:
         ce = F.cross_entropy(student_logits, batch.labels)
         terms = mlld_terms(student_logits, target, self.TEMPERATURES)
         total = ce + sum(terms.values())
-        return total, {"ce": float(ce.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        return total, {"ce": ce.detach(), **{k: v.detach() for k, v in terms.items()}}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {}

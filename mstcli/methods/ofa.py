@@ -71,7 +71,7 @@ class OneForAll:
         ]
         ofa = sum(ofa_loss(z, teacher_logits, batch.labels, self.EPSILON) for z in [*branch_logits, student_logits])
         ce = F.cross_entropy(student_logits, batch.labels)
-        return ce + ofa, {"ce": float(ce.detach()), "ofa": float(ofa.detach())}
+        return ce + ofa, {"ce": ce.detach(), "ofa": ofa.detach()}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {}

@@ -52,7 +52,7 @@ class ProbabilisticKT:
         self.pair.teach(batch.inputs)
         pkt = pkt_loss(self.pair.student_tap[PENULTIMATE], self.pair.teacher_tap[PENULTIMATE])
         ce = F.cross_entropy(student_logits, batch.labels)
-        return ce + pkt, {"ce": float(ce.detach()), "pkt": float(pkt.detach())}
+        return ce + pkt, {"ce": ce.detach(), "pkt": pkt.detach()}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {}

@@ -90,7 +90,7 @@ class RelationalKD:
         angle = rkd_angle_loss(student, teacher)
         ce = F.cross_entropy(student_logits, batch.labels)
         total = ce + self.DISTANCE_WEIGHT * distance + self.ANGLE_WEIGHT * angle
-        return total, {"ce": float(ce.detach()), "distance": float(distance.detach()), "angle": float(angle.detach())}
+        return total, {"ce": ce.detach(), "distance": distance.detach(), "angle": angle.detach()}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {}
