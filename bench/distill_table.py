@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from mstcli.config import load_params
 from mstcli.data.store import FeatureFile
-from mstcli.engine.data import batches, load_splits, seeded_generator
+from mstcli.engine.splits import batches, load_splits, seeded_generator
 from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.runtime import setup_runtime
 from mstcli.models.trio import RunSpec, Trio

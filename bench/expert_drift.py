@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from mstcli.data.store import FeatureFile
-from mstcli.engine.data import load_splits
+from mstcli.engine.splits import load_splits
 from mstcli.methods.losses import kd_per_sample
-from mstcli.models.experts import SpecializedTeachers, masks_from_checkpoint
+from mstcli.methods.mst.experts import SpecializedTeachers, masks_from_checkpoint
 from mstcli.models.trio import Trio
 
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from mstcli.methods.c2kd import c2kd_terms, kendall_tau, selected_non_target_kd
-from mstcli.methods.dist import dist_terms, pearson_rows
-from mstcli.methods.dkd import dkd_terms, non_target_kd_per_sample
-from mstcli.methods.dml import mutual_pair_loss
-from mstcli.methods.mgdfr import cotraining_loss, freeze_to_batch_mean, permutation_salience
-from mstcli.methods.mlld import batch_alignment, class_alignment, mlld_terms
+from mstcli.methods.baselines.c2kd import c2kd_terms, kendall_tau, selected_non_target_kd
+from mstcli.methods.baselines.dist import dist_terms, pearson_rows
+from mstcli.methods.baselines.dkd import dkd_terms, non_target_kd_per_sample
+from mstcli.methods.baselines.dml import mutual_pair_loss
+from mstcli.methods.baselines.mgdfr import cotraining_loss, freeze_to_batch_mean, permutation_salience
+from mstcli.methods.baselines.mlld import batch_alignment, class_alignment, mlld_terms
 
 S = [[1.0, 2.0, 0.5, -1.0], [0.0, -1.0, 3.0, 0.5], [2.0, 0.1, 0.2, 0.3]]
 T = [[0.3, 0.1, 2.0, 1.0], [1.5, 0.5, -0.5, 0.0], [2.5, -0.5, 0.0, 1.0]]

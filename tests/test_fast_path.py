@@ -7,14 +7,14 @@ import torch
 
 from mstcli.config import DistillParams
 from mstcli.engine.bank import logit_bank
-from mstcli.engine.data import Split
+from mstcli.engine.splits import Split
 from mstcli.engine.layer_cache import build_layer_cache, layer_outputs, plan_cache
 from mstcli.engine.outputs import save_checkpoint
 from mstcli.methods.base import DistillContext
 from mstcli.methods.losses import kd_loss
-from mstcli.methods.mst import MSTDistill
+from mstcli.methods.mst.dynamic_distillation import MSTDistill
 from mstcli.methods.registry import build_method
-from mstcli.models.experts import TEACHER_ORDER
+from mstcli.methods.mst.experts import TEACHER_ORDER
 from mstcli.models.trio import RunSpec, Trio, fingerprint
 from mstcli.stages.fit_masks import MaskedTeachers, build_masks
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mstcli.methods.crd import MemoryBank, contrast_scores, crd_nce_loss, log_normalizer, other_rows
-from mstcli.methods.fitnet import HintRegressor, hint_loss
-from mstcli.methods.ofa import ofa_loss
-from mstcli.methods.pkt import pkt_loss
-from mstcli.methods.rkd import rkd_angle_loss, rkd_distance_loss
+from mstcli.methods.baselines.crd import MemoryBank, contrast_scores, crd_nce_loss, log_normalizer, other_rows
+from mstcli.methods.baselines.fitnet import HintRegressor, hint_loss
+from mstcli.methods.baselines.ofa import ofa_loss
+from mstcli.methods.baselines.pkt import pkt_loss
+from mstcli.methods.baselines.rkd import rkd_angle_loss, rkd_distance_loss
 
 # four samples in 3-d (student) and 2-d (teacher): relational losses need no common width
 S = [[1.0, 0.0, 2.0], [0.5, -1.0, 0.0], [2.0, 1.0, 1.0], [-1.0, 0.5, 0.3]]

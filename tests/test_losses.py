@@ -5,14 +5,9 @@ import math
 import pytest
 import torch
 
-from mstcli.methods.losses import (
-    kd_loss,
-    load_balance_cv,
-    load_balance_kl,
-    mutual_loss,
-    routed_kd,
-)
-from mstcli.methods.mst import decayed
+from mstcli.methods.losses import kd_loss
+from mstcli.methods.mst.losses import load_balance_cv, load_balance_kl, mutual_loss, routed_kd
+from mstcli.methods.mst.dynamic_distillation import decayed
 
 
 def softmax(row, t=1.0):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mstcli.models.avmnist import CNNI, LeNet5, ThreeLayerCNNA
-from mstcli.models.experts import MaskSlot, SpecializedTeachers
-from mstcli.models.masknet import MaskNet, hidden_size, layer_output_shapes, masknet_for, plugged
+from mstcli.methods.mst.experts import MaskSlot, SpecializedTeachers
+from mstcli.methods.mst.masknet import MaskNet, hidden_size, layer_output_shapes, masknet_for, plugged
 from mstcli.models.trio import ModalNet
 
 
@@ -101,7 +101,7 @@ def test_feature_tap_reads_penultimate_and_hint_layers():
 
 @pytest.mark.parametrize("dim, heads", [(297, 3), (24, 3), (10, 2)])
 def test_channel_attention_equals_torch_multihead_attention(dim, heads):
-    from mstcli.models.masknet import ChannelAttention
+    from mstcli.methods.mst.masknet import ChannelAttention
 
     torch.manual_seed(0)
     reference = torch.nn.MultiheadAttention(dim, heads, batch_first=True)

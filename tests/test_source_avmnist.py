@@ -77,7 +77,7 @@ def test_avmnist_lazy_splits_give_the_same_batches(tmp_path, monkeypatch, studen
     import torch
 
     from mstcli.engine import lazy
-    from mstcli.engine.data import Split, load_splits
+    from mstcli.engine.splits import Split, load_splits
 
     features = FeatureFile.open(tmp_path / "data/features/avmnist.h5")
     eager = load_splits(features, 0, ["image", "audio"], torch.device("cpu"))

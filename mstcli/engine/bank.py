@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from mstcli.engine.data import Split, batches
+from mstcli.engine.splits import Split, batches
 
 
 @torch.no_grad()

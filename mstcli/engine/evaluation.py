@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mstcli.engine.data import Split, batches
+from mstcli.engine.splits import Split, batches
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from mstcli.engine.data import Split, batches
+from mstcli.engine.splits import Split, batches
 from mstcli.models.trio import ModalNet
 
 SlotKey = tuple[str, str]  # (teacher key, layer name)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mstcli.config import DistillParams
-from mstcli.engine.data import Split
+from mstcli.engine.splits import Split
 from mstcli.models.trio import ModalNet, Trio
 
 

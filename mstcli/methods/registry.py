@@ -6,20 +6,20 @@ from typing import Callable
 
 from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod
-from mstcli.methods.c2kd import CustomizedCrossModalKD
-from mstcli.methods.crd import ContrastiveRD
-from mstcli.methods.dist import DistillationFromStrongerTeacher
-from mstcli.methods.dkd import DecoupledKD
-from mstcli.methods.dml import DeepMutualLearning
-from mstcli.methods.fitnet import FitNet
-from mstcli.methods.kd import HintonKD
-from mstcli.methods.mgdfr import ModalityGeneralDecisiveFeatures
-from mstcli.methods.mlld import MultiLevelLogitKD
-from mstcli.methods.mst import MSTDistill
-from mstcli.methods.none import StudentAlone
-from mstcli.methods.ofa import OneForAll
-from mstcli.methods.pkt import ProbabilisticKT
-from mstcli.methods.rkd import RelationalKD
+from mstcli.methods.baselines.c2kd import CustomizedCrossModalKD
+from mstcli.methods.baselines.crd import ContrastiveRD
+from mstcli.methods.baselines.dist import DistillationFromStrongerTeacher
+from mstcli.methods.baselines.dkd import DecoupledKD
+from mstcli.methods.baselines.dml import DeepMutualLearning
+from mstcli.methods.baselines.fitnet import FitNet
+from mstcli.methods.baselines.kd import HintonKD
+from mstcli.methods.baselines.mgdfr import ModalityGeneralDecisiveFeatures
+from mstcli.methods.baselines.mlld import MultiLevelLogitKD
+from mstcli.methods.mst.dynamic_distillation import MSTDistill
+from mstcli.methods.baselines.none import StudentAlone
+from mstcli.methods.baselines.ofa import OneForAll
+from mstcli.methods.baselines.pkt import ProbabilisticKT
+from mstcli.methods.baselines.rkd import RelationalKD
 
 METHODS: dict[str, Callable[[DistillContext], DistillMethod]] = {
     "mst": MSTDistill,

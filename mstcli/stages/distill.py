@@ -16,7 +16,7 @@ import torch
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
-from mstcli.engine.data import batches, load_splits, seeded_generator
+from mstcli.engine.splits import batches, load_splits, seeded_generator
 from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.outputs import save_checkpoint, write_tsv
 from mstcli.engine.meters import EpochMeans

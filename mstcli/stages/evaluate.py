@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
-from mstcli.engine.data import load_splits
+from mstcli.engine.splits import load_splits
 from mstcli.engine.evaluation import classification_metrics, predict
 from mstcli.engine.outputs import load_checkpoint, write_json, write_text
 from mstcli.engine.runtime import setup_runtime

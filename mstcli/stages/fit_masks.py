@@ -17,7 +17,7 @@ import torch
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
-from mstcli.engine.data import Split, batches, load_splits, seeded_generator
+from mstcli.engine.splits import Split, batches, load_splits, seeded_generator
 from mstcli.engine.outputs import save_checkpoint, write_tsv
 from mstcli.engine.bank import logit_bank
 from mstcli.engine.layer_cache import build_layer_cache, plan_cache
@@ -25,8 +25,8 @@ from mstcli.engine.meters import EpochMeans
 from mstcli.engine.runtime import autocast, maybe_compile, setup_runtime
 from mstcli.errors import UserError
 from mstcli.methods.losses import kd_loss, kd_per_sample
-from mstcli.models.experts import TEACHER_ORDER, MaskSlot
-from mstcli.models.masknet import MaskNet, layer_output_shapes, masknet_for, plugged
+from mstcli.methods.mst.experts import TEACHER_ORDER, MaskSlot
+from mstcli.methods.mst.masknet import MaskNet, layer_output_shapes, masknet_for, plugged
 from mstcli.models.trio import Trio, load_frozen_trio
 from mstcli.ui import epoch_line, stderr_console, track
 

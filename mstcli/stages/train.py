@@ -15,12 +15,12 @@ import torch
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
-from mstcli.engine.data import batches, load_splits, seeded_generator
+from mstcli.engine.splits import batches, load_splits, seeded_generator
 from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.outputs import save_checkpoint, write_tsv
 from mstcli.engine.meters import EpochMeans
 from mstcli.engine.runtime import autocast, maybe_compile, setup_runtime
-from mstcli.methods.losses import mutual_loss
+from mstcli.methods.mst.losses import mutual_loss
 from mstcli.models.trio import RunSpec, Trio
 from mstcli.ui import epoch_line, stderr_console, track
 

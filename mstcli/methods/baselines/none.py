@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mstcli.engine.data import Split
+from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
 
 

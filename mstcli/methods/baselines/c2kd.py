@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mstcli.engine.data import Split
+from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
-from mstcli.methods.dkd import non_target_kd_per_sample
+from mstcli.methods.baselines.dkd import non_target_kd_per_sample
 from mstcli.methods.losses import kd_loss
-from mstcli.methods.teachers import trainable_copy
+from mstcli.methods.baselines.teachers import trainable_copy
 from mstcli.models.taps import FeatureTap
 
 

@@ -24,9 +24,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mstcli.engine.data import Split
+from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
-from mstcli.methods.feature_taps import TappedPair, l2_normalized_embedding
+from mstcli.methods.baselines.feature_taps import TappedPair, l2_normalized_embedding
 from mstcli.models.taps import PENULTIMATE
 
 

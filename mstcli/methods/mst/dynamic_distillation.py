@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from mstcli.engine.bank import logit_bank, rows_of
-from mstcli.engine.data import Split
+from mstcli.engine.splits import Split
 from mstcli.engine.outputs import load_checkpoint
 from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext
-from mstcli.methods.losses import load_balance_cv, load_balance_kl, routed_kd
-from mstcli.models.experts import SpecializedTeachers, masks_from_checkpoint
-from mstcli.models.router import GateNet
+from mstcli.methods.mst.losses import load_balance_cv, load_balance_kl, routed_kd
+from mstcli.methods.mst.experts import SpecializedTeachers, masks_from_checkpoint
+from mstcli.methods.mst.router import GateNet
 
 
 def decayed(schedule: str, epoch: int, every: int) -> bool:

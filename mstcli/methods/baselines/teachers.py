@@ -7,7 +7,7 @@ import copy
 import torch
 
 from mstcli.engine.bank import logit_bank, rows_of
-from mstcli.engine.data import Split
+from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
 from mstcli.models.trio import ModalNet
 

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mstcli.engine.data import Split
+from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
-from mstcli.methods.feature_taps import TappedPair, vector_width
+from mstcli.methods.baselines.feature_taps import TappedPair, vector_width
 
 
 def ofa_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mstcli.engine.data import Split
+from mstcli.engine.splits import Split
 from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext
-from mstcli.methods.feature_taps import TappedPair, as_vector, vector_width
+from mstcli.methods.baselines.feature_taps import TappedPair, as_vector, vector_width
 from mstcli.methods.losses import kd_loss
 
 

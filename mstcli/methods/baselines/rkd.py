@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mstcli.engine.data import Split
+from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
-from mstcli.methods.feature_taps import TappedPair
+from mstcli.methods.baselines.feature_taps import TappedPair
 from mstcli.models.taps import PENULTIMATE
 
 

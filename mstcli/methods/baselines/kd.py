@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mstcli.engine.data import Split
+from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
 from mstcli.methods.losses import kd_loss
-from mstcli.methods.teachers import FrozenTeacher
+from mstcli.methods.baselines.teachers import FrozenTeacher
 
 
 class HintonKD:

@@ -15,9 +15,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mstcli.engine.data import Split
+from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
-from mstcli.methods.teachers import FrozenTeacher
+from mstcli.methods.baselines.teachers import FrozenTeacher
 
 
 def _binary_and_rest(logits: torch.Tensor, labels: torch.Tensor, temperature: float):

@@ -24,10 +24,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mstcli.engine.data import Split, seeded_generator
+from mstcli.engine.splits import Split, seeded_generator
 from mstcli.methods.base import DistillContext
 from mstcli.methods.losses import kd_loss
-from mstcli.methods.teachers import trainable_copy
+from mstcli.methods.baselines.teachers import trainable_copy
 from mstcli.models.taps import PENULTIMATE, FeatureTap
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mstcli.models.masknet import MaskNet, plugged
+from mstcli.methods.mst.masknet import MaskNet, plugged
 from mstcli.models.trio import ModalNet
 
 TEACHER_ORDER = ("mm", "cm")

@@ -1,0 +1,1 @@
+"""The comparison methods: one module per method, each a subclass of ``methods.base.DistillMethod``."""

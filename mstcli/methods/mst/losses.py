@@ -1,0 +1,65 @@
+"""MST-Distill's own losses (method.md §2.2, §2.4): S1's mutual alignment, S3's routed distillation and the
+load-balancing terms of the router. Argument order follows the reference: the first argument is the distribution
+being trained, the second the target; KL terms are scaled by tau^2 with batchmean reduction.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+from mstcli.methods.losses import kd_loss, kd_per_sample
+
+
+def mutual_loss(logits: list[torch.Tensor], labels: torch.Tensor, temperature: float) -> tuple[torch.Tensor, dict]:
+    """S1: sum of each member's CE plus KD over every ordered pair (u, v), u != v, without detaching.
+
+    With three members that is three CE terms and six KL terms; every member gets gradients from all.
+    """
+    ce = sum(F.cross_entropy(z, labels) for z in logits)
+    align = sum(kd_loss(zu, zv, temperature) for zu, zv in itertools.permutations(logits, 2))
+    return ce + align, {"ce": ce.detach(), "align": align.detach()}
+
+
+def load_balance_kl(gate: torch.Tensor, divide_by_experts: bool) -> torch.Tensor:
+    """KL(U || mean_b gate_b), with U uniform over E experts.
+
+    The reference evaluates KLDivLoss(batchmean) on a 1-D tensor, which divides the KL by E;
+    ``divide_by_experts`` reproduces that, False gives the paper's formula.
+    """
+    experts = gate.shape[-1]
+    mean_gate = gate.mean(dim=0)
+    uniform = torch.full_like(mean_gate, 1.0 / experts)
+    kl = (uniform * (uniform.log() - mean_gate.clamp_min(1e-12).log())).sum()
+    return kl / experts if divide_by_experts else kl
+
+
+def load_balance_cv(gate: torch.Tensor) -> torch.Tensor:
+    """Coefficient of variation (unbiased std / mean) of each expert's summed gate probability."""
+    importance = gate.sum(dim=0)
+    return importance.std(unbiased=True) / importance.mean().clamp_min(1e-12)
+
+
+def routed_kd(
+    student: torch.Tensor,
+    experts: torch.Tensor,
+    chosen: torch.Tensor,
+    temperature: float,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """S3's distillation term: each sample learns from its own chosen experts.
+
+    ``experts`` is E x B x C (detached), ``chosen`` B x k expert indices. Without ``weights`` the k terms are
+    averaged (the reference); with ``weights`` (B x k) they are weighted, which lets a router learn from
+    the distillation loss.
+    """
+    batch = torch.arange(student.shape[0], device=student.device)
+    per_choice = torch.stack(
+        [kd_per_sample(student, experts[chosen[:, r], batch].detach(), temperature) for r in range(chosen.shape[1])],
+        dim=1,
+    )
+    if weights is None:
+        return per_choice.mean()
+    return (per_choice * weights).sum(dim=1).mean()
