@@ -25,6 +25,12 @@ app = typer.Typer(
 ParamsOption = Annotated[
     Optional[Path], typer.Option("--params", "-p", help="settings file (default: ./params.yaml if present)")
 ]
+RestartOption = Annotated[
+    bool,
+    typer.Option(
+        "--restart", help="start from epoch 0 even if a killed run of the same stage left a state to resume from"
+    ),
+]
 SetOption = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-S", help="override a setting, e.g. -S prepare.num_samples=500 (repeatable)"),
@@ -98,13 +104,15 @@ def _paths(params):
 
 @app.command()
 @user_errors
-def train(params_file: ParamsOption = None, overrides: SetOption = None) -> None:
-    """S1: train the MM teacher, the CM teacher and the student together (collaborative initialization)."""
+def train(params_file: ParamsOption = None, overrides: SetOption = None, restart: RestartOption = False) -> None:
+    """S1: train the MM teacher, the CM teacher and the student together (collaborative initialization).
+
+    A killed run resumes after its last finished epoch when rerun with the same settings (see --restart)."""
     params = _load(params_file, overrides)
     from mstcli.stages.train import train as run_train
 
     paths = _paths(params)
-    last = run_train(params, _features(params), paths.stage1, paths.results / "stage1.tsv")
+    last = run_train(params, _features(params), paths.stage1, paths.results / "stage1.tsv", restart)
     typer.echo(
         f"wrote {paths.stage1}: val acc MM {last['val_mm_acc']:.1%}, student {last['val_student_acc']:.1%}, "
         f"CM {last['val_cm_acc']:.1%}"
@@ -113,13 +121,16 @@ def train(params_file: ParamsOption = None, overrides: SetOption = None) -> None
 
 @app.command("fit-masks")
 @user_errors
-def fit_masks(params_file: ParamsOption = None, overrides: SetOption = None) -> None:
-    """S2: fit one MaskNet per (teacher, layer) so each masked teacher matches the frozen student."""
+def fit_masks(params_file: ParamsOption = None, overrides: SetOption = None, restart: RestartOption = False) -> None:
+    """S2: fit one MaskNet per (teacher, layer) so each masked teacher matches the frozen student.
+
+    A killed run resumes after its last finished epoch when rerun with the same settings (see --restart)."""
     params = _load(params_file, overrides)
     from mstcli.stages.fit_masks import fit_masks as run_fit_masks
 
     paths = _paths(params)
-    summary = run_fit_masks(params, _features(params), paths.stage1, paths.masks, paths.results / "masks.tsv")
+    summary = run_fit_masks(params, _features(params), paths.stage1, paths.masks, paths.results / "masks.tsv", restart
+    )
     typer.echo(f"wrote {paths.masks}: best epoch {summary['best_epoch']}, val KL score {summary['val_score']:.4f}")
 
 
@@ -142,8 +153,11 @@ def distill(
     ] = None,
     params_file: ParamsOption = None,
     overrides: SetOption = None,
+    restart: RestartOption = False,
 ) -> None:
-    """S3: distill into the student from its top-k specialized teachers (or a comparison method)."""
+    """S3: distill into the student from its top-k specialized teachers (or a comparison method).
+
+    A killed run resumes after its last finished epoch when rerun with the same settings (see --restart)."""
     params = _load(params_file, overrides, {"distill.method": method, "distill.teacher": teacher})
     from mstcli.stages.distill import distill as run_distill
     from mstcli.stages.distill import with_baseline_budget
@@ -157,10 +171,11 @@ def distill(
         params,
         _features(params),
         paths.stage1,
-        paths.masks if params.distill.method == "mst" else None,
+        paths.masks,
         out,
         results / "distill.tsv",
         results / "routing.tsv",
+        restart,
     )
     typer.echo(f"wrote {out}: best epoch {summary['best_epoch']}, val CE {summary['val_ce']:.4f}")
 
@@ -265,13 +280,14 @@ def methods() -> None:
 
     import sys
 
-    from mstcli.methods.registry import METHODS
+    from mstcli.methods.registry import ENTRIES
 
     table = Table(title="distillation methods (mst distill --method NAME [--teacher mm|cm])")
     for column in ("name", "what it is (first line of its module's docstring)"):
         table.add_column(column)
-    for name, cls in METHODS.items():
-        table.add_row(name, (sys.modules[cls.__module__].__doc__ or "").strip().split("\n")[0])
+    for entry in ENTRIES:
+        cls = entry.load()
+        table.add_row(entry.name, (sys.modules[cls.__module__].__doc__ or "").strip().split("\n")[0])
     Console().print(table)
 
 

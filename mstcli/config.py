@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from mstcli.errors import UserError
+from mstcli.methods.registry import method_names
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -50,6 +51,11 @@ class CommonParams:
         "tf32", "CUDA math: fp32, tf32 (TF32 matmuls and convolutions) or bf16 (autocast); the CPU always uses fp32"
     )
     compile: bool = _opt(False, "torch.compile the nets (pays a compile time once; helps long GPU runs)")
+    deterministic: bool = _opt(
+        False,
+        "repeatable GPU runs: deterministic algorithms, no cuDNN autotuning, fixed cuBLAS workspace (slower);"
+        " CPU runs repeat exactly either way",
+    )
     memory_mb: int = _opt(
         4096, "splits larger than this (MiB) are read lazily from the feature file instead of held in memory", min=0
     )
@@ -116,9 +122,11 @@ class FitMasksParams:
 class DistillParams:
     """S3, routed distillation, and the comparison methods."""
 
-    method: Literal[
-        "mst", "none", "kd", "dkd", "mlld", "dist", "dml", "c2kd", "mgdfr", "fitnet", "rkd", "pkt", "crd", "ofa"
-    ] = _opt("mst", "mst, none (the student alone) or a comparison method (README, Comparison methods)")
+    method: str = _opt(
+        "mst",
+        "mst, none (the student alone) or a comparison method (`mst methods`)",
+        choices=method_names,
+    )
     teacher: Literal["mm", "cm"] = _opt("mm", "teacher of a comparison method: the MM or the CM net of stage 1")
     epochs: int = _opt(15, "S3 epochs (reference: 100)", min=1)
     batch_size: int = _opt(128, "batch size", min=1)
@@ -264,6 +272,9 @@ def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any
     elif hint is str:
         if not isinstance(value, str):
             raise UserError(f"{name} must be a string, got {value!r}")
+        choices = meta.get("choices")
+        if choices is not None and value not in choices():
+            raise UserError(f"{name} must be one of {', '.join(choices())}, got {value!r}")
         pattern = meta.get("pattern")
         if pattern and not re.fullmatch(pattern, value):
             raise UserError(

@@ -76,13 +76,12 @@ def test_avmnist_lazy_splits_give_the_same_batches(tmp_path, monkeypatch, studen
     invoke("prepare")
     import torch
 
-    from mstcli.engine import lazy
-    from mstcli.engine.splits import Split, load_splits
+    from mstcli.engine.splits import LazySplit, Split, load_splits
 
     features = FeatureFile.open(tmp_path / "data/features/avmnist.h5")
     eager = load_splits(features, 0, ["image", "audio"], torch.device("cpu"))
     lazily = load_splits(features, 0, ["image", "audio"], torch.device("cpu"), memory_mb=0)
-    assert isinstance(lazily["train"], lazy.LazySplit) and isinstance(eager["train"], Split)
+    assert isinstance(lazily["train"], LazySplit) and isinstance(eager["train"], Split)
     rows = torch.tensor([5, 0, 17, 5])
     a, b = eager["train"].batch(rows), lazily["train"].batch(rows)
     assert torch.equal(a.inputs["audio"], b.inputs["audio"]) and torch.equal(a.labels, b.labels)

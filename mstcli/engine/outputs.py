@@ -23,27 +23,6 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
-    import torch
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def load_checkpoint(path: Path, what: str) -> dict[str, Any]:
-    import torch
-
-    from mstcli.errors import UserError
-
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{what} not found: {path} (run the stage that makes it first)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file
-        raise UserError(f"{path}: not a readable mst checkpoint ({type(exc).__name__})") from None
-
-
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from typing import ContextManager
 
@@ -25,21 +26,40 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def setup_runtime(device: str, threads: int, seed: int, precision: str = "fp32") -> torch.device:
+def setup_runtime(device: str, threads: int, seed: int, precision: str = "fp32", deterministic: bool = False) -> torch.device:
     """Seed every generator the stages use, cap CPU threads and set the CUDA matmul precision; returns the
-    device to train on. TF32 is a global switch in torch, so it is set here, once per stage process."""
+    device to train on. TF32 is a global switch in torch, so it is set here, once per stage process.
+
+    On the CPU a run with the same settings repeats itself exactly. On a GPU that needs ``deterministic``:
+    deterministic algorithms (torch warns where an op has none), no cuDNN autotuning (it may pick another kernel
+    on every run) and the cuBLAS workspace setting that makes its reductions repeatable."""
     if threads > 0:
         torch.set_num_threads(threads)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     chosen = pick_device(device)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
     if chosen.type == "cuda":
         tf32 = precision in ("tf32", "bf16")
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest convolutions
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = not deterministic  # fixed shapes: let cuDNN pick its fastest kernels
     return chosen
+
+
+def runtime_for(common, seed: int | None = None) -> torch.device:
+    """``setup_runtime`` from the ``common`` settings section (``seed`` overrides common.seed)."""
+    return setup_runtime(
+        common.device,
+        common.threads,
+        common.seed if seed is None else seed,
+        common.precision,
+        common.deterministic,
+    )
 
 
 def autocast(device: torch.device, precision: str) -> ContextManager:

@@ -1,10 +1,30 @@
-"""What every distillation method provides to the S3 loop (one small class per method, mdistiller-style)."""
+"""The contract every distillation method keeps (in the spirit of mdistiller's ``Distiller``).
+
+A method is a class that turns one batch and the student's logits into a loss. The S3 stage owns everything
+else: the student, the optimizer, the epoch loop, validation, selection, checkpoints and resume. What the stage
+needs to know about a method is declared here as class attributes, so that the stage never asks for a method by
+name:
+
+- ``name``: the registry name (``methods/registry.py`` is the one list of names);
+- ``continues_stage1``: with ``distill.student_init=auto`` the student continues from S1 (MST) or starts fresh
+  (the reference's baselines);
+- ``needs_masks``: the stage loads the S2 MaskNets (``masks.pt``) and hands them over in the context;
+- the teacher a result is filed under comes from the registry (``mm+cm`` for MST, none for the student alone),
+  else from ``distill.teacher``.
+
+Trainable parts besides the student (a router, regressors, a co-trained teacher) are ``extra_modules``; the stage
+optimizes them with the student and saves them for resume. Parts that must not learn, or must stop learning at
+some point (MGDFR's teacher after its ranking), are ``frozen_modules``: ``train(mode)`` keeps them in eval mode, so
+BatchNorm layers neither normalise with batch statistics nor update their running statistics. A method's own
+state besides its modules (decayed loss weights, memory banks, routing counts) goes through ``state_dict`` /
+``load_state_dict`` so that a resumed run continues exactly.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -12,6 +32,8 @@ from torch import nn
 from mstcli.config import DistillParams
 from mstcli.engine.splits import Split
 from mstcli.models.trio import ModalNet, Trio
+
+LossTerms = dict[str, torch.Tensor | float]
 
 
 @dataclass
@@ -21,23 +43,59 @@ class DistillContext:
     settings: DistillParams
     trio: Trio  # the stage-1 nets, teachers frozen
     student: ModalNet  # the student being trained (hook it for features); trio.student is the stage-1 one
-    splits: dict[str, Split]  # train and val, in memory; a batch's ``rows`` index into its split
-    masks_path: Path | None
+    splits: dict[str, Split]  # train and val; a batch's ``rows`` index into its split
     device: torch.device
+    masks: list | None = None  # [(MaskSlot, MaskNet)] from masks.pt, loaded by the stage for ``needs_masks``
 
 
-class DistillMethod(Protocol):
-    #: the student starts from stage 1 (True) or from scratch (False) when distill.student_init is auto
-    continues_stage1: bool
-    # optional ``teacher_label``: what the checkpoint and metrics.json record as the teacher; methods without it
-    # learn from distill.teacher ("mm" or "cm")
+class DistillMethod(ABC):
+    name: ClassVar[str]
+    continues_stage1: ClassVar[bool] = False
+    needs_masks: ClassVar[bool] = False
+
+    def __init__(self, context: DistillContext) -> None:
+        self.settings = context.settings
+
+    @property
+    def teacher_label(self) -> str | None:
+        """What the checkpoint and metrics.json record as the teacher."""
+        from mstcli.methods.registry import entry
+
+        fixed = entry(self.name).fixed_teacher
+        return self.settings.teacher if fixed is None else (fixed or None)
 
     def extra_modules(self) -> list[nn.Module]:
-        """Trainable modules besides the student (e.g. the GateNet); optimized with the student."""
+        """Trainable modules besides the student; optimized with it and saved for resume."""
+        return []
 
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss of one batch and its named terms (for the curves; tensors or floats: tensors are
-        averaged on the device, which spares a GPU sync per step)."""
+    def frozen_modules(self) -> list[nn.Module]:
+        """Modules that must stay in eval mode while the student trains."""
+        return []
+
+    def train(self, mode: bool = True) -> None:
+        """Put the trainable parts in ``mode`` and keep the frozen ones in eval mode."""
+        for module in self.extra_modules():
+            module.train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before the batches of epoch ``epoch`` (0-based): phase switches keyed on the epoch go here, so
+        that a resumed run is in the right phase without replaying earlier epochs."""
+
+    @abstractmethod
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
+        """The training loss of one batch and its named terms (for the curves; tensors are averaged on the
+        device, which spares a GPU sync per step)."""
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
-        """Called after each epoch (0-based); returns per-epoch statistics such as routing frequencies."""
+        """Called after each epoch (0-based); returns per-epoch statistics (all of them go into the curves; keys
+        with "@" are routing frequencies of specialized teachers and also go to routing.tsv)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own state besides its modules, as tensors and plain values."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""

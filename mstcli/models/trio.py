@@ -6,7 +6,6 @@ which modality a net reads.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,8 +13,7 @@ import torch
 from torch import nn
 
 from mstcli.data.store import FeatureFile
-from mstcli.engine.outputs import load_checkpoint
-from mstcli.errors import UserError
+from mstcli.engine.checkpoints import Stage1Checkpoint, state_fingerprint
 from mstcli.models.zoo import build_multimodal, build_unimodal, family, other_modality
 
 
@@ -96,44 +94,27 @@ class Trio(nn.Module):
     def teacher(self, key: str) -> ModalNet:
         return {"mm": self.mm, "cm": self.cm}[key]
 
-    def checkpoint(self) -> dict:
+    def checkpoint(self, inputs: dict, settings: dict) -> Stage1Checkpoint:
+        """The stage-1 checkpoint of these nets, made from ``inputs`` (see engine/checkpoints.py) with ``settings``."""
         state = self.state_dict()
-        return {"spec": self.spec.to_dict(), "state": state, "fingerprint": fingerprint(state)}
+        return Stage1Checkpoint(
+            spec=self.spec.to_dict(), inputs=inputs, settings=settings, state=state, fingerprint=state_fingerprint(state)
+        )
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: dict) -> "Trio":
-        trio = cls(RunSpec.from_dict(checkpoint["spec"]))
-        trio.load_state_dict(checkpoint["state"])
-        trio.fingerprint = checkpoint.get("fingerprint") or fingerprint(checkpoint["state"])
+    def from_checkpoint(cls, checkpoint: Stage1Checkpoint) -> "Trio":
+        trio = cls(RunSpec.from_dict(checkpoint.spec))
+        trio.load_state_dict(checkpoint.state)
+        trio.fingerprint = checkpoint.fingerprint
         return trio
-
-
-def fingerprint(state: dict[str, torch.Tensor]) -> str:
-    """A digest of the weights: MaskNets remember the stage-1 nets they were fitted to, and S3 checks it."""
-    digest = hashlib.sha1()
-    for name in sorted(state):
-        digest.update(name.encode())
-        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def load_frozen_trio(stage1_path: Path, features: FeatureFile, split_group: int, device: torch.device) -> Trio:
     """The stage-1 nets, frozen and in eval mode. A checkpoint made from other features is refused (its nets would
     read inputs of another shape or meaning), and so is one trained on another split group: its training set
     overlaps this group's test set, so later stages would test on data the nets have seen."""
-    checkpoint = load_checkpoint(stage1_path, "stage-1 checkpoint")
-    if checkpoint.get("split_group") != split_group:
-        raise UserError(
-            f"{stage1_path} was trained on split group {checkpoint.get('split_group')}, not common.seed={split_group}"
-        )
+    checkpoint = Stage1Checkpoint.load(stage1_path)
+    checkpoint.check_inputs(stage1_path, features, split_group)
     trio = Trio.from_checkpoint(checkpoint).to(device).eval()
     trio.requires_grad_(False)
-    check_features_match(trio.spec.to_dict(), features, stage1_path)
     return trio
-
-
-def check_features_match(spec: dict, features: FeatureFile, path: Path) -> None:
-    """Raise a UserError when a checkpoint's data set or input shapes differ from the feature file's."""
-    shapes = {m: tuple(s) for m, s in spec["shapes"].items()}
-    if spec["dataset"] != features.dataset or any(features.modalities.get(m) != s for m, s in shapes.items()):
-        raise UserError(f"{path} was trained on other features than {features.path} (dataset or shapes differ)")

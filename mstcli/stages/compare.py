@@ -18,27 +18,14 @@ from pathlib import Path
 
 from mstcli.engine.outputs import write_json, write_text
 from mstcli.errors import UserError
+from mstcli.methods.registry import ENTRIES
 
 TEACHER_GROUPS = ("mm", "cm")
-#: methods whose numbers do not depend on the teacher column, and the teacher key they record
-TEACHERLESS = {"none": "-", "mst": "mm+cm"}
-#: row order and names: the paper's baselines in its order, then the extras; unknown methods follow by name
-DISPLAY_NAMES = {
-    "none": "Student w/o KD",
-    "kd": "KD",
-    "mlld": "MLLD",
-    "fitnet": "FitNets",
-    "ofa": "OFA",
-    "rkd": "RKD",
-    "crd": "CRD",
-    "dml": "DML",
-    "mgdfr": "MGDFR",
-    "c2kd": "C2KD",
-    "dkd": "DKD",
-    "dist": "DIST",
-    "pkt": "PKT",
-    "mst": "MST-Distill",
-}
+#: methods whose numbers do not depend on the teacher column, and the teacher key they are filed under
+TEACHERLESS = {e.name: (e.fixed_teacher or "-") for e in ENTRIES if e.fixed_teacher is not None}
+#: row order and names: the registry's order (the paper's baselines in its order, then the extras); unknown methods
+#: follow by name
+DISPLAY_NAMES = {e.name: e.display for e in ENTRIES}
 DIRECTION_ORDER = ("image", "audio")
 
 

@@ -1,30 +1,80 @@
 """``mst distill``: S3 (method.md §2.4) or a comparison method, then best-student selection.
 
-After each epoch the student's CE on the validation split (its own modality only) decides which state is
-kept: the lowest, as in the reference. The per-epoch routing frequency of each specialized teacher goes
-to ``routing.tsv`` (empty of experts for methods without routing).
+The method (``methods/registry.py``) says how a batch becomes a loss; this stage owns the rest: the student (the
+stage-1 one continued, or a fresh one), the Adam over the student and the method's extra modules, validation, and
+selection: after each epoch the student's CE on the validation split (its own modality only) decides which state
+is kept, the lowest, as in the reference. Every per-epoch statistic of the method goes into ``distill.tsv``; the
+routing frequencies of the specialized teachers (keys with "@") also go to ``routing.tsv``.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
-from mstcli.engine.splits import batches, load_splits, seeded_generator
+from mstcli.engine.checkpoints import MasksCheckpoint, StudentCheckpoint
 from mstcli.engine.evaluation import loss_and_accuracy, predict
-from mstcli.engine.outputs import save_checkpoint, write_tsv
-from mstcli.engine.meters import EpochMeans
-from mstcli.engine.runtime import autocast, maybe_compile, setup_runtime
-from mstcli.methods.base import DistillContext
-from mstcli.methods.registry import METHODS, build_method
-from mstcli.models.trio import ModalNet, load_frozen_trio
-from mstcli.ui import epoch_line, stderr_console, track
+from mstcli.engine.loop import EpochEnd, EpochTask, LoopConfig, run_epochs
+from mstcli.engine.outputs import write_tsv
+from mstcli.engine.resume import ResumeStore
+from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
+from mstcli.engine.splits import Split, load_splits
+from mstcli.errors import UserError
+from mstcli.methods.base import DistillContext, DistillMethod
+from mstcli.methods.mst.experts import masks_from_entries
+from mstcli.methods.registry import method_class
+from mstcli.models.trio import ModalNet, Trio, load_frozen_trio
+from mstcli.stages.provenance import stage_inputs, stage_key
+
+
+class Distillation(EpochTask):
+    """S3's own part: the student and the method's extra modules learn the method's loss; the student with the
+    lowest validation CE is kept."""
+
+    def __init__(
+        self, method: DistillMethod, student: ModalNet, val: Split, lr: float, device: torch.device, precision: str
+    ) -> None:
+        self.method, self.student, self.val = method, student, val
+        self.device, self.precision = device, precision
+        self.name = f"S3 {method.name}"
+        trainable = [p for m in [student, *method.extra_modules()] for p in m.parameters()]
+        self.optimizer = torch.optim.Adam(trainable, lr=lr)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"student": self.student, **{f"extra{i}": m for i, m in enumerate(self.method.extra_modules())}}
+
+    def start_epoch(self, epoch: int) -> None:
+        self.method.start_epoch(epoch)
+
+    def train_mode(self) -> None:
+        self.student.train()
+        self.method.train(True)
+
+    def batch_loss(self, batch: Split):
+        return self.method.loss(batch, self.student(batch.inputs))
+
+    def end_epoch(self, epoch: int) -> EpochEnd:
+        stats = self.method.end_epoch(epoch)
+        self.student.eval()
+        self.method.train(False)
+        with autocast(self.device, self.precision):
+            val_logits = predict(self.student, self.val, 1024).float()
+        val_ce, val_acc = loss_and_accuracy(val_logits, self.val.labels)
+        return EpochEnd({**stats, "val_ce": val_ce, "val_acc": val_acc}, score=val_ce)
+
+    def selected_state(self) -> dict:
+        return self.student.net.state_dict()
+
+    def state_dict(self) -> dict:
+        return {"method": self.method.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.method.load_state_dict(state["method"])
 
 
 def distill(
@@ -35,77 +85,50 @@ def distill(
     out: Path,
     curves: Path,
     routing: Path,
+    restart: bool = False,
 ) -> dict:
     settings, common = params.distill, params.common
     features = FeatureFile.open(features_path)
-    device = setup_runtime(common.device, common.threads, common.seed, common.precision)
+    device = runtime_for(common)
     trio = load_frozen_trio(stage1_path, features, common.seed, device)
+    cls = method_class(settings.method)
+    masks, masks_fingerprint = _masks(cls, masks_path, trio) if cls.needs_masks else (None, None)
     splits = load_splits(
         features, common.seed, list(trio.spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
     )
-    continues = METHODS[settings.method].continues_stage1 if settings.method in METHODS else False
-    student = _initial_student(trio, settings.student_init, continues, device)
-    method = build_method(settings.method, DistillContext(settings, trio, student, splits, masks_path, device))
-
-    trainable = [p for m in [student, *method.extra_modules()] for p in m.parameters()]
-    optimizer = torch.optim.Adam(trainable, lr=settings.lr)
+    student = _initial_student(trio, settings.student_init, cls.continues_stage1, device)
+    method = cls(DistillContext(settings, trio, student, splits, device, masks))
     maybe_compile(student.net, common.compile)
-    generator = seeded_generator(common.seed + 1)
-    console = stderr_console()
-    train = splits["train"]
-    n_batches = -(-len(train) // settings.batch_size)
-    curve_rows, routing_rows = [], []
-    best_loss, best_epoch, best_state = float("inf"), -1, None
-    for epoch in range(settings.epochs):
-        started = time.perf_counter()
-        student.train()
-        for module in method.extra_modules():
-            module.train()
-        means = EpochMeans()
-        for index in track(
-            batches(len(train), settings.batch_size, generator, device), n_batches, "S3 batches", console
-        ):
-            batch = train.batch(index)
-            with autocast(device, common.precision):
-                loss, terms = method.loss(batch, student(batch.inputs))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            means.add({"loss": loss, **terms}, len(index))
-        totals = means.means()
-        stats = method.end_epoch(epoch)
-        student.eval()
-        with autocast(device, common.precision):
-            val_logits = predict(student, splits["val"], 1024).float()
-        val_loss, val_acc = loss_and_accuracy(val_logits, splits["val"].labels)
-        if val_loss < best_loss or best_state is None:  # a NaN validation loss still leaves a checkpoint
-            best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(student.net.state_dict())
-        curve_rows.append(
-            {"epoch": epoch, **totals, "val_ce": val_loss, "val_acc": val_acc, "epoch_s": time.perf_counter() - started}
-        )
-        routing_rows.append({"epoch": epoch, **{k: v for k, v in stats.items() if "@" in k}})
-        console.print(
-            epoch_line(
-                f"S3 {settings.method}", epoch, settings.epochs, {**totals, "val_ce": val_loss, "val_acc": val_acc}
-            )
-        )
-    save_checkpoint(
-        {
-            "kind": "student",
-            "spec": trio.spec.to_dict(),
-            "state": best_state,
-            "best_epoch": best_epoch,
-            "val_ce": best_loss,
-            "split_group": params.common.seed,
-            "method": settings.method,
-            "teacher": getattr(method, "teacher_label", settings.teacher),
-            "settings": dataclasses.asdict(settings),
-        },
-        out,
-    )
-    write_tsv(curves, curve_rows)
-    write_tsv(routing, routing_rows)
-    return {"best_epoch": best_epoch, "val_ce": best_loss}
+    task = Distillation(method, student, splits["val"], settings.lr, device, common.precision)
+    inputs = stage_inputs(features, common.seed)
+    key = stage_key("distill", params, settings, inputs, stage1=trio.fingerprint, masks=masks_fingerprint)
+    store = ResumeStore.for_output(out, key, restart)
+    config = LoopConfig(settings.epochs, settings.batch_size, device, common.precision, order_seed=common.seed + 1)
+    result = run_epochs(task, splits["train"], config, store)
+    StudentCheckpoint(
+        spec=trio.spec.to_dict(),
+        inputs=inputs,
+        settings=dataclasses.asdict(settings),
+        state=result.best_state,
+        method=settings.method,
+        teacher=method.teacher_label,
+        best_epoch=result.best_epoch,
+        val_ce=result.best_score,
+        stage1=trio.fingerprint,
+    ).save(out)
+    write_tsv(curves, result.rows)
+    write_tsv(routing, [{"epoch": r["epoch"], **{k: v for k, v in r.items() if "@" in k}} for r in result.rows])
+    store.clear()
+    return {"best_epoch": result.best_epoch, "val_ce": result.best_score}
+
+
+def _masks(cls: type[DistillMethod], masks_path: Path | None, trio: Trio) -> tuple[list, str]:
+    """The S2 MaskNets for a method that needs them, checked against the stage-1 nets they were fitted to."""
+    if masks_path is None:
+        raise UserError(f"--method {cls.name} needs the MaskNets of `mst fit-masks` (models/<run>/masks.pt)")
+    checkpoint = MasksCheckpoint.load(masks_path)
+    checkpoint.check_stage1(masks_path, trio.fingerprint)
+    return masks_from_entries(checkpoint.masks), checkpoint.fingerprint()
 
 
 def with_baseline_budget(params: Params) -> Params:
@@ -115,7 +138,7 @@ def with_baseline_budget(params: Params) -> Params:
     return dataclasses.replace(params, distill=dataclasses.replace(params.distill, epochs=epochs))
 
 
-def _initial_student(trio, init: str, continues_stage1: bool, device: torch.device) -> ModalNet:
+def _initial_student(trio: Trio, init: str, continues_stage1: bool, device: torch.device) -> ModalNet:
     """The stage-1 student (continued, as MST does) or a fresh one (as the reference's baselines)."""
     if init == "stage1" or (init == "auto" and continues_stage1):
         student = trio.student

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine.splits import load_splits
 from mstcli.engine.evaluation import classification_metrics, predict
-from mstcli.engine.outputs import load_checkpoint, write_json, write_text
+from mstcli.engine.checkpoints import StudentCheckpoint
+from mstcli.engine.outputs import write_json, write_text
 from mstcli.engine.runtime import setup_runtime
-from mstcli.models.trio import ModalNet, RunSpec, check_features_match
+from mstcli.models.trio import ModalNet, RunSpec
 
 
 def evaluate(params: Params, features_path: Path, student_path: Path, metrics_path: Path, confusion_path: Path) -> dict:
-    checkpoint = load_checkpoint(student_path, "student checkpoint")
+    checkpoint = StudentCheckpoint.load(student_path)
     features = FeatureFile.open(features_path)
-    check_features_match(checkpoint["spec"], features, student_path)
-    device = setup_runtime(params.common.device, params.common.threads, checkpoint["split_group"])
-    spec = RunSpec.from_dict(checkpoint["spec"])
+    group = checkpoint.inputs["split_group"]  # a student is tested on the test split of the group it learned on
+    checkpoint.check_inputs(student_path, features, group)
+    device = setup_runtime(params.common.device, params.common.threads, group)
+    spec = RunSpec.from_dict(checkpoint.spec)
     student = ModalNet(spec.build_student(), (spec.student,))
-    student.net.load_state_dict(checkpoint["state"])
+    student.net.load_state_dict(checkpoint.state)
     student.to(device).eval()
-    group = checkpoint["split_group"]
     test = load_splits(features, group, [spec.student], device, names=("test",), memory_mb=params.common.memory_mb)
     test = test["test"]
     predicted = predict(student, test, params.eval.batch_size).argmax(1).cpu().numpy()
@@ -32,11 +32,11 @@ def evaluate(params: Params, features_path: Path, student_path: Path, metrics_pa
     confusion = metrics.pop("confusion")
     report = {
         "student": spec.student,
-        "method": checkpoint["method"],
-        "teacher": checkpoint.get("teacher"),
-        "split_group": checkpoint["split_group"],
-        "seed": checkpoint["split_group"],  # common.seed is both the seed and the split group
-        "best_epoch": checkpoint["best_epoch"],
+        "method": checkpoint.method,
+        "teacher": checkpoint.teacher,
+        "split_group": group,
+        "seed": group,  # common.seed is both the seed and the split group
+        "best_epoch": checkpoint.best_epoch,
         **metrics,
     }
     write_json(metrics_path, report)

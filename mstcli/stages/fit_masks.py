@@ -8,66 +8,90 @@ of all MaskNets at the epoch with the lowest sum are kept (one common best epoch
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
-from mstcli.engine.splits import Split, batches, load_splits, seeded_generator
-from mstcli.engine.outputs import save_checkpoint, write_tsv
 from mstcli.engine.bank import logit_bank
+from mstcli.engine.checkpoints import MasksCheckpoint
 from mstcli.engine.layer_cache import build_layer_cache, plan_cache
-from mstcli.engine.meters import EpochMeans
-from mstcli.engine.runtime import autocast, maybe_compile, setup_runtime
-from mstcli.errors import UserError
-from mstcli.methods.losses import kd_loss, kd_per_sample
+from mstcli.engine.loop import EpochEnd, EpochTask, LoopConfig, run_epochs
+from mstcli.engine.outputs import write_tsv
+from mstcli.engine.resume import ResumeStore
+from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
+from mstcli.engine.splits import Split, load_splits
+from mstcli.methods.losses import kd_loss
 from mstcli.methods.mst.experts import TEACHER_ORDER, MaskSlot
-from mstcli.methods.mst.masknet import MaskNet, layer_output_shapes, masknet_for, plugged
+from mstcli.methods.mst.masked_teachers import (
+    MaskedTeachers,
+    build_masks,
+    mask_entries,
+    selection_score,
+    validation_kl,
+)
+from mstcli.methods.mst.masknet import MaskNet
 from mstcli.models.trio import Trio, load_frozen_trio
-from mstcli.ui import epoch_line, stderr_console, track
+from mstcli.stages.provenance import stage_inputs, stage_key
+from mstcli.ui import stderr_console
 
 
-def build_masks(trio: Trio, sample: Split, layers: int, heads: int, factor: int) -> list[tuple[MaskSlot, MaskNet]]:
-    masks = []
-    for key in TEACHER_ORDER:
-        teacher = trio.teacher(key)
-        available = teacher.net.mask_layers
-        if layers > len(available):
-            raise UserError(
-                f"fit_masks.layers={layers} but {type(teacher.net).__name__} has {len(available)} mask layers"
-            )
-        names = available[:layers]
-        shapes = layer_output_shapes(teacher.net, names, *(sample.inputs[m] for m in teacher.reads))
-        for name in names:
-            masks.append((MaskSlot(key, name, shapes[name]), masknet_for(shapes[name], heads, factor)))
-    return masks
+class MaskFitting(EpochTask):
+    """S2's own part: every MaskNet learns its KL to the frozen student; the lowest validation score is kept."""
+
+    name = "S2"
+
+    def __init__(
+        self,
+        masked: MaskedTeachers,
+        targets: dict[str, torch.Tensor],
+        val: Split,
+        lr: float,
+        temperature: float,
+        batch_size: int,
+        device: torch.device,
+        precision: str,
+    ) -> None:
+        self.masked, self.targets, self.val = masked, targets, val
+        self.temperature, self.batch_size, self.device, self.precision = temperature, batch_size, device, precision
+        self.nets = nn.ModuleList(net for _, net in masked.masks)
+        self.slots: list[MaskSlot] = [slot for slot, _ in masked.masks]
+        # each loss reaches only its own MaskNet and Adam is per parameter, so one backward of the sum and one
+        # Adam over all MaskNets take exactly the steps of one Adam per MaskNet, with fewer kernel launches
+        self.optimizer = torch.optim.Adam(self.nets.parameters(), lr=lr)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"masknets": self.nets}
+
+    def batch_loss(self, batch: Split):
+        target = self.targets["train"][batch.rows]
+        losses = {
+            f"train_kl_{slot.teacher}@{slot.layer}": kd_loss(self.masked.logits(i, "train", batch), target, self.temperature)
+            for i, slot in enumerate(self.slots)
+        }
+        return sum(losses.values()), losses
+
+    def end_epoch(self, epoch: int) -> EpochEnd:
+        with autocast(self.device, self.precision):
+            val_kl = validation_kl(self.masked, self.val, self.targets["val"], self.temperature, self.batch_size)
+        score = selection_score(self.slots, val_kl)
+        row = {"val_score": score}
+        row.update({f"val_kl_{slot.teacher}@{slot.layer}": kl for slot, kl in zip(self.slots, val_kl)})
+        return EpochEnd(row, score=score, shown={"val_score": score})
+
+    def selected_state(self) -> list[dict]:
+        return [net.state_dict() for net in self.nets]
 
 
-class MaskedTeachers:
-    """Computes each specialized teacher's logits for a batch of a split, from the layer cache where it holds the
-    masked layer's input, else by plugging the MaskNet into the full teacher forward."""
-
-    def __init__(self, trio: Trio, masks: list[tuple[MaskSlot, MaskNet]], cache: dict[str, dict]) -> None:
-        self.trio, self.masks, self.cache = trio, masks, cache
-
-    def logits(self, i: int, split_name: str, batch: Split) -> torch.Tensor:
-        slot, net = self.masks[i]
-        teacher = self.trio.teacher(slot.teacher)
-        cached = self.cache.get(split_name, {}).get((slot.teacher, slot.layer))
-        if cached is not None:
-            return teacher.net.tail(slot.layer, net(cached[batch.rows]))
-        with plugged(teacher.net, [(slot.layer, net)]):
-            return teacher(batch.inputs)
-
-
-def fit_masks(params: Params, features_path: Path, stage1_path: Path, out: Path, curves: Path) -> dict:
+def fit_masks(
+    params: Params, features_path: Path, stage1_path: Path, out: Path, curves: Path, restart: bool = False
+) -> dict:
     settings, common = params.fit_masks, params.common
     features = FeatureFile.open(features_path)
-    device = setup_runtime(common.device, common.threads, common.seed, common.precision)
+    device = runtime_for(common)
     trio = load_frozen_trio(stage1_path, features, common.seed, device)
     splits = load_splits(
         features, common.seed, list(trio.spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
@@ -82,104 +106,40 @@ def fit_masks(params: Params, features_path: Path, stage1_path: Path, out: Path,
     for _, net in masks:
         net.to(device)
         maybe_compile(net, common.compile)
-    optimizer = torch.optim.Adam([p for _, net in masks for p in net.parameters()], lr=settings.lr)
-    n = len(masks)
-    console = stderr_console()
-    big = max(settings.batch_size, 1024)
+    masked = _masked_teachers(trio, masks, splits, settings, common.precision, device)
     with autocast(device, common.precision):
-        targets = {name: logit_bank(trio.student, split, big) for name, split in splits.items()}
-        teachers = {key: trio.teacher(key) for key in TEACHER_ORDER}
-        rows = sum(len(split) for split in splits.values())
+        targets = {name: logit_bank(trio.student, split, max(settings.batch_size, 1024)) for name, split in splits.items()}
+    task = MaskFitting(
+        masked, targets, splits["val"], settings.lr, settings.temperature, settings.batch_size, device, common.precision
+    )
+    inputs = stage_inputs(features, common.seed)
+    store = ResumeStore.for_output(out, stage_key("fit_masks", params, settings, inputs, stage1=trio.fingerprint), restart)
+    config = LoopConfig(settings.epochs, settings.batch_size, device, common.precision, order_seed=common.seed)
+    result = run_epochs(task, splits["train"], config, store)
+    MasksCheckpoint(
+        spec=trio.spec.to_dict(),
+        inputs=inputs,
+        settings=dataclasses.asdict(settings),
+        stage1=trio.fingerprint,
+        masks=mask_entries(masks, result.best_state, settings.heads, settings.hidden_dim_factor),
+        best_epoch=result.best_epoch,
+        val_score=result.best_score,
+    ).save(out)
+    write_tsv(curves, result.rows)
+    store.clear()
+    return {"best_epoch": result.best_epoch, "val_score": result.best_score}
+
+
+def _masked_teachers(
+    trio: Trio, masks: list[tuple[MaskSlot, MaskNet]], splits: dict[str, Split], settings, precision: str, device
+) -> MaskedTeachers:
+    """The masked teachers, with the frozen outputs at the masked layers cached while they fit fit_masks.cache_mb."""
+    big = max(settings.batch_size, 1024)
+    teachers = {key: trio.teacher(key) for key in TEACHER_ORDER}
+    rows = sum(len(split) for split in splits.values())
+    with autocast(device, precision):
         cached = plan_cache([((s.teacher, s.layer), s.shape) for s, _ in masks], teachers, rows, settings.cache_mb)
         cache = {name: build_layer_cache(teachers, cached, split, big) for name, split in splits.items()}
     if cached:
-        console.print(f"S2: frozen outputs cached at {', '.join(f'{k}@{layer}' for k, layer in cached)}")
-    masked = MaskedTeachers(trio, masks, cache)
-    generator = seeded_generator(common.seed)
-    train = splits["train"]
-    n_batches = -(-len(train) // settings.batch_size)
-    history, best, best_epoch = [], float("inf"), 0
-    best_states = [copy.deepcopy(net.state_dict()) for _, net in masks]
-    for epoch in range(settings.epochs):
-        started = time.perf_counter()
-        means = EpochMeans()
-        for _, net in masks:
-            net.train()
-        for index in track(
-            batches(len(train), settings.batch_size, generator, device), n_batches, "S2 batches", console
-        ):
-            batch = train.batch(index)
-            target = targets["train"][index]
-            with autocast(device, common.precision):
-                losses = {i: kd_loss(masked.logits(i, "train", batch), target, settings.temperature) for i in range(n)}
-            # each loss reaches only its own MaskNet and Adam is per parameter, so one backward of the sum and one
-            # Adam over all MaskNets take exactly the steps of one Adam per MaskNet, with fewer kernel launches
-            optimizer.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            optimizer.step()
-            means.add(losses, len(index))
-        train_kl = means.means()
-        with autocast(device, common.precision):
-            val_kl = validation_kl(masked, splits["val"], targets["val"], settings.temperature, settings.batch_size)
-        score = selection_score([slot for slot, _ in masks], val_kl)
-        row = {"epoch": epoch, "val_score": score, "epoch_s": time.perf_counter() - started}
-        for i, ((slot, _), va) in enumerate(zip(masks, val_kl)):
-            row[f"train_kl_{slot.teacher}@{slot.layer}"] = train_kl[i]
-            row[f"val_kl_{slot.teacher}@{slot.layer}"] = va
-        history.append(row)
-        if score < best:
-            best, best_epoch = score, epoch
-            best_states = [copy.deepcopy(net.state_dict()) for _, net in masks]
-        console.print(epoch_line("S2", epoch, settings.epochs, {"val_score": score, "best_epoch": best_epoch}))
-    entries = []
-    for (slot, net), state in zip(masks, best_states):
-        entries.append(
-            {
-                "teacher": slot.teacher,
-                "layer": slot.layer,
-                "shape": slot.shape,
-                "dim": net.dim,
-                "heads": settings.heads,
-                "hidden_dim_factor": settings.hidden_dim_factor,
-                "spatial": net.reduce is not None,
-                "state": state,
-                "parameters": sum(p.numel() for p in net.parameters()),
-            }
-        )
-    save_checkpoint(
-        {
-            "kind": "masks",
-            "spec": trio.spec.to_dict(),
-            "stage1_fingerprint": trio.fingerprint,
-            "masks": entries,
-            "best_epoch": best_epoch,
-            "val_score": best,
-            "settings": dataclasses.asdict(settings),
-        },
-        out,
-    )
-    write_tsv(curves, history)
-    return {"best_epoch": best_epoch, "val_score": best}
-
-
-def selection_score(slots: list[MaskSlot], val_kl: list[float]) -> float:
-    """Mean validation KL over each teacher's MaskNets, summed over the teachers (the reference's criterion)."""
-    score = 0.0
-    for key in TEACHER_ORDER:
-        values = [kl for slot, kl in zip(slots, val_kl) if slot.teacher == key]
-        score += sum(values) / len(values) if values else 0.0
-    return score
-
-
-@torch.no_grad()
-def validation_kl(
-    masked: MaskedTeachers, split: Split, targets: torch.Tensor, temperature: float, batch_size: int
-) -> list[float]:
-    """Mean KL of every specialized teacher (its own mask only) to the student over the split."""
-    totals = torch.zeros(len(masked.masks), device=targets.device)
-    for i, (_, net) in enumerate(masked.masks):
-        net.eval()
-        for index in batches(len(split), batch_size, None, targets.device):
-            logits = masked.logits(i, "val", split.batch(index))
-            totals[i] += kd_per_sample(logits.float(), targets[index].float(), temperature).sum()
-    return (totals / len(split)).tolist()
+        stderr_console().print(f"S2: frozen outputs cached at {', '.join(f'{k}@{layer}' for k, layer in cached)}")
+    return MaskedTeachers(trio, masks, cache)

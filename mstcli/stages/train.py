@@ -8,71 +8,68 @@ last epoch is kept, as in the reference). Validation accuracy of each net is log
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
-from mstcli.engine.splits import batches, load_splits, seeded_generator
 from mstcli.engine.evaluation import loss_and_accuracy, predict
-from mstcli.engine.outputs import save_checkpoint, write_tsv
-from mstcli.engine.meters import EpochMeans
-from mstcli.engine.runtime import autocast, maybe_compile, setup_runtime
+from mstcli.engine.loop import EpochEnd, EpochTask, LoopConfig, run_epochs
+from mstcli.engine.outputs import write_tsv
+from mstcli.engine.resume import ResumeStore
+from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
+from mstcli.engine.splits import Split, load_splits
 from mstcli.methods.mst.losses import mutual_loss
 from mstcli.models.trio import RunSpec, Trio
-from mstcli.ui import epoch_line, stderr_console, track
+from mstcli.stages.provenance import stage_inputs, stage_key
 
 
-def train(params: Params, features_path: Path, out: Path, curves: Path) -> dict:
+class CollaborativeTraining(EpochTask):
+    """S1's own part: all three nets train on the mutual loss; validation accuracy of each is reported."""
+
+    name = "S1"
+
+    def __init__(self, trio: Trio, val: Split, lr: float, temperature: float, device: torch.device, precision: str):
+        self.trio, self.val, self.temperature = trio, val, temperature
+        self.device, self.precision = device, precision
+        self.optimizer = torch.optim.Adam(trio.parameters(), lr=lr)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"trio": self.trio}
+
+    def batch_loss(self, batch: Split):
+        logits = [self.trio.mm(batch.inputs), self.trio.student(batch.inputs), self.trio.cm(batch.inputs)]
+        return mutual_loss(logits, batch.labels, self.temperature)
+
+    def end_epoch(self, epoch: int) -> EpochEnd:
+        self.trio.eval()
+        row = {}
+        for key in ("mm", "student", "cm"):
+            with autocast(self.device, self.precision):
+                logits = predict(getattr(self.trio, key), self.val, 1024).float()
+            _, row[f"val_{key}_acc"] = loss_and_accuracy(logits, self.val.labels)
+        return EpochEnd(row)  # no score: the last epoch's nets are kept, as in the reference
+
+
+def train(params: Params, features_path: Path, out: Path, curves: Path, restart: bool = False) -> dict:
     settings, common = params.train, params.common
     features = FeatureFile.open(features_path)
-    device = setup_runtime(common.device, common.threads, common.seed, common.precision)
+    device = runtime_for(common)
     spec = RunSpec.from_features(features, common.student)
     trio = Trio(spec).to(device)
     splits = load_splits(
         features, common.seed, list(spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
     )
-    optimizer = torch.optim.Adam(trio.parameters(), lr=settings.lr)
     for net in (trio.mm, trio.student, trio.cm):
         maybe_compile(net.net, common.compile)
-    generator = seeded_generator(common.seed)
-    console = stderr_console()
-    n_batches = -(-len(splits["train"]) // settings.batch_size)
-    rows = []
-    for epoch in range(settings.epochs):
-        started = time.perf_counter()
-        trio.train()
-        means = EpochMeans()
-        for index in track(
-            batches(len(splits["train"]), settings.batch_size, generator, device), n_batches, "S1 batches", console
-        ):
-            batch = splits["train"].batch(index)
-            with autocast(device, common.precision):
-                logits = [trio.mm(batch.inputs), trio.student(batch.inputs), trio.cm(batch.inputs)]
-                loss, terms = mutual_loss(logits, batch.labels, settings.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            means.add({"loss": loss, **terms}, len(index))
-        trio.eval()
-        row = {"epoch": epoch, **means.means()}
-        for key in ("mm", "student", "cm"):
-            with autocast(device, common.precision):
-                logits = predict(getattr(trio, key), splits["val"], 1024).float()
-            _, row[f"val_{key}_acc"] = loss_and_accuracy(logits, splits["val"].labels)
-        row["epoch_s"] = time.perf_counter() - started
-        rows.append(row)
-        console.print(epoch_line("S1", epoch, settings.epochs, {k: v for k, v in row.items() if k != "epoch"}))
-    save_checkpoint(
-        {
-            "kind": "stage1",
-            **trio.checkpoint(),
-            "split_group": params.common.seed,
-            "settings": dataclasses.asdict(settings),
-        },
-        out,
-    )
-    write_tsv(curves, rows)
-    return rows[-1]
+    task = CollaborativeTraining(trio, splits["val"], settings.lr, settings.temperature, device, common.precision)
+    inputs = stage_inputs(features, common.seed)
+    store = ResumeStore.for_output(out, stage_key("train", params, settings, inputs), restart)
+    config = LoopConfig(settings.epochs, settings.batch_size, device, common.precision, order_seed=common.seed)
+    result = run_epochs(task, splits["train"], config, store)
+    trio.checkpoint(inputs, dataclasses.asdict(settings)).save(out)
+    write_tsv(curves, result.rows)
+    store.clear()
+    return result.rows[-1]

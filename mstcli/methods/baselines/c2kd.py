@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mstcli.engine.splits import Split
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.dkd import non_target_kd_per_sample
 from mstcli.methods.losses import kd_loss
 from mstcli.methods.baselines.teachers import trainable_copy
@@ -87,12 +87,13 @@ class Proxy(nn.Module):
         return self.head(features)
 
 
-class CustomizedCrossModalKD:
-    continues_stage1 = False
+class CustomizedCrossModalKD(DistillMethod):
+    name = "c2kd"
     KRC_THRESHOLD = 0.0
     PROXY_HIDDEN = 128
 
     def __init__(self, context: DistillContext) -> None:
+        super().__init__(context)
         self.temperature = context.settings.temperature
         self.teacher = trainable_copy(context.trio.teacher(context.settings.teacher))
         self.student_layer = context.student.net.mask_layers[0]
@@ -115,10 +116,10 @@ class CustomizedCrossModalKD:
             proxies.append(Proxy(tap[layer].shape[1], classes, self.PROXY_HIDDEN).to(context.device))
         return proxies[0], proxies[1]
 
-    def extra_modules(self) -> list:
+    def extra_modules(self) -> list[nn.Module]:
         return [self.teacher, self.student_proxy, self.teacher_proxy]
 
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         student_features = self.student_tap[self.student_layer]  # from the forward that made student_logits
         teacher_logits = self.teacher(batch.inputs)
         terms = c2kd_terms(
@@ -132,7 +133,4 @@ class CustomizedCrossModalKD:
         )
         selected = terms.pop("selected")
         total = sum(terms.values())
-        return total, {**{k: v.detach() for k, v in terms.items()}, "selected": float(selected)}
-
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        return {}
+        return total, {**{k: v.detach() for k, v in terms.items()}, "selected": selected.detach()}

@@ -20,12 +20,14 @@ N = ``distill.crd_negatives`` (4,096, the paper's) is clamped to M - 1 when the 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+from torch import nn
 import torch.nn.functional as F
 
 from mstcli.engine.splits import Split
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.feature_taps import TappedPair, l2_normalized_embedding
 from mstcli.models.taps import PENULTIMATE
 
@@ -72,14 +74,15 @@ class MemoryBank:
         self.vectors = self.vectors.index_copy(0, rows, F.normalize(mixed, dim=1))
 
 
-class ContrastiveRD:
-    continues_stage1 = False
+class ContrastiveRD(DistillMethod):
+    name = "crd"
     EMBEDDING = 128
     TAU = 0.07
     MOMENTUM = 0.5
     BETA = 0.8  # weight of the CRD term (the paper's default)
 
     def __init__(self, context: DistillContext) -> None:
+        super().__init__(context)
         self.pair = TappedPair(context, layers=False, penultimate=True)
         self.rows = len(context.splits["train"])
         self.negatives = min(context.settings.crd_negatives, self.rows - 1)
@@ -90,10 +93,10 @@ class ContrastiveRD:
         self.teacher_bank = MemoryBank(self.rows, self.EMBEDDING, self.MOMENTUM, context.device)
         self.log_z: list[float | None] = [None, None]  # student-anchor and teacher-anchor directions
 
-    def extra_modules(self) -> list:
+    def extra_modules(self) -> list[nn.Module]:
         return [self.student_head, self.teacher_head]
 
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         self.pair.teach(batch.inputs)
         student = self.student_head(self.pair.student_tap[PENULTIMATE])
         teacher = self.teacher_head(self.pair.teacher_tap[PENULTIMATE])
@@ -107,12 +110,22 @@ class ContrastiveRD:
         ce = F.cross_entropy(student_logits, batch.labels)
         return ce + self.BETA * crd, {"ce": ce.detach(), "crd": crd.detach()}
 
+    def state_dict(self) -> dict[str, Any]:
+        """The memory banks and the fixed normalizers: a resumed run must contrast against the same memory."""
+        return {
+            "student_bank": self.student_bank.vectors,
+            "teacher_bank": self.teacher_bank.vectors,
+            "log_z": list(self.log_z),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.student_bank.vectors = state["student_bank"].to(self.student_bank.vectors.device)
+        self.teacher_bank.vectors = state["teacher_bank"].to(self.teacher_bank.vectors.device)
+        self.log_z = list(state["log_z"])
+
     def _direction(self, index: int, anchors, bank: "MemoryBank", rows, negatives) -> torch.Tensor:
         """NCE of one net's embeddings against the other net's memory; Z is fixed at the first batch."""
         positive, negative = contrast_scores(anchors, bank.vectors, rows, negatives, self.TAU)
         if self.log_z[index] is None:
             self.log_z[index] = log_normalizer(positive, negative, self.rows)
         return crd_nce_loss(positive, negative, self.rows, self.log_z[index])
-
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        return {}

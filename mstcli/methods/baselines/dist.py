@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from mstcli.engine.splits import Split
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.teachers import FrozenTeacher
 
 EPS = 1e-8
@@ -37,24 +37,19 @@ def dist_terms(student: torch.Tensor, teacher: torch.Tensor, temperature: float)
     return temperature**2 * inter, temperature**2 * intra
 
 
-class DistillationFromStrongerTeacher:
-    continues_stage1 = False
+class DistillationFromStrongerTeacher(DistillMethod):
+    name = "dist"
     TEMPERATURE = 1.0
     BETA = 1.0  # inter-class weight
     GAMMA = 1.0  # intra-class weight
 
     def __init__(self, context: DistillContext) -> None:
+        super().__init__(context)
         self.teacher = FrozenTeacher(context)
 
-    def extra_modules(self) -> list:
-        return []
-
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
         inter, intra = dist_terms(student_logits, target, self.TEMPERATURE)
         total = ce + self.BETA * inter + self.GAMMA * intra
         return total, {"ce": ce.detach(), "inter": inter.detach(), "intra": intra.detach()}
-
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        return {}

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from mstcli.engine.splits import Split
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.teachers import FrozenTeacher
 
 
@@ -54,21 +54,19 @@ def non_target_kd_per_sample(
     return temperature**2 * (n_target.exp() * (n_target - n_trained)).sum(1)
 
 
-class DecoupledKD:
-    continues_stage1 = False
+class DecoupledKD(DistillMethod):
+    name = "dkd"
     ALPHA = 1.0  # TCKD weight
     WARMUP_FRACTION = 20 / 240  # the paper's 20 warm-up epochs of 240
 
     def __init__(self, context: DistillContext) -> None:
+        super().__init__(context)
         self.settings = context.settings
         self.teacher = FrozenTeacher(context)
         self.warmup_epochs = max(1, math.ceil(self.WARMUP_FRACTION * context.settings.epochs))
         self.epoch = 0
 
-    def extra_modules(self) -> list:
-        return []
-
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
         tckd, nckd = dkd_terms(student_logits, target, batch.labels, self.settings.temperature)
@@ -76,6 +74,5 @@ class DecoupledKD:
         total = ce + warmup * (self.ALPHA * tckd + self.settings.dkd_beta * nckd)
         return total, {"ce": ce.detach(), "tckd": tckd.detach(), "nckd": nckd.detach()}
 
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        self.epoch = epoch + 1
-        return {}
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch

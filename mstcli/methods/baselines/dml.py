@@ -14,10 +14,11 @@ re-implementations do.
 from __future__ import annotations
 
 import torch
+from torch import nn
 import torch.nn.functional as F
 
 from mstcli.engine.splits import Split
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.losses import kd_loss
 from mstcli.methods.baselines.teachers import trainable_copy
 
@@ -31,20 +32,18 @@ def mutual_pair_loss(
     return student_loss, peer_loss
 
 
-class DeepMutualLearning:
-    continues_stage1 = False
+class DeepMutualLearning(DistillMethod):
+    name = "dml"
     TEMPERATURE = 1.0
 
     def __init__(self, context: DistillContext) -> None:
+        super().__init__(context)
         self.peer = trainable_copy(context.trio.teacher(context.settings.teacher))
 
-    def extra_modules(self) -> list:
+    def extra_modules(self) -> list[nn.Module]:
         return [self.peer]
 
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         peer_logits = self.peer(batch.inputs)
         student_loss, peer_loss = mutual_pair_loss(student_logits, peer_logits, batch.labels, self.TEMPERATURE)
         return student_loss + peer_loss, {"student": student_loss.detach(), "peer": peer_loss.detach()}
-
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        return {}

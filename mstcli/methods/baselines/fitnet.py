@@ -19,7 +19,7 @@ from torch import nn
 
 from mstcli.engine.splits import Split
 from mstcli.errors import UserError
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.feature_taps import TappedPair, as_vector, vector_width
 from mstcli.methods.losses import kd_loss
 
@@ -49,10 +49,11 @@ class HintRegressor(nn.Module):
         return self.map(as_vector(guided)), as_vector(hint)
 
 
-class FitNet:
-    continues_stage1 = False
+class FitNet(DistillMethod):
+    name = "fitnet"
 
     def __init__(self, context: DistillContext) -> None:
+        super().__init__(context)
         settings = self.settings = context.settings
         self.hint_epochs = settings.fitnet_hint_epochs or max(1, settings.epochs // 3)
         if self.hint_epochs >= settings.epochs:
@@ -66,10 +67,10 @@ class FitNet:
         ).to(context.device)
         self.hinting = True
 
-    def extra_modules(self) -> list:
+    def extra_modules(self) -> list[nn.Module]:
         return [self.regressors]
 
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         teacher_logits = self.pair.teach(batch.inputs)
         guided, hints = self.pair.student_tap, self.pair.teacher_tap
         with torch.set_grad_enabled(self.hinting):
@@ -80,8 +81,6 @@ class FitNet:
         total = hint if self.hinting else (1 - alpha) * ce + alpha * kd
         return total, {"hint": hint.detach(), "ce": ce.detach(), "kd": kd.detach()}
 
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        """Hint training ends after epoch ``hint_epochs - 1``; KD takes over from the next one."""
-        if epoch + 1 >= self.hint_epochs:
-            self.hinting = False
-        return {}
+    def start_epoch(self, epoch: int) -> None:
+        """Hint training in epochs 0 .. hint_epochs - 1; KD from then on."""
+        self.hinting = epoch < self.hint_epochs

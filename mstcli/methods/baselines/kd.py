@@ -6,27 +6,22 @@ import torch
 import torch.nn.functional as F
 
 from mstcli.engine.splits import Split
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.losses import kd_loss
 from mstcli.methods.baselines.teachers import FrozenTeacher
 
 
-class HintonKD:
-    continues_stage1 = False
+class HintonKD(DistillMethod):
+    name = "kd"
 
     def __init__(self, context: DistillContext) -> None:
+        super().__init__(context)
         self.settings = context.settings
         self.teacher = FrozenTeacher(context)
 
-    def extra_modules(self) -> list:
-        return []
-
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
         kd = kd_loss(student_logits, target, self.settings.temperature)
         alpha = self.settings.kd_alpha
         return (1 - alpha) * ce + alpha * kd, {"ce": ce.detach(), "kd": kd.detach()}
-
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        return {}

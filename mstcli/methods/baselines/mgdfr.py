@@ -20,12 +20,14 @@ exact in closed form, so all units are scored at once; "channel" of a flattened 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+from torch import nn
 import torch.nn.functional as F
 
 from mstcli.engine.splits import Split, seeded_generator
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.losses import kd_loss
 from mstcli.methods.baselines.teachers import trainable_copy
 from mstcli.models.taps import PENULTIMATE, FeatureTap
@@ -65,8 +67,8 @@ def freeze_to_batch_mean(features: torch.Tensor, keep: torch.Tensor) -> torch.Te
     return torch.where(keep, features, features.mean(dim=0, keepdim=True))
 
 
-class ModalityGeneralDecisiveFeatures:
-    continues_stage1 = False
+class ModalityGeneralDecisiveFeatures(DistillMethod):
+    name = "mgdfr"
     COTRAIN_FRACTION = 0.5
     KEEP_FRACTION = 0.25  # the 75 % least salient units are frozen
     REPEATS = 10
@@ -74,38 +76,45 @@ class ModalityGeneralDecisiveFeatures:
     ALPHA = 0.5
 
     def __init__(self, context: DistillContext) -> None:
+        super().__init__(context)
         self.context = context
         self.temperature = context.settings.temperature
         self.teacher = trainable_copy(context.trio.teacher(context.settings.teacher))
         self.cotrain_epochs = math.floor(self.COTRAIN_FRACTION * context.settings.epochs)
-        self.epoch = 0
-        self.keep: torch.Tensor | None = None
+        self.cotraining = True
+        self.keep: torch.Tensor | None = None  # the teacher's salient penultimate units, once ranked
         self._freeze_hook = None
 
-    def extra_modules(self) -> list:
+    def extra_modules(self) -> list[nn.Module]:
         return [self.teacher]
 
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        cotraining = self.epoch < self.cotrain_epochs
-        if not cotraining and self.keep is None:
-            self._rank_and_freeze()
-        with torch.set_grad_enabled(cotraining):
+    def frozen_modules(self) -> list[nn.Module]:
+        """After the ranking the teacher is fixed: in eval mode, so its BatchNorm statistics stay as they are."""
+        return [self.teacher] if self.keep is not None else []
+
+    def start_epoch(self, epoch: int) -> None:
+        self.cotraining = epoch < self.cotrain_epochs
+        if not self.cotraining and self.keep is None:
+            self._fix_teacher(self._rank())
+
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
+        with torch.set_grad_enabled(self.cotraining):
             teacher_logits = self.teacher(batch.inputs)
         ce = F.cross_entropy(student_logits, batch.labels)
         kd = kd_loss(student_logits, teacher_logits.detach(), self.temperature)
-        if cotraining:
+        if self.cotraining:
             total = cotraining_loss(student_logits, teacher_logits, batch.labels)
         else:
             total = (1 - self.ALPHA) * ce + self.ALPHA * kd
         mse = F.mse_loss(student_logits.detach(), teacher_logits.detach())
         # every term in both phases (the one not trained on is a monitor), so the curves keep one set of columns
-        return total, {"ce": ce.detach(), "mse": float(mse), "kd": kd.detach()}
+        return total, {"ce": ce.detach(), "mse": mse, "kd": kd.detach()}
 
     @torch.no_grad()
-    def _rank_and_freeze(self) -> None:
-        """Score the teacher's penultimate units, keep the most salient quarter, and fix the teacher."""
+    def _rank(self) -> torch.Tensor:
+        """Score the teacher's penultimate units; returns the mask of the most salient quarter."""
         context, teacher = self.context, self.teacher
-        teacher.eval().requires_grad_(False)
+        teacher.eval()
         train = context.splits["train"]
         generator = seeded_generator(0)
         rows = torch.randperm(len(train), generator=generator)[: self.SAMPLES].to(context.device)
@@ -121,12 +130,22 @@ class ModalityGeneralDecisiveFeatures:
         perms = [torch.randperm(len(rows), generator=generator).to(context.device) for _ in range(self.REPEATS)]
         salience = permutation_salience(features, classifier.weight, classifier.bias, student_logits, perms)
         kept = max(1, round(self.KEEP_FRACTION * len(salience)))
-        self.keep = torch.zeros_like(salience, dtype=torch.bool)
-        self.keep[salience.topk(kept).indices] = True
+        keep = torch.zeros_like(salience, dtype=torch.bool)
+        keep[salience.topk(kept).indices] = True
+        return keep
+
+    def _fix_teacher(self, keep: torch.Tensor) -> None:
+        """Freeze the teacher and replace its non-salient units by their batch mean from now on."""
+        self.keep = keep
+        self.teacher.eval().requires_grad_(False)
+        classifier = dict(self.teacher.net.named_modules())[self.teacher.net.classifier]
         self._freeze_hook = classifier.register_forward_pre_hook(
             lambda _m, args: (freeze_to_batch_mean(args[0], self.keep), *args[1:])
         )
 
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        self.epoch = epoch + 1
-        return {}
+    def state_dict(self) -> dict[str, Any]:
+        return {"keep": self.keep}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["keep"] is not None and self.keep is None:
+            self._fix_teacher(state["keep"].to(self.context.device))

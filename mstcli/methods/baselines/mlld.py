@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from mstcli.engine.splits import Split
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.losses import kd_loss
 from mstcli.methods.baselines.teachers import FrozenTeacher
 
@@ -50,22 +50,17 @@ def mlld_terms(
     }
 
 
-class MultiLevelLogitKD:
-    continues_stage1 = False
+class MultiLevelLogitKD(DistillMethod):
+    name = "mlld"
     TEMPERATURES = (2.0, 3.0, 4.0, 5.0, 6.0)
 
     def __init__(self, context: DistillContext) -> None:
+        super().__init__(context)
         self.teacher = FrozenTeacher(context)
 
-    def extra_modules(self) -> list:
-        return []
-
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
         terms = mlld_terms(student_logits, target, self.TEMPERATURES)
         total = ce + sum(terms.values())
         return total, {"ce": ce.detach(), **{k: v.detach() for k, v in terms.items()}}
-
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        return {}

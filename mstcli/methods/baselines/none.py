@@ -6,22 +6,16 @@ import torch
 import torch.nn.functional as F
 
 from mstcli.engine.splits import Split
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 
 
-class StudentAlone:
-    continues_stage1 = False
-    teacher_label = None  # recorded in the checkpoint and metrics.json instead of distill.teacher
+class StudentAlone(DistillMethod):
+    name = "none"
 
     def __init__(self, context: DistillContext) -> None:
+        super().__init__(context)
         self.weight = context.settings.w_task
 
-    def extra_modules(self) -> list:
-        return []
-
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         ce = F.cross_entropy(student_logits, batch.labels)
         return self.weight * ce, {"ce": ce.detach()}
-
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        return {}

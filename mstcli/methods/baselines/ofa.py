@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mstcli.engine.splits import Split
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.feature_taps import TappedPair, vector_width
 
 
@@ -47,11 +47,12 @@ def projector(shape: tuple[int, ...], num_classes: int, hidden: int = 128) -> nn
     )
 
 
-class OneForAll:
-    continues_stage1 = False
+class OneForAll(DistillMethod):
+    name = "ofa"
     EPSILON = 1.1
 
     def __init__(self, context: DistillContext) -> None:
+        super().__init__(context)
         self.pair = TappedPair(context, layers=True, penultimate=False)
         classes = context.trio.spec.num_classes
         self.branches = nn.ModuleDict(
@@ -61,10 +62,10 @@ class OneForAll:
             }
         ).to(context.device)
 
-    def extra_modules(self) -> list:
+    def extra_modules(self) -> list[nn.Module]:
         return [self.branches]
 
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         teacher_logits = self.pair.teach(batch.inputs)
         branch_logits = [
             self.branches[name.replace(".", "_")](self.pair.student_tap[name]) for name in self.pair.student_layers
@@ -72,6 +73,3 @@ class OneForAll:
         ofa = sum(ofa_loss(z, teacher_logits, batch.labels, self.EPSILON) for z in [*branch_logits, student_logits])
         ce = F.cross_entropy(student_logits, batch.labels)
         return ce + ofa, {"ce": ce.detach(), "ofa": ofa.detach()}
-
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        return {}

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from mstcli.engine.splits import Split
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.feature_taps import TappedPair
 from mstcli.models.taps import PENULTIMATE
 
@@ -39,20 +39,15 @@ def pkt_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (p * ((p + EPS).log() - (q + EPS).log())).sum()
 
 
-class ProbabilisticKT:
-    continues_stage1 = False
+class ProbabilisticKT(DistillMethod):
+    name = "pkt"
 
     def __init__(self, context: DistillContext) -> None:
+        super().__init__(context)
         self.pair = TappedPair(context, layers=False, penultimate=True)
 
-    def extra_modules(self) -> list:
-        return []
-
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         self.pair.teach(batch.inputs)
         pkt = pkt_loss(self.pair.student_tap[PENULTIMATE], self.pair.teacher_tap[PENULTIMATE])
         ce = F.cross_entropy(student_logits, batch.labels)
         return ce + pkt, {"ce": ce.detach(), "pkt": pkt.detach()}
-
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        return {}

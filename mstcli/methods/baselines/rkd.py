@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from mstcli.engine.splits import Split
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.feature_taps import TappedPair
 from mstcli.models.taps import PENULTIMATE
 
@@ -72,18 +72,16 @@ def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     return F.smooth_l1_loss(triplet_cosines(student)[triplets], triplet_cosines(teacher)[triplets]).to(student.dtype)
 
 
-class RelationalKD:
-    continues_stage1 = False
+class RelationalKD(DistillMethod):
+    name = "rkd"
     DISTANCE_WEIGHT = 25.0  # lambda_RKD-D of the paper
     ANGLE_WEIGHT = 50.0  # lambda_RKD-A of the paper
 
     def __init__(self, context: DistillContext) -> None:
+        super().__init__(context)
         self.pair = TappedPair(context, layers=False, penultimate=True)
 
-    def extra_modules(self) -> list:
-        return []
-
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         self.pair.teach(batch.inputs)
         student, teacher = self.pair.student_tap[PENULTIMATE], self.pair.teacher_tap[PENULTIMATE]
         distance = rkd_distance_loss(student, teacher)
@@ -91,6 +89,3 @@ class RelationalKD:
         ce = F.cross_entropy(student_logits, batch.labels)
         total = ce + self.DISTANCE_WEIGHT * distance + self.ANGLE_WEIGHT * angle
         return total, {"ce": ce.detach(), "distance": distance.detach(), "angle": angle.detach()}
-
-    def end_epoch(self, epoch: int) -> dict[str, float]:
-        return {}

@@ -8,16 +8,18 @@ The reference code's quirks are the defaults, each with a switch in ``distill``:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mstcli.engine.bank import logit_bank, rows_of
 from mstcli.engine.splits import Split
-from mstcli.engine.outputs import load_checkpoint
 from mstcli.errors import UserError
-from mstcli.methods.base import DistillContext
+from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.mst.losses import load_balance_cv, load_balance_kl, routed_kd
-from mstcli.methods.mst.experts import SpecializedTeachers, masks_from_checkpoint
+from mstcli.methods.mst.experts import SpecializedTeachers
 from mstcli.methods.mst.router import GateNet
 
 
@@ -30,26 +32,25 @@ def decayed(schedule: str, epoch: int, every: int) -> bool:
     return False
 
 
-class MSTDistill:
+class MSTDistill(DistillMethod):
+    name = "mst"
     continues_stage1 = True
-    teacher_label = "mm+cm"  # all specialized teachers, whatever distill.teacher says
+    needs_masks = True
 
     def __init__(self, context: DistillContext) -> None:
-        settings = self.settings = context.settings
-        if context.masks_path is None:
+        super().__init__(context)
+        settings = self.settings
+        if context.masks is None:
             raise UserError("--method mst needs the MaskNets of `mst fit-masks` (models/<run>/masks.pt)")
-        checkpoint = load_checkpoint(context.masks_path, "MaskNet checkpoint")
-        if checkpoint.get("stage1_fingerprint") != context.trio.fingerprint:
-            raise UserError(f"{context.masks_path} was fitted for another stage-1 run")
         teachers = {key: context.trio.teacher(key) for key in ("mm", "cm")}
-        self.experts = SpecializedTeachers(teachers, masks_from_checkpoint(checkpoint), settings.compose)
+        self.experts = SpecializedTeachers(teachers, context.masks, settings.compose)
         self.experts.to(context.device)
+        if settings.k > len(self.experts):
+            raise UserError(f"distill.k={settings.k} but there are only {len(self.experts)} specialized teachers")
         # E x N_train x C, computed once (see engine/bank.py); None recomputes every batch as the reference does
         # batches of the training size: the MaskNets' attention maps grow with the batch (B x D x D per head)
         train = context.splits["train"]
         self.bank = logit_bank(self.experts, train, settings.batch_size, row_dim=1) if settings.bank else None
-        if settings.k > len(self.experts):
-            raise UserError(f"distill.k={settings.k} but there are only {len(self.experts)} specialized teachers")
         self.gate = GateNet(context.trio.spec.num_classes, len(self.experts)).to(context.device)
         self.w_kl, self.w_lb = settings.w_kl, settings.w_lb
         self.counts = torch.zeros(len(self.experts), device=context.device)
@@ -58,10 +59,13 @@ class MSTDistill:
     def expert_names(self) -> list[str]:
         return self.experts.names
 
-    def extra_modules(self) -> list:
+    def extra_modules(self) -> list[nn.Module]:
         return [self.gate]
 
-    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.experts]
+
+    def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         s = self.settings
         expert_logits = self.bank[:, rows_of(batch)] if self.bank is not None else self.experts(batch.inputs)
         gate = self.gate(student_logits)
@@ -87,3 +91,11 @@ class MSTDistill:
             self.w_kl *= 0.5
         self.counts.zero_()
         return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        """The decayed loss weights and this epoch's routing counts."""
+        return {"w_kl": self.w_kl, "w_lb": self.w_lb, "counts": self.counts}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.w_kl, self.w_lb = float(state["w_kl"]), float(state["w_lb"])
+        self.counts = state["counts"].to(self.counts.device).clone()

@@ -22,9 +22,10 @@ class MaskSlot:
     shape: tuple[int, ...]
 
 
-def masks_from_checkpoint(checkpoint: dict) -> list[tuple[MaskSlot, MaskNet]]:
+def masks_from_entries(entries: list[dict]) -> list[tuple[MaskSlot, MaskNet]]:
+    """The MaskNets of a MasksCheckpoint's ``masks`` entries, each with its slot."""
     out = []
-    for entry in checkpoint["masks"]:
+    for entry in entries:
         slot = MaskSlot(entry["teacher"], entry["layer"], tuple(entry["shape"]))
         net = MaskNet(entry["dim"], entry["heads"], entry["hidden_dim_factor"], entry["spatial"])
         net.load_state_dict(entry["state"])

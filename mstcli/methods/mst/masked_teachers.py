@@ -1,0 +1,92 @@
+"""S2's model (method.md §2.3): one MaskNet per (teacher, layer), each plugged alone into its frozen teacher.
+
+:func:`build_masks` sizes a MaskNet for every masked layer of both teachers; :class:`MaskedTeachers` computes a
+masked teacher's logits for a batch, from the S2 layer cache (engine/layer_cache.py) where it holds the masked
+layer's output, else by plugging the MaskNet into a full teacher forward; :func:`mask_entries` and
+``experts.masks_from_entries`` turn MaskNets into the records of a MasksCheckpoint and back.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mstcli.engine.splits import Split, batches
+from mstcli.errors import UserError
+from mstcli.methods.losses import kd_per_sample
+from mstcli.methods.mst.experts import TEACHER_ORDER, MaskSlot
+from mstcli.methods.mst.masknet import MaskNet, layer_output_shapes, masknet_for, plugged
+from mstcli.models.trio import Trio
+
+
+def build_masks(trio: Trio, sample: Split, layers: int, heads: int, factor: int) -> list[tuple[MaskSlot, MaskNet]]:
+    masks = []
+    for key in TEACHER_ORDER:
+        teacher = trio.teacher(key)
+        available = teacher.net.mask_layers
+        if layers > len(available):
+            raise UserError(
+                f"fit_masks.layers={layers} but {type(teacher.net).__name__} has {len(available)} mask layers"
+            )
+        names = available[:layers]
+        shapes = layer_output_shapes(teacher.net, names, *(sample.inputs[m] for m in teacher.reads))
+        for name in names:
+            masks.append((MaskSlot(key, name, shapes[name]), masknet_for(shapes[name], heads, factor)))
+    return masks
+
+
+def mask_entries(masks: list[tuple[MaskSlot, MaskNet]], states: list[dict], heads: int, factor: int) -> list[dict]:
+    """The MasksCheckpoint records of MaskNets, with the given (best-epoch) states."""
+    return [
+        {
+            "teacher": slot.teacher,
+            "layer": slot.layer,
+            "shape": tuple(slot.shape),
+            "dim": net.dim,
+            "heads": heads,
+            "hidden_dim_factor": factor,
+            "spatial": net.reduce is not None,
+            "state": state,
+            "parameters": sum(p.numel() for p in net.parameters()),
+        }
+        for (slot, net), state in zip(masks, states)
+    ]
+
+
+class MaskedTeachers:
+    """Computes each specialized teacher's logits for a batch of a split, from the layer cache where it holds the
+    masked layer's input, else by plugging the MaskNet into the full teacher forward."""
+
+    def __init__(self, trio: Trio, masks: list[tuple[MaskSlot, MaskNet]], cache: dict[str, dict]) -> None:
+        self.trio, self.masks, self.cache = trio, masks, cache
+
+    def logits(self, i: int, split_name: str, batch: Split) -> torch.Tensor:
+        slot, net = self.masks[i]
+        teacher = self.trio.teacher(slot.teacher)
+        cached = self.cache.get(split_name, {}).get((slot.teacher, slot.layer))
+        if cached is not None:
+            return teacher.net.tail(slot.layer, net(cached[batch.rows]))
+        with plugged(teacher.net, [(slot.layer, net)]):
+            return teacher(batch.inputs)
+
+
+def selection_score(slots: list[MaskSlot], val_kl: list[float]) -> float:
+    """Mean validation KL over each teacher's MaskNets, summed over the teachers (the reference's criterion)."""
+    score = 0.0
+    for key in TEACHER_ORDER:
+        values = [kl for slot, kl in zip(slots, val_kl) if slot.teacher == key]
+        score += sum(values) / len(values) if values else 0.0
+    return score
+
+
+@torch.no_grad()
+def validation_kl(
+    masked: MaskedTeachers, split: Split, targets: torch.Tensor, temperature: float, batch_size: int
+) -> list[float]:
+    """Mean KL of every specialized teacher (its own mask only) to the student over the split."""
+    totals = torch.zeros(len(masked.masks), device=targets.device)
+    for i, (_, net) in enumerate(masked.masks):
+        net.eval()
+        for index in batches(len(split), batch_size, None, targets.device):
+            logits = masked.logits(i, "val", split.batch(index))
+            totals[i] += kd_per_sample(logits.float(), targets[index].float(), temperature).sum()
+    return (totals / len(split)).tolist()
