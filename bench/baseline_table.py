@@ -7,7 +7,8 @@ DVC matrix (``models/bench/<student>-s<seed>/...``, ``results/bench/<student>-s<
 metrics.json``). Then ``mst compare`` over the results: the Rich table on stdout, ``results/compare.md`` and
 ``results/compare.json``; the LAST stdout line is the compare JSON (method -> teacher -> direction -> [mean, std]).
 
-Defaults for methods, teachers, directions and seeds come from bench/matrix.yaml. Progress, one line per model,
+The methods are the registry's comparison methods (mstcli/methods/registry.py); teachers, directions and seeds
+come from bench/matrix.yaml. Progress, one line per model,
 goes to stderr.
 
     python bench/baseline_table.py [--seeds 0 1 2] [--directions image audio] [--methods kd dkd ...]
@@ -27,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from mstcli.config import Params, load_params
+from mstcli.methods.registry import comparison_methods
 from mstcli.stages.compare import compare
 from mstcli.stages.distill import distill, with_baseline_budget
 from mstcli.stages.evaluate import evaluate
@@ -44,7 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="section.key=value")
     parser.add_argument("--seeds", type=int, nargs="+", default=matrix["seeds"])
     parser.add_argument("--directions", nargs="+", default=matrix["students"], help="student modalities")
-    parser.add_argument("--methods", nargs="*", default=matrix["methods"], help="comparison methods (not mst, none)")
+    parser.add_argument(
+        "--methods", nargs="*", default=list(comparison_methods()), help="comparison methods (default: all; not mst, none)"
+    )
     parser.add_argument("--teachers", nargs="+", default=matrix["teachers"])
     parser.add_argument("--device", default=None, help="common.device (auto, cpu, cuda, cuda:N)")
     parser.add_argument("--models", type=Path, default=Path("models/bench"))

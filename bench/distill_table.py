@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import io
 import json
 import statistics
@@ -35,9 +34,10 @@ import torch.nn.functional as F
 
 from mstcli.config import load_params
 from mstcli.data.store import FeatureFile
-from mstcli.engine.splits import batches, load_splits, seeded_generator
+from mstcli.engine.loop import EpochEnd, EpochTask, LoopConfig, run_epochs
+from mstcli.engine.splits import load_splits
 from mstcli.engine.evaluation import loss_and_accuracy, predict
-from mstcli.engine.runtime import setup_runtime
+from mstcli.engine.runtime import runtime_for
 from mstcli.models.trio import RunSpec, Trio
 from mstcli.stages.distill import distill
 from mstcli.stages.evaluate import evaluate
@@ -67,29 +67,40 @@ def test_accuracy(params, features: Path, student: Path, results: Path) -> float
     return 100.0 * report["accuracy"]
 
 
+class CrossEntropyAlone(EpochTask):
+    """One net of the trio trained alone with CE; the state with the lowest validation CE is kept."""
+
+    name = "alone"
+
+    def __init__(self, net, val, lr: float) -> None:
+        self.net, self.val = net, val
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+
+    def modules(self):
+        return {"net": self.net}
+
+    def batch_loss(self, batch):
+        ce = F.cross_entropy(self.net(batch.inputs), batch.labels)
+        return ce, {}
+
+    def end_epoch(self, epoch: int) -> EpochEnd:
+        self.net.eval()
+        val_loss, _ = loss_and_accuracy(predict(self.net, self.val, 1024), self.val.labels)
+        return EpochEnd({"val_ce": val_loss}, score=val_loss)
+
+
 def alone(params, features_path: Path, which: str, epochs: int) -> float:
-    """Test accuracy (%) of one net of the trio trained alone with CE (best validation CE kept)."""
+    """Test accuracy (%) of one net of the trio trained alone with CE (best validation CE kept), on the engine's
+    epoch loop like every stage."""
     features = FeatureFile.open(features_path)
-    device = setup_runtime(params.common.device, params.common.threads, params.common.seed)
+    device = runtime_for(params.common)
     spec = RunSpec.from_features(features, params.common.student)
     net = getattr(Trio(spec), which).to(device)
     splits = load_splits(features, params.common.seed, list(spec.modalities), device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=params.distill.lr)
-    generator = seeded_generator(params.common.seed + 1)
-    best, best_state = float("inf"), None
-    for _ in range(epochs):
-        net.train()
-        for index in batches(len(splits["train"]), params.distill.batch_size, generator, device):
-            batch = splits["train"].batch(index)
-            loss = F.cross_entropy(net(batch.inputs), batch.labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        net.eval()
-        val_loss, _ = loss_and_accuracy(predict(net, splits["val"], 1024), splits["val"].labels)
-        if val_loss < best:
-            best, best_state = val_loss, copy.deepcopy(net.state_dict())
-    net.load_state_dict(best_state)
+    task = CrossEntropyAlone(net, splits["val"], params.distill.lr)
+    config = LoopConfig(epochs, params.distill.batch_size, device, order_seed=params.common.seed + 1)
+    result = quiet(run_epochs, task, splits["train"], config)
+    net.load_state_dict(result.best_state["net"])
     net.eval()
     _, acc = loss_and_accuracy(predict(net, splits["test"], 1024), splits["test"].labels)
     return 100.0 * acc

@@ -19,14 +19,15 @@ import torch
 from mstcli.data.store import FeatureFile
 from mstcli.engine.splits import load_splits
 from mstcli.methods.losses import kd_per_sample
-from mstcli.methods.mst.experts import SpecializedTeachers, masks_from_checkpoint
+from mstcli.engine.checkpoints import MasksCheckpoint, Stage1Checkpoint
+from mstcli.methods.mst.experts import SpecializedTeachers, masks_from_entries
 from mstcli.models.trio import Trio
 
 
 @torch.no_grad()
 def drift(run: Path, features: FeatureFile, seed: int) -> dict:
-    trio = Trio.from_checkpoint(torch.load(run / "stage1.pt", weights_only=False)).eval()
-    masks = masks_from_checkpoint(torch.load(run / "masks.pt", weights_only=False))
+    trio = Trio.from_checkpoint(Stage1Checkpoint.load(run / "stage1.pt")).eval()
+    masks = masks_from_entries(MasksCheckpoint.load(run / "masks.pt").masks)
     experts = SpecializedTeachers({"mm": trio.mm, "cm": trio.cm}, masks, "cumulative")
     val = load_splits(features, seed, list(trio.spec.modalities), torch.device("cpu"), names=("val",))["val"]
     student = trio.student(val.inputs)

@@ -180,7 +180,8 @@ def _better(score: float, best: float | None) -> bool:
 
 
 def _guard(stage: str, epoch: int, totals: dict[str, float], store: ResumeStore | None) -> None:
-    for term, value in totals.items():
+    """Stop on the first non-finite term, naming a specific term before the total it makes non-finite."""
+    for term, value in sorted(totals.items(), key=lambda item: item[0] == "loss"):
         if not math.isfinite(value):
             kept = (
                 f"the state after epoch {epoch} stays in {store.path}"

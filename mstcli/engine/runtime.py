@@ -41,7 +41,7 @@ def setup_runtime(device: str, threads: int, seed: int, precision: str = "fp32",
     chosen = pick_device(device)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)  # global in torch: set either way
     if chosen.type == "cuda":
         tf32 = precision in ("tf32", "bf16")
         torch.backends.cuda.matmul.allow_tf32 = tf32

@@ -1,0 +1,111 @@
+"""Checkpoints are read without running code, and one made from other inputs is refused in one line."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from conftest import write_raw_avdigits
+from mstcli.cli import app
+from mstcli.engine.checkpoints import SCHEMA_VERSION, StudentCheckpoint, read_checkpoint_file
+
+runner = CliRunner()
+
+PARAMS = {
+    "common": {"threads": 1},
+    "prepare": {"num_samples": 200, "spec_size": 16},
+    "train": {"epochs": 1, "batch_size": 32},
+    "fit_masks": {"epochs": 1, "batch_size": 32, "hidden_dim_factor": 32, "heads": 1},
+    "distill": {"epochs": 1, "batch_size": 32},
+}
+
+
+class Payload:
+    """A pickle that would create a file when unpickled (what a crafted .pt can do to torch.load without
+    weights_only)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    raw = write_raw_avdigits(root / "raw.h5", num_images=300)
+    (root / "params.yaml").write_text(yaml.safe_dump(dict(PARAMS, prepare={**PARAMS["prepare"], "source": str(raw)})))
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    for args in (["prepare"], ["train"], ["distill", "--method", "none"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    mp.undo()
+    return root
+
+
+@pytest.fixture
+def inside(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    return workdir
+
+
+def one_line_error(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_a_crafted_checkpoint_runs_no_code(inside, tmp_path):
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "crafted.pt"
+    with open(crafted, "wb") as f:
+        pickle.dump({"kind": "student", "payload": Payload(marker)}, f, protocol=2)
+    with pytest.raises(Exception):  # the unsafe load would run it: prove the file is really harmful
+        torch.load(crafted, weights_only=True)
+    message = one_line_error(["eval", "--student", str(crafted), "--results", str(tmp_path / "r")])
+    assert "crafted.pt" in message and not marker.exists()
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_checkpoint_of_another_kind_or_schema_is_refused(inside, tmp_path):
+    assert "not a student checkpoint" in one_line_error(["eval", "--student", "models/main/stage1.pt"])
+    data = read_checkpoint_file(inside / "models/main/student.pt", "student checkpoint")
+    old = tmp_path / "old.pt"
+    torch.save({**data, "schema": SCHEMA_VERSION - 1}, old)
+    assert f"schema {SCHEMA_VERSION - 1}" in one_line_error(["eval", "--student", str(old)])
+    torch.save({k: v for k, v in data.items() if k != "state"}, old)
+    assert "missing state" in one_line_error(["eval", "--student", str(old)])
+
+
+def test_a_student_from_other_data_or_another_split_group_is_refused(inside, tmp_path):
+    checkpoint = StudentCheckpoint.load(inside / "models/main/student.pt")
+    other = tmp_path / "other.pt"
+    StudentCheckpoint(**{**checkpoint.__dict__, "inputs": {**checkpoint.inputs, "dataset": "avmnist"}}).save(other)
+    assert "data set 'avmnist'" in one_line_error(["eval", "--student", str(other)])
+    shapes = {**checkpoint.spec["shapes"], "image": (1, 14, 14)}
+    StudentCheckpoint(**{**checkpoint.__dict__, "spec": {**checkpoint.spec, "shapes": shapes}}).save(other)
+    assert "shapes" in one_line_error(["eval", "--student", str(other)])
+    # the same data set prepared with other settings: another version of the feature file
+    features = inside / "data/features/avdigits.h5"
+    saved = features.read_bytes()
+    try:
+        result = runner.invoke(app, ["prepare", "-S", "prepare.num_samples=180"])
+        assert result.exit_code == 0, result.output
+        assert "another version" in one_line_error(["eval"])
+        assert "another version" in one_line_error(["distill", "--method", "none"])
+    finally:
+        features.write_bytes(saved)
+
+
+def test_a_stage_input_from_another_split_group_is_refused(inside):
+    message = one_line_error(["distill", "--method", "kd", "-S", "common.seed=4", "-S", "common.run=main"])
+    assert "split group 0" in message and "common.seed=4" in message

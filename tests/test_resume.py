@@ -1,0 +1,216 @@
+"""A stage killed in the middle of an epoch and run again continues after its last finished epoch and ends with
+exactly the result of an uninterrupted run (CPU); the NaN guard stops a stage and keeps the last good state."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from conftest import write_raw_avdigits
+from mstcli.cli import app
+from mstcli.engine.checkpoints import ResumeState, read_checkpoint_file
+
+runner = CliRunner()
+
+EPOCHS = {"train": 4, "fit_masks": 3, "distill": 4}
+PARAMS = {
+    "common": {"threads": 1},
+    "prepare": {"num_samples": 240, "spec_size": 16, "image_energy": 0.9, "snr_db": [10.0, 20.0]},
+    "train": {"epochs": EPOCHS["train"], "batch_size": 32, "lr": 0.003},
+    "fit_masks": {"epochs": EPOCHS["fit_masks"], "batch_size": 32, "lr": 0.003, "hidden_dim_factor": 16},
+    "distill": {"epochs": EPOCHS["distill"], "batch_size": 32, "lr": 0.003},
+}
+# the stage, its command, its output (relative to models/<run>/), its curves (relative to results/<run>/)
+STAGES = [
+    ("S1", "train", "stage1.pt", "stage1.tsv"),
+    ("S2", "fit-masks", "masks.pt", "masks.tsv"),
+    ("S3 mst", "distill", "student.pt", "distill.tsv"),
+]
+BATCHES_PER_EPOCH = 5  # 144 train rows in batches of 32
+
+# runs the CLI with every training batch slowed down, so that a kill lands in the middle of an epoch
+SLOW_CLI = """
+import sys, time
+import mstcli.engine.loop as loop
+delay = float(sys.argv[1])
+plain_track = loop.track
+def slow_track(items, total, description, console=None):
+    for item in plain_track(items, total, description, console):
+        time.sleep(delay)
+        yield item
+loop.track = slow_track
+from mstcli.cli import main
+sys.argv = ["mst", *sys.argv[2:]]
+main()
+"""
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    raw = write_raw_avdigits(root / "raw.h5", num_images=400)
+    (root / "params.yaml").write_text(yaml.safe_dump(dict(PARAMS, prepare={**PARAMS["prepare"], "source": str(raw)})))
+    return root
+
+
+@pytest.fixture
+def inside(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    if not (workdir / "data/features/avdigits.h5").exists():
+        invoke("prepare")
+    return workdir
+
+
+def states_equal(a: Path, b: Path) -> bool:
+    """Every tensor of two checkpoints equal (the weights; settings and fingerprints follow from them)."""
+
+    def tensors(value, prefix=""):
+        if isinstance(value, torch.Tensor):
+            yield prefix, value
+        elif isinstance(value, dict):
+            for k in sorted(value):
+                yield from tensors(value[k], f"{prefix}.{k}")
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                yield from tensors(v, f"{prefix}[{i}]")
+
+    left, right = dict(tensors(read_checkpoint_file(a, "x"))), dict(tensors(read_checkpoint_file(b, "x")))
+    return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+
+
+def curves_without_times(path: Path) -> list[list[str]]:
+    lines = [line.split("\t") for line in path.read_text().splitlines()]
+    keep = [i for i, name in enumerate(lines[0]) if name != "epoch_s"]
+    return [[row[i] for i in keep] for row in lines]
+
+
+def kill_mid_epoch(root: Path, command: str, run: str, resume_file: Path, output: Path) -> int:
+    """Start ``mst <command>`` slowed down, SIGKILL it during the epoch after the first finished one; returns the
+    last finished epoch the resume state holds."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLI, "0.25", command, "-S", f"common.run={run}"],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not resume_file.exists():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "no epoch finished within 2 minutes"
+        time.sleep(0.05)
+    time.sleep(0.25 * BATCHES_PER_EPOCH / 2)  # about half of the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not output.exists(), "killed too late: the stage had finished"
+    return ResumeState.load(resume_file).epoch
+
+
+@pytest.mark.e2e
+def test_killed_stages_resume_to_the_uninterrupted_result(inside):
+    for _, command, _, _ in STAGES:
+        invoke(command, "-S", "common.run=whole")
+    invoke("eval", "-S", "common.run=whole")
+
+    for stage, command, output, curves in STAGES:
+        resume_file = inside / "models/killed/.resume" / output
+        last = kill_mid_epoch(inside, command, "killed", resume_file, inside / "models/killed" / output)
+        epochs = EPOCHS[{"train": "train", "fit-masks": "fit_masks", "distill": "distill"}[command]]
+        assert 0 <= last < epochs - 1, f"{stage}: the kill should fall inside the run"
+        rerun = subprocess.run(
+            [sys.executable, "-m", "mstcli", command, "-S", "common.run=killed"],
+            cwd=inside,
+            capture_output=True,
+            text=True,
+        )
+        assert rerun.returncode == 0, rerun.stderr
+        assert f"resuming after epoch {last + 1}/{epochs}" in rerun.stderr, rerun.stderr
+        epoch_lines = [line for line in rerun.stderr.splitlines() if line.startswith(f"{stage} epoch")]
+        assert len(epoch_lines) == epochs - last - 1, f"{stage}: only the missing epochs run again"
+        assert not resume_file.exists(), "the resume state is removed once the outputs are written"
+        assert states_equal(inside / "models/whole" / output, inside / "models/killed" / output), stage
+        assert curves_without_times(inside / "results/whole" / curves) == curves_without_times(
+            inside / "results/killed" / curves
+        ), stage
+    invoke("eval", "-S", "common.run=killed")
+    whole = json.loads((inside / "results/whole/metrics.json").read_text())
+    killed = json.loads((inside / "results/killed/metrics.json").read_text())
+    assert whole == killed
+
+
+def test_nan_loss_stops_the_stage_and_keeps_the_last_good_epoch(inside, monkeypatch):
+    import mstcli.stages.train as train_stage
+
+    real = train_stage.mutual_loss
+    calls = {"n": 0}
+
+    def poisoned(logits, labels, temperature):
+        total, terms = real(logits, labels, temperature)
+        calls["n"] += 1
+        if calls["n"] > BATCHES_PER_EPOCH:  # from the second epoch on
+            nan = torch.tensor(float("nan"))
+            terms = {**terms, "align": terms["align"] + nan}
+            total = total + nan
+        return total, terms
+
+    monkeypatch.setattr(train_stage, "mutual_loss", poisoned)
+    result = runner.invoke(app, ["train", "-S", "common.run=nan"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output
+    assert "S1" in errors[0] and "'align'" in errors[0] and "epoch 2" in errors[0], errors[0]
+    assert not (inside / "models/nan/stage1.pt").exists() and not (inside / "results/nan/stage1.tsv").exists()
+    resume_file = inside / "models/nan/.resume/stage1.pt"
+    assert ResumeState.load(resume_file).epoch == 0, "the state after the last good epoch stays for a rerun"
+
+    monkeypatch.setattr(train_stage, "mutual_loss", real)
+    other = runner.invoke(app, ["train", "-S", "common.run=nan", "-S", "train.lr=0.002", "-S", "train.epochs=1"])
+    assert other.exit_code == 0 and "starting fresh" in other.output and "resuming" not in other.output, other.output
+    assert not resume_file.exists()
+
+
+def test_restart_ignores_a_saved_state(inside, monkeypatch):
+    import mstcli.stages.train as train_stage
+
+    real = train_stage.mutual_loss
+    calls = {"n": 0}
+
+    def poisoned(logits, labels, temperature):
+        total, terms = real(logits, labels, temperature)
+        calls["n"] += 1
+        return (total * float("nan"), terms) if calls["n"] > BATCHES_PER_EPOCH else (total, terms)
+
+    monkeypatch.setattr(train_stage, "mutual_loss", poisoned)
+    assert runner.invoke(app, ["train", "-S", "common.run=restart"]).exit_code == 2
+    assert (inside / "models/restart/.resume/stage1.pt").exists()
+    monkeypatch.setattr(train_stage, "mutual_loss", real)
+    result = invoke("train", "-S", "common.run=restart", "--restart")
+    assert "resuming" not in result.output
+    assert result.output.count("S1 epoch") == EPOCHS["train"]
+
+
+def test_same_settings_give_the_same_result_twice(inside):
+    """Two identical runs (here with common.deterministic) give identical weights and metrics on the CPU."""
+    reports = []
+    for run in ("twice-a", "twice-b"):
+        run_args = ["-S", f"common.run={run}", "-S", "common.deterministic=true", "-S", "train.epochs=2"]
+        invoke("train", *run_args)
+        invoke("distill", "--method", "kd", *run_args, "-S", "distill.epochs=2")
+        invoke("eval", *run_args)
+        reports.append(json.loads((inside / f"results/{run}/metrics.json").read_text()))
+    assert reports[0] == reports[1]
+    assert states_equal(inside / "models/twice-a/student.pt", inside / "models/twice-b/student.pt")
