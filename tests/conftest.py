@@ -50,6 +50,47 @@ def write_raw_avdigits(path: Path, num_images: int = 400, clips_per_digit: int =
     return path
 
 
+TINY_SHAPES = {"image": (1, 28, 28), "audio": (1, 16, 16)}
+
+
+def tiny_trio(student: str = "audio"):
+    """AV-Digits' nets at small input sizes, frozen, with their stage-1 fingerprint (no training needed)."""
+    import torch
+
+    from mstcli.engine.checkpoints import state_fingerprint
+    from mstcli.models.trio import RunSpec, Trio
+
+    torch.manual_seed(0)
+    spec = RunSpec(
+        dataset="avdigits",
+        modalities=("image", "audio"),
+        student=student,
+        cm="image" if student == "audio" else "audio",
+        shapes=TINY_SHAPES,
+        num_classes=10,
+        class_names=tuple(str(d) for d in range(10)),
+        multimodal_net="cnn_i",
+        student_net={"image": "lenet5", "audio": "three_layer_cnn_a"}[student],
+        cm_net={"image": "lenet5", "audio": "three_layer_cnn_a"}["image" if student == "audio" else "audio"],
+    )
+    trio = Trio(spec).eval()
+    trio.requires_grad_(False)
+    trio.fingerprint = state_fingerprint(trio.state_dict())
+    return trio
+
+
+def random_split(n: int, seed: int = 1):
+    """A split of random inputs in TINY_SHAPES and random labels."""
+    import torch
+
+    from mstcli.engine.splits import Split
+
+    g = torch.Generator().manual_seed(seed)
+    return Split(
+        {m: torch.rand(n, *s, generator=g) for m, s in TINY_SHAPES.items()}, torch.randint(0, 10, (n,), generator=g)
+    )
+
+
 @pytest.fixture
 def raw_avdigits(tmp_path: Path) -> Path:
     return write_raw_avdigits(tmp_path / "raw.h5")

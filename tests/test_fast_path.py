@@ -9,45 +9,16 @@ from mstcli.config import DistillParams
 from mstcli.engine.bank import logit_bank
 from mstcli.engine.splits import Split
 from mstcli.engine.layer_cache import build_layer_cache, layer_outputs, plan_cache
-from mstcli.engine.checkpoints import MasksCheckpoint, state_fingerprint
+from mstcli.engine.checkpoints import MasksCheckpoint
 from mstcli.methods.base import DistillContext
 from mstcli.methods.losses import kd_loss
 from mstcli.methods.mst.dynamic_distillation import MSTDistill
 from mstcli.methods.registry import build_method
 from mstcli.methods.mst.experts import TEACHER_ORDER
+from conftest import random_split, tiny_trio
 from mstcli.methods.mst.experts import masks_from_entries
 from mstcli.methods.mst.masked_teachers import MaskedTeachers, build_masks, mask_entries
-from mstcli.models.trio import RunSpec, Trio
-
-SHAPES = {"image": (1, 28, 28), "audio": (1, 16, 16)}
-
-
-def tiny_trio(student: str = "audio") -> Trio:
-    torch.manual_seed(0)
-    spec = RunSpec(
-        dataset="avdigits",
-        modalities=("image", "audio"),
-        student=student,
-        cm="image" if student == "audio" else "audio",
-        shapes=SHAPES,
-        num_classes=10,
-        class_names=tuple(str(d) for d in range(10)),
-        multimodal_net="cnn_i",
-        student_net={"image": "lenet5", "audio": "three_layer_cnn_a"}[student],
-        cm_net={"image": "lenet5", "audio": "three_layer_cnn_a"}["image" if student == "audio" else "audio"],
-    )
-    trio = Trio(spec).eval()
-    trio.requires_grad_(False)
-    trio.fingerprint = state_fingerprint(trio.state_dict())
-    return trio
-
-
-def random_split(n: int, seed: int = 1) -> Split:
-    g = torch.Generator().manual_seed(seed)
-    return Split(
-        {m: torch.rand(n, *s, generator=g) for m, s in SHAPES.items()}, torch.randint(0, 10, (n,), generator=g)
-    )
-
+from mstcli.models.trio import Trio
 
 def masks_checkpoint(trio: Trio, path, split: Split):
     torch.manual_seed(2)

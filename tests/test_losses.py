@@ -1,5 +1,6 @@
 """Each loss against values computed by hand (plain Python math) on tiny cases."""
 
+import dataclasses
 import math
 
 import pytest
@@ -7,7 +8,11 @@ import torch
 
 from mstcli.methods.losses import kd_loss
 from mstcli.methods.mst.losses import load_balance_cv, load_balance_kl, mutual_loss, routed_kd
-from mstcli.methods.mst.dynamic_distillation import decayed
+from conftest import random_split, tiny_trio
+from mstcli.config import DistillParams
+from mstcli.methods.base import DistillContext
+from mstcli.methods.mst.dynamic_distillation import MSTDistill
+from mstcli.methods.mst.masked_teachers import build_masks
 
 
 def softmax(row, t=1.0):
@@ -95,17 +100,38 @@ def test_routed_kd_uses_each_samples_own_experts():
     assert routed_kd(student, experts, chosen2, 4.0, weights).item() == pytest.approx(expected3, rel=1e-6)
 
 
-def test_reference_decay_schedule_matches_the_documented_weights():
-    w_kl, w_lb, history = 1.0, 1.0, []
-    for epoch in range(100):
-        history.append((w_kl, w_lb))
-        if decayed("reference", epoch, 10):
-            w_lb *= 0.9
-        if decayed("reference", epoch, 30):
-            w_kl *= 0.5
-    assert history[0] == (1.0, 1.0)
-    assert history[1][0] == 0.5 and history[30][0] == 0.5 and history[31][0] == 0.25
-    assert history[61][0] == 0.125 and history[99][0] == 0.0625
-    assert history[10][1] == pytest.approx(0.9) and history[11][1] == pytest.approx(0.81)
-    assert history[99][1] == pytest.approx(0.9**10)
-    assert not decayed("shifted", 0, 10) and decayed("shifted", 9, 10) and not decayed("off", 0, 10)
+def mst_method(decay: str):
+    """A real MSTDistill on tiny AV-Digits nets with fresh MaskNets (its weights do not matter here)."""
+    trio = tiny_trio()
+    train = random_split(8)
+    masks = build_masks(trio, train.batch(torch.arange(2)), layers=2, heads=1, factor=16)
+    settings = dataclasses.replace(DistillParams(), decay=decay)
+    return MSTDistill(DistillContext(settings, trio, trio.student, {"train": train}, torch.device("cpu"), masks))
+
+
+def weights_over_epochs(decay: str, epochs: int) -> list[tuple[float, float]]:
+    """(w_kl, w_lb) as each epoch uses them, read from the stats the method's own end_epoch reports."""
+    method = mst_method(decay)
+    history = []
+    for epoch in range(epochs):
+        stats = method.end_epoch(epoch)
+        history.append((stats["w_kl"], stats["w_lb"]))
+    return history
+
+
+def test_reference_decay_gives_the_documented_weights():
+    """method.md §2.4: w_kl = 1 in epoch 0, 0.5 in 1-30, 0.25 in 31-60, 0.125 in 61-90, 0.0625 in 91-99;
+    w_lb = 0.9^n after n decays, 0.9 in epochs 1-10, 0.9^10 in 91-99."""
+    history = weights_over_epochs("reference", 100)
+    expected_kl = [1.0] + [0.5] * 30 + [0.25] * 30 + [0.125] * 30 + [0.0625] * 9
+    assert [w for w, _ in history] == expected_kl
+    assert history[0][1] == 1.0
+    assert [round(w, 12) for _, w in history[1:11]] == [0.9] * 10
+    assert history[11][1] == pytest.approx(0.81) and history[99][1] == pytest.approx(0.9**10)
+
+
+def test_shifted_decay_waits_a_full_rhythm_and_off_never_decays():
+    shifted = weights_over_epochs("shifted", 31)
+    assert [w for w, _ in shifted[:30]] == [1.0] * 30 and shifted[30][0] == 0.5
+    assert [w for _, w in shifted[:10]] == [1.0] * 10 and shifted[10][1] == pytest.approx(0.9)
+    assert set(weights_over_epochs("off", 40)) == {(1.0, 1.0)}

@@ -16,17 +16,60 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
 
-from mstcli.data.splits import reference_permutations, split_permutation
+from mstcli.data.splits import SPLITS, reference_permutations, split_permutation
 from mstcli.errors import UserError
 
 SCHEMA_VERSION = 1
 _CHUNK_BYTES = 1 << 20
+_FINITE_CHECK_BYTES = 64 << 20  # largest boolean mask one finiteness check builds at a time
+
+
+def non_finite_rows(block: np.ndarray) -> np.ndarray:
+    """Positions (ascending) of the rows of ``block`` holding a NaN or an Inf; empty when all are finite.
+
+    One NaN in a feature row turns every loss it touches into NaN and training goes on silently with a
+    useless model, so rows are checked wherever they enter (prepare) or leave (training, evaluation) the store.
+    The check runs over row slices so its boolean mask stays small however large the block is.
+    """
+    block = np.asarray(block)
+    if block.size == 0 or not np.issubdtype(block.dtype, np.floating):
+        return np.empty(0, dtype=np.int64)
+    flat = block.reshape(len(block), -1)
+    step = max(1, _FINITE_CHECK_BYTES // flat.shape[1])
+    finite = np.empty(len(flat), dtype=bool)
+    for start in range(0, len(flat), step):
+        finite[start : start + step] = np.isfinite(flat[start : start + step]).all(axis=1)
+    return np.flatnonzero(~finite)
+
+
+def require_finite(path: Path, modality: str, block: np.ndarray, rows: np.ndarray | None = None) -> None:
+    """Refuse rows of ``modality`` read from the feature file ``path`` that hold a NaN or an Inf.
+
+    ``rows`` are the file rows (sample numbers) of ``block``'s rows, so the message names the first bad
+    sample of the file, not a position in a split or a batch; None means ``block`` starts at row 0.
+    """
+    bad = non_finite_rows(block)
+    if bad.size:
+        first = int(np.min(np.asarray(rows)[bad])) if rows is not None else int(bad[0])
+        raise UserError(
+            f"{path}: modality '{modality}' has NaN or Inf values (first in row {first}); prepare the data set again"
+        )
+
+
+@cache
+def min_samples_for_splits() -> int:
+    """The fewest samples for which train, val and test of a split group are all non-empty."""
+    n = 1
+    while not all(len(rows) for rows in split_permutation(np.arange(n)).values()):
+        n += 1
+    return n
 
 
 def _chunk_rows(shape: tuple[int, ...]) -> int:
@@ -63,8 +106,15 @@ class FeatureWriter:
         self._labels_written = False
 
     def __enter__(self) -> "FeatureWriter":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = h5py.File(self.tmp, "w")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            folder, reason = self.path.parent, exc.strerror or exc
+            raise UserError(f"cannot write {self.path}: cannot create its folder {folder} ({reason})") from None
+        try:
+            self._file = h5py.File(self.tmp, "w")
+        except OSError as exc:
+            raise UserError(f"cannot write {self.path} ({exc})") from None
         group = self._file.create_group("modalities")
         for name, shape in self.modalities.items():
             group.create_dataset(
@@ -76,8 +126,20 @@ class FeatureWriter:
         return self
 
     def write(self, modality: str, start: int, block: np.ndarray) -> None:
+        """Write rows ``start``.. of ``modality``; a block with a NaN or an Inf is refused (the file is then
+        never renamed into place) so that no feature file a stage would train on holds one."""
         assert self._file is not None
-        self._file["modalities"][modality][start : start + len(block)] = np.asarray(block, dtype=np.float32)
+        block = np.asarray(block, dtype=np.float32)
+        self._refuse_non_finite(modality, start, block)
+        self._file["modalities"][modality][start : start + len(block)] = block
+
+    def _refuse_non_finite(self, modality: str, start: int, block: np.ndarray) -> None:
+        bad = non_finite_rows(block)
+        if bad.size:
+            raise UserError(
+                f"{self.dataset}: modality '{modality}' has NaN or Inf values (first in row {start + int(bad[0])}); "
+                f"not writing {self.path}"
+            )
 
     def map_rows(self, modality: str, transform: Callable[[np.ndarray], np.ndarray], rows_per_block: int = 0) -> None:
         """Rewrite a written modality block by block with ``transform`` (e.g. a data-set-wide min-max known
@@ -86,7 +148,9 @@ class FeatureWriter:
         data = self._file["modalities"][modality]
         block = rows_per_block or data.chunks[0]
         for start in range(0, self.num_samples, block):
-            data[start : start + block] = np.asarray(transform(data[start : start + block]), dtype=np.float32)
+            rows = np.asarray(transform(data[start : start + block]), dtype=np.float32)
+            self._refuse_non_finite(modality, start, rows)  # e.g. a min-max over a constant modality
+            data[start : start + block] = rows
 
     def write_labels(self, labels: np.ndarray) -> None:
         assert self._file is not None
@@ -151,38 +215,102 @@ class FeatureFile:
 
     @classmethod
     def open(cls, path: Path | str) -> "FeatureFile":
+        """Open and check a feature file, so that a broken one is refused here with its file and its fault
+        named, not as a KeyError or a NaN loss deep inside a stage. Labels are read (they are small);
+        modality arrays are only checked for shape and dtype, their values when they are read."""
         path = Path(path)
         if not path.exists():
             raise UserError(f"feature file not found: {path} (run `mst prepare` first)")
         try:
             with h5py.File(path, "r") as f:
-                version = f.attrs.get("schema_version")
-                if version != SCHEMA_VERSION:
-                    raise UserError(f"{path}: not an mst feature file of schema {SCHEMA_VERSION} (found {version})")
-                names = json.loads(f.attrs["modalities"])
-                return cls(
-                    path=path,
-                    dataset=str(f.attrs["dataset"]),
-                    modalities={n: tuple(f["modalities"][n].shape[1:]) for n in names},
-                    class_names=[s.decode() if isinstance(s, bytes) else str(s) for s in f["class_names"][:]],
-                    num_samples=int(f["labels"].shape[0]),
-                    params=json.loads(f.attrs.get("params", "{}")),
-                )
+                return cls._checked(path, f)
         except OSError as exc:
             raise UserError(f"{path}: not a readable HDF5 file ({exc})") from None
-        except KeyError as exc:
-            raise UserError(f"{path}: malformed feature file, missing {exc}") from None
+        except (KeyError, AttributeError, TypeError) as exc:  # a part of the wrong kind (a group, not an array)
+            raise UserError(f"{path}: malformed feature file ({exc})") from None
+
+    @classmethod
+    def _checked(cls, path: Path, f: h5py.File) -> "FeatureFile":
+        version = f.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise UserError(f"{path}: not an mst feature file of schema {SCHEMA_VERSION} (found {version})")
+        for attr in ("dataset", "modalities"):
+            if attr not in f.attrs:
+                raise UserError(f"{path}: malformed feature file, missing attribute {attr}")
+        try:
+            names = json.loads(f.attrs["modalities"])
+            params = json.loads(f.attrs.get("params", "{}"))
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: malformed feature file, attribute modalities or params is not JSON") from None
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise UserError(f"{path}: malformed feature file, attribute modalities is not a list of names")
+        required = ["labels", "class_names", "splits/permutations", *(f"modalities/{n}" for n in names)]
+        missing = list(dict.fromkeys(_missing_part(f, key) for key in required if key not in f))
+        if missing:
+            raise UserError(f"{path}: malformed feature file, missing {', '.join(missing)}")
+
+        labels = f["labels"][()]
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise UserError(f"{path}: labels must be a list of integers, got {labels.dtype} of shape {labels.shape}")
+        class_names = [s.decode() if isinstance(s, bytes) else str(s) for s in np.atleast_1d(f["class_names"][()])]
+        num_samples, num_classes = len(labels), len(class_names)
+        bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+        if bad.size:
+            row = int(bad[0])
+            raise UserError(
+                f"{path}: label {int(labels[row])} in row {row} is outside 0..{num_classes - 1} "
+                f"(the file has {num_classes} class names)"
+            )
+
+        modalities = {}
+        for name in names:
+            data = f["modalities"][name]
+            if data.ndim < 1 or data.shape[0] != num_samples:
+                rows = data.shape[0] if data.ndim else 0
+                raise UserError(f"{path}: modality '{name}' has {rows} rows but there are {num_samples} labels")
+            if data.dtype != np.float32:
+                raise UserError(f"{path}: modality '{name}' is {data.dtype}, expected float32")
+            modalities[name] = tuple(data.shape[1:])
+
+        permutations = f["splits/permutations"]
+        if permutations.ndim != 2 or permutations.shape[0] < 1 or permutations.shape[1] != num_samples:
+            raise UserError(
+                f"{path}: splits/permutations has shape {permutations.shape}, expected groups x {num_samples} samples"
+            )
+        return cls(
+            path=path,
+            dataset=str(f.attrs["dataset"]),
+            modalities=modalities,
+            class_names=class_names,
+            num_samples=num_samples,
+            params=params,
+        )
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def split_indices(self, group: int) -> dict[str, np.ndarray]:
+        """Sample rows of train, val and test of split group ``group``, checked: a permutation of every sample
+        (no row outside the file, none in two splits) and no empty split, which would otherwise fail later
+        as a division by zero or an empty batch."""
         with h5py.File(self.path, "r") as f:
             permutations = f["splits/permutations"]
             if not 0 <= group < permutations.shape[0]:
                 raise UserError(f"split group {group} out of range 0..{permutations.shape[0] - 1}")
-            return split_permutation(permutations[group])
+            permutation = permutations[group]
+        if not np.array_equal(np.sort(permutation), np.arange(self.num_samples)):
+            raise UserError(
+                f"{self.path}: splits/permutations row {group} is not a permutation of the {self.num_samples} samples"
+            )
+        splits = split_permutation(permutation)
+        for name in SPLITS:
+            if len(splits[name]) == 0:
+                raise UserError(
+                    f"{self.path}: split '{name}' of group {group} is empty with {self.num_samples} samples; "
+                    f"at least {min_samples_for_splits()} samples are needed"
+                )
+        return splits
 
     def labels(self) -> np.ndarray:
         with h5py.File(self.path, "r") as f:
@@ -203,6 +331,17 @@ class FeatureFile:
             data = f["modalities"][modality]
             for start in range(0, self.num_samples, block):
                 yield start, data[start : start + block]
+
+
+def _missing_part(f: h5py.File, key: str) -> str:
+    """The outermost missing part of ``key`` ("splits" rather than "splits/permutations" when the whole group
+    is gone), so the message names what to look for."""
+    parts = key.split("/")
+    for depth in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:depth])
+        if prefix not in f:
+            return prefix
+    return key
 
 
 def gather_rows(data: h5py.Dataset, indices: np.ndarray, block_bytes: int = 256 << 20) -> np.ndarray:

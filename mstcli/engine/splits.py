@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import torch
 
-from mstcli.data.store import FeatureFile, gather_rows
+from mstcli.data.store import FeatureFile, gather_rows, require_finite
 
 
 @dataclass
@@ -54,11 +54,18 @@ def load_splits(
     out = {}
     for name in names:
         rows = indices[name]
+        inputs = {m: _finite(features.path, m, features.read(m, rows), rows) for m in modalities}
         out[name] = Split(
-            {m: torch.from_numpy(features.read(m, rows)).to(device) for m in modalities},
-            labels[torch.from_numpy(rows)].to(device),
+            {m: torch.from_numpy(x).to(device) for m, x in inputs.items()}, labels[torch.from_numpy(rows)].to(device)
         )
     return out
+
+
+def _finite(path: Path, modality: str, block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``block`` (file rows ``rows`` of ``modality``) once checked free of NaN and Inf: a bad value would
+    otherwise only show up as a NaN loss, after training on it."""
+    require_finite(path, modality, block, rows)
+    return block
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None, device: torch.device) -> Iterator[torch.Tensor]:
@@ -114,7 +121,8 @@ class LazySplit:
         """Inputs of split rows ``rows`` (positions in this split), on the CPU."""
         wanted = self.indices[np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows, dtype=np.int64)]
         group = self._handle()["modalities"]
-        return {m: torch.from_numpy(gather_rows(group[m], wanted)) for m in self.modalities}
+        inputs = {m: _finite(self.path, m, gather_rows(group[m], wanted), wanted) for m in self.modalities}
+        return {m: torch.from_numpy(x) for m, x in inputs.items()}
 
     def batch(self, rows: torch.Tensor) -> Split:
         inputs = {m: x.to(self.device) for m, x in self.read(rows).items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from mstcli.config import Params
@@ -16,15 +17,30 @@ def feature_path(dataset: str) -> Path:
     return FEATURES_DIR / f"{dataset}.h5"
 
 
+def check_out(out: Path, dataset: str, option: str = "--out") -> None:
+    """Refuse an output path that cannot become the feature file before any work: preparing can take long,
+    and the atomic rename at its very end would otherwise fail with a traceback (IsADirectoryError, ...)."""
+    if out.is_dir():
+        raise UserError(f"{option} {out} is a folder; give a file path such as {out / f'{dataset}.h5'}")
+    existing = out.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UserError(f"cannot write {option} {out}: {existing} is a file, so the folder {out.parent} cannot be made")
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {option} {out}: no permission to write in {existing}")
+
+
 def prepare(params: Params, out: Path | None = None) -> Path:
     source = get_source(params.common.dataset)
+    target = Path(out) if out is not None else feature_path(source.name)
+    check_out(target, source.name, "--out" if out is not None else "output")
     location = params.prepare.source or source.default_source
     if location is None:
         raise UserError(f"data set '{source.name}' needs prepare.source (its folder or file)")
     location = Path(location).expanduser()
     if not location.exists():
         raise UserError(f"prepare.source not found: {location}")
-    out = Path(out) if out is not None else feature_path(source.name)
     meta = {"dataset": source.name, "source": str(location), "prepare": dataclasses.asdict(params.prepare)}
-    source.build(location, params.prepare, out, meta)
-    return out
+    source.build(location, params.prepare, target, meta)
+    return target
