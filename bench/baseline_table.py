@@ -47,7 +47,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=matrix["seeds"])
     parser.add_argument("--directions", nargs="+", default=matrix["students"], help="student modalities")
     parser.add_argument(
-        "--methods", nargs="*", default=list(comparison_methods()), help="comparison methods (default: all; not mst, none)"
+        "--methods",
+        nargs="*",
+        default=list(comparison_methods()),
+        help="comparison methods (default: all; not mst, none)",
     )
     parser.add_argument("--teachers", nargs="+", default=matrix["teachers"])
     parser.add_argument("--device", default=None, help="common.device (auto, cpu, cuda, cuda:N)")

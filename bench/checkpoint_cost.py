@@ -78,7 +78,13 @@ def main() -> None:
             "s1": lambda: train(params, features, root / "stage1.pt", root / "s1.tsv"),
             "s2": lambda: fit_masks(params, features, root / "stage1.pt", root / "masks.pt", root / "s2.tsv"),
             "s3": lambda: distill(
-                params, features, root / "stage1.pt", root / "masks.pt", root / "student.pt", root / "s3.tsv", root / "r.tsv"
+                params,
+                features,
+                root / "stage1.pt",
+                root / "masks.pt",
+                root / "student.pt",
+                root / "s3.tsv",
+                root / "r.tsv",
             ),
         }
         for name, run in runs.items():

@@ -129,8 +129,7 @@ def fit_masks(params_file: ParamsOption = None, overrides: SetOption = None, res
     from mstcli.stages.fit_masks import fit_masks as run_fit_masks
 
     paths = _paths(params)
-    summary = run_fit_masks(params, _features(params), paths.stage1, paths.masks, paths.results / "masks.tsv", restart
-    )
+    summary = run_fit_masks(params, _features(params), paths.stage1, paths.masks, paths.results / "masks.tsv", restart)
     typer.echo(f"wrote {paths.masks}: best epoch {summary['best_epoch']}, val KL score {summary['val_score']:.4f}")
 
 

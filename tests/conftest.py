@@ -91,6 +91,26 @@ def random_split(n: int, seed: int = 1):
     )
 
 
+def invoke(*args: str):
+    """Run the CLI in this process; a failing command fails the test with its output."""
+    from typer.testing import CliRunner
+
+    from mstcli.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def tiny_workdir(root: Path, params: dict, num_images: int = 400) -> Path:
+    """``root`` with a tiny raw AV-Digits source and a params.yaml of ``params`` reading it."""
+    import yaml
+
+    raw = write_raw_avdigits(root / "raw.h5", num_images=num_images)
+    (root / "params.yaml").write_text(yaml.safe_dump(dict(params, prepare={**params["prepare"], "source": str(raw)})))
+    return root
+
+
 @pytest.fixture
 def raw_avdigits(tmp_path: Path) -> Path:
     return write_raw_avdigits(tmp_path / "raw.h5")

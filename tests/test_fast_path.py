@@ -20,6 +20,7 @@ from mstcli.methods.mst.experts import masks_from_entries
 from mstcli.methods.mst.masked_teachers import MaskedTeachers, build_masks, mask_entries
 from mstcli.models.trio import Trio
 
+
 def masks_checkpoint(trio: Trio, path, split: Split):
     torch.manual_seed(2)
     masks = build_masks(trio, split.batch(torch.arange(2)), layers=2, heads=3, factor=16)
@@ -51,7 +52,9 @@ def test_s3_losses_from_the_bank_equal_recomputation(tmp_path, compose):
     for bank in (True, False):
         settings = dataclasses.replace(DistillParams(), compose=compose, bank=bank, k=2, gate_signal="weighted")
         torch.manual_seed(3)  # the same GateNet initialisation for both
-        context = DistillContext(settings, trio, trio.student, {"train": train}, "cpu", loaded_masks(tmp_path / "masks.pt"))
+        context = DistillContext(
+            settings, trio, trio.student, {"train": train}, "cpu", loaded_masks(tmp_path / "masks.pt")
+        )
         method = MSTDistill(context)
         assert (method.bank is not None) == bank
         batch = train.batch(torch.tensor([5, 17, 2, 33, 8]))
@@ -72,7 +75,9 @@ def test_the_two_compositions_give_different_banks(tmp_path):
     banks = {}
     for compose in ("cumulative", "single"):
         settings = dataclasses.replace(DistillParams(), compose=compose)
-        context = DistillContext(settings, trio, trio.student, {"train": train}, "cpu", loaded_masks(tmp_path / "masks.pt"))
+        context = DistillContext(
+            settings, trio, trio.student, {"train": train}, "cpu", loaded_masks(tmp_path / "masks.pt")
+        )
         banks[compose] = MSTDistill(context).bank
     assert banks["cumulative"].shape == (4, 12, 10)
     assert torch.allclose(banks["cumulative"][0], banks["single"][0])  # the first expert of a teacher: one mask

@@ -48,7 +48,9 @@ def bn_trio(student: str) -> Trio:
     torch.manual_seed(0)
     cm = "audio" if student == "visual" else "visual"
     nets = {"visual": "visual_branch_net_vggs", "audio": "audio_branch_net_vggs"}
-    spec = RunSpec("vggsound", ("visual", "audio"), student, cm, SHAPES, 5, tuple("abcde"), "dscnn_vggs_i", nets[student], nets[cm])
+    spec = RunSpec(
+        "vggsound", ("visual", "audio"), student, cm, SHAPES, 5, tuple("abcde"), "dscnn_vggs_i", nets[student], nets[cm]
+    )
     trio = Trio(spec)
     # give the running statistics a state of their own, as after stage 1
     trio.train()
@@ -114,7 +116,9 @@ def test_all_per_epoch_statistics_of_mst_reach_the_curves():
     splits = {"train": random_split(24), "val": random_split(8, seed=2)}
     settings = dataclasses.replace(DistillParams(), method="mst", epochs=3, batch_size=8)
     masks = build_masks(trio, splits["train"].batch(torch.arange(2)), layers=2, heads=1, factor=32)
-    method = method_class("mst")(DistillContext(settings, trio, trio.student.requires_grad_(True), splits, "cpu", masks))
+    method = method_class("mst")(
+        DistillContext(settings, trio, trio.student.requires_grad_(True), splits, "cpu", masks)
+    )
     task = Distillation(method, trio.student, splits["val"], 1e-3, torch.device("cpu"), "fp32")
     rows = run_epochs(task, splits["train"], LoopConfig(3, 8, torch.device("cpu"))).rows
     # the reference's decay: w_kl halves after epoch 0, w_lb shrinks by 0.9 after epoch 0 (decay at the END of 0)
@@ -150,4 +154,6 @@ def test_a_methods_own_state_round_trips(name):
     if name == "mst":
         assert saved["w_kl"] == 0.5 and second.w_kl == 0.5
     if name == "mgdfr":
-        assert second.frozen_modules() == [second.teacher] and not any(p.requires_grad for p in second.teacher.parameters())
+        assert second.frozen_modules() == [second.teacher] and not any(
+            p.requires_grad for p in second.teacher.parameters()
+        )

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from typer.testing import CliRunner
 
-from conftest import write_raw_avdigits
+from conftest import invoke, tiny_workdir
 from mstcli.cli import app
 from mstcli.engine.checkpoints import ResumeState, read_checkpoint_file
 
@@ -54,18 +53,10 @@ main()
 """
 
 
-def invoke(*args: str):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    raw = write_raw_avdigits(root / "raw.h5", num_images=400)
-    (root / "params.yaml").write_text(yaml.safe_dump(dict(PARAMS, prepare={**PARAMS["prepare"], "source": str(raw)})))
-    return root
+    """A folder with params.yaml and a tiny raw source, shared by the tests of this module."""
+    return tiny_workdir(tmp_path_factory.mktemp("run"), PARAMS)
 
 
 @pytest.fixture
@@ -152,21 +143,27 @@ def test_killed_stages_resume_to_the_uninterrupted_result(inside):
     assert whole == killed
 
 
-def test_nan_loss_stops_the_stage_and_keeps_the_last_good_epoch(inside, monkeypatch):
-    import mstcli.stages.train as train_stage
-
-    real = train_stage.mutual_loss
+def poisoned_after_first_epoch(mutual_loss):
+    """S1's loss with its 'align' term (and so the total) made NaN from the second epoch on."""
     calls = {"n": 0}
 
     def poisoned(logits, labels, temperature):
-        total, terms = real(logits, labels, temperature)
+        total, terms = mutual_loss(logits, labels, temperature)
         calls["n"] += 1
-        if calls["n"] > BATCHES_PER_EPOCH:  # from the second epoch on
+        if calls["n"] > BATCHES_PER_EPOCH:
             nan = torch.tensor(float("nan"))
             terms = {**terms, "align": terms["align"] + nan}
             total = total + nan
         return total, terms
 
+    return poisoned
+
+
+def test_nan_loss_stops_the_stage_and_keeps_the_last_good_epoch(inside, monkeypatch):
+    import mstcli.stages.train as train_stage
+
+    real = train_stage.mutual_loss
+    poisoned = poisoned_after_first_epoch(real)
     monkeypatch.setattr(train_stage, "mutual_loss", poisoned)
     result = runner.invoke(app, ["train", "-S", "common.run=nan"])
     assert result.exit_code == 2, result.output
@@ -187,13 +184,7 @@ def test_restart_ignores_a_saved_state(inside, monkeypatch):
     import mstcli.stages.train as train_stage
 
     real = train_stage.mutual_loss
-    calls = {"n": 0}
-
-    def poisoned(logits, labels, temperature):
-        total, terms = real(logits, labels, temperature)
-        calls["n"] += 1
-        return (total * float("nan"), terms) if calls["n"] > BATCHES_PER_EPOCH else (total, terms)
-
+    poisoned = poisoned_after_first_epoch(real)
     monkeypatch.setattr(train_stage, "mutual_loss", poisoned)
     assert runner.invoke(app, ["train", "-S", "common.run=restart"]).exit_code == 2
     assert (inside / "models/restart/.resume/stage1.pt").exists()

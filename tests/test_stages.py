@@ -5,10 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
-from conftest import write_raw_avdigits
+from conftest import invoke, tiny_workdir
 from mstcli.cli import app
 
 runner = CliRunner()
@@ -27,20 +26,10 @@ def read_tsv(path: Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f, delimiter="\t")]
 
 
-def invoke(*args: str):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A folder with params.yaml and prepared tiny features, shared by the tests of this module."""
-    root = tmp_path_factory.mktemp("run")
-    raw = write_raw_avdigits(root / "raw.h5", num_images=400)
-    params = dict(TINY, prepare={**TINY["prepare"], "source": str(raw)})
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
+    """A folder with params.yaml and a tiny raw source, shared by the tests of this module."""
+    return tiny_workdir(tmp_path_factory.mktemp("run"), TINY)
 
 
 @pytest.fixture

@@ -26,7 +26,9 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def setup_runtime(device: str, threads: int, seed: int, precision: str = "fp32", deterministic: bool = False) -> torch.device:
+def setup_runtime(
+    device: str, threads: int, seed: int, precision: str = "fp32", deterministic: bool = False
+) -> torch.device:
     """Seed every generator the stages use, cap CPU threads and set the CUDA matmul precision; returns the
     device to train on. TF32 is a global switch in torch, so it is set here, once per stage process.
 

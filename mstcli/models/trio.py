@@ -98,7 +98,11 @@ class Trio(nn.Module):
         """The stage-1 checkpoint of these nets, made from ``inputs`` (see engine/checkpoints.py) with ``settings``."""
         state = self.state_dict()
         return Stage1Checkpoint(
-            spec=self.spec.to_dict(), inputs=inputs, settings=settings, state=state, fingerprint=state_fingerprint(state)
+            spec=self.spec.to_dict(),
+            inputs=inputs,
+            settings=settings,
+            state=state,
+            fingerprint=state_fingerprint(state),
         )
 
     @classmethod

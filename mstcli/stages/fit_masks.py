@@ -69,7 +69,9 @@ class MaskFitting(EpochTask):
     def batch_loss(self, batch: Split):
         target = self.targets["train"][batch.rows]
         losses = {
-            f"train_kl_{slot.teacher}@{slot.layer}": kd_loss(self.masked.logits(i, "train", batch), target, self.temperature)
+            f"train_kl_{slot.teacher}@{slot.layer}": kd_loss(
+                self.masked.logits(i, "train", batch), target, self.temperature
+            )
             for i, slot in enumerate(self.slots)
         }
         return sum(losses.values()), losses
@@ -108,12 +110,16 @@ def fit_masks(
         maybe_compile(net, common.compile)
     masked = _masked_teachers(trio, masks, splits, settings, common.precision, device)
     with autocast(device, common.precision):
-        targets = {name: logit_bank(trio.student, split, max(settings.batch_size, 1024)) for name, split in splits.items()}
+        targets = {
+            name: logit_bank(trio.student, split, max(settings.batch_size, 1024)) for name, split in splits.items()
+        }
     task = MaskFitting(
         masked, targets, splits["val"], settings.lr, settings.temperature, settings.batch_size, device, common.precision
     )
     inputs = stage_inputs(features, common.seed)
-    store = ResumeStore.for_output(out, stage_key("fit_masks", params, settings, inputs, stage1=trio.fingerprint), restart)
+    store = ResumeStore.for_output(
+        out, stage_key("fit_masks", params, settings, inputs, stage1=trio.fingerprint), restart
+    )
     config = LoopConfig(settings.epochs, settings.batch_size, device, common.precision, order_seed=common.seed)
     result = run_epochs(task, splits["train"], config, store)
     MasksCheckpoint(
