@@ -63,13 +63,18 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load(params_file: Optional[Path], overrides: Optional[list[str]], extra: dict[str, Any] | None = None):
+    """The settings of params.yaml with the overrides, validated (distill.method against the method registry, so a
+    typo stops every command at once, not only `mst distill`)."""
     from mstcli.config import load_params
+    from mstcli.methods.registry import entry
 
     items = list(overrides or [])
     for key, value in (extra or {}).items():
         if value is not None:
             items.append(f"{key}={value}")
-    return load_params(params_file, items)
+    params = load_params(params_file, items)
+    entry(params.distill.method)
+    return params
 
 
 @app.command()

@@ -65,8 +65,9 @@ def comparison_methods() -> tuple[str, ...]:
 
 
 def entry(name: str) -> MethodEntry:
+    """The entry of ``name``; an unknown name is the user's ``distill.method`` setting."""
     if name not in _BY_NAME:
-        raise UserError(f"unknown distillation method '{name}' (known: {', '.join(_BY_NAME)})")
+        raise UserError(f"distill.method must be one of {', '.join(_BY_NAME)}, got {name!r}")
     return _BY_NAME[name]
 
 
