@@ -69,32 +69,46 @@ def probs(x, tau):
     return np.array([softmax(row, tau) for row in x])
 
 
-def test_mlld_batch_and_class_alignment_follow_the_paper_normalization():
-    tau = 3.0
-    ps, pt = probs(S, tau), probs(T, tau)
+def batch_by_hand(s, t, tau):
+    """sum over sample pairs (i, j) of (<p_t,i, p_t,j> - <p_s,i, p_s,j>)^2, divided by B."""
+    ps, pt = probs(s, tau), probs(t, tau)
     b, c = ps.shape
-    batch = sum(
+    total = sum(
         (sum(pt[i, k] * pt[j, k] for k in range(c)) - sum(ps[i, k] * ps[j, k] for k in range(c))) ** 2
         for i in range(b)
         for j in range(b)
     )
-    klass = sum(
+    return total / b
+
+
+def class_by_hand(s, t, tau):
+    """sum over class pairs (i, j) of (sum_n p_t,n,i p_t,n,j - sum_n p_s,n,i p_s,n,j)^2, divided by C."""
+    ps, pt = probs(s, tau), probs(t, tau)
+    b, c = ps.shape
+    total = sum(
         (sum(pt[n, i] * pt[n, j] for n in range(b)) - sum(ps[n, i] * ps[n, j] for n in range(b))) ** 2
         for i in range(c)
         for j in range(c)
     )
-    assert batch_alignment(tensor(S), tensor(T), tau).item() == pytest.approx(batch / b, rel=1e-9)
-    assert class_alignment(tensor(S), tensor(T), tau).item() == pytest.approx(klass / c, rel=1e-9)
+    return total / c
+
+
+def test_mlld_batch_and_class_alignment_follow_the_paper_normalization():
+    tau = 3.0
+    assert batch_alignment(tensor(S), tensor(T), tau).item() == pytest.approx(batch_by_hand(S, T, tau), rel=1e-9)
+    assert class_alignment(tensor(S), tensor(T), tau).item() == pytest.approx(class_by_hand(S, T, tau), rel=1e-9)
 
 
 def test_mlld_sums_each_level_over_the_temperatures():
     temps = (2.0, 5.0)
     terms = mlld_terms(tensor(S), tensor(T), temps)
+    assert set(terms) == {"instance", "batch", "class"}
     instance = sum(t * t * sum(kl(softmax(b, t), softmax(a, t)) for a, b in zip(S, T)) / len(S) for t in temps)
     assert terms["instance"].item() == pytest.approx(instance, rel=1e-9)
-    want_class = sum(class_alignment(tensor(S), tensor(T), t).item() for t in temps)
-    assert terms["class"].item() == pytest.approx(want_class, rel=1e-9)
-    assert set(terms) == {"instance", "batch", "class"}
+    assert terms["batch"].item() == pytest.approx(sum(batch_by_hand(S, T, t) for t in temps), rel=1e-9)
+    assert terms["class"].item() == pytest.approx(sum(class_by_hand(S, T, t) for t in temps), rel=1e-9)
+    # the levels are distinct numbers here, so a level computed by another level's formula fails above
+    assert len({round(v.item(), 9) for v in terms.values()}) == 3
     # identical logits: every level is zero
     assert all(v.item() == pytest.approx(0.0, abs=1e-12) for v in mlld_terms(tensor(S), tensor(S), temps).values())
 

@@ -9,9 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mstcli.data.sources.crisismmd import CLASS_NAMES
 from mstcli.data.store import FeatureFile
-from source_pipeline import invoke, prepare_fails, run_all_stages, write_params
+from source_pipeline import check_eval_files, invoke, prepare_fails, run_all_stages, write_params
 
 COLUMNS = [
     "event_name",
@@ -25,6 +24,17 @@ COLUMNS = [
     "label_text_image",
 ]
 WORDS = ["flood", "fire", "help", "road", "people", "damage", "rescue", "car", "@", "user", "httpurl", "look"]
+# the humanitarian task's eight labels, as CrisisMMD v2.0 writes them
+HUMANITARIAN = [
+    "not_humanitarian",
+    "affected_individuals",
+    "infrastructure_and_utility_damage",
+    "injured_or_dead_people",
+    "missing_or_found_people",
+    "rescue_volunteering_or_donation_effort",
+    "vehicle_damage",
+    "other_relevant_information",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +64,8 @@ def encoders(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def write_crisismmd(root: Path, per_part: int = 6) -> Path:
-    """Three TSVs with the real columns, a duplicated tweet_id across train/dev, one JPEG per row."""
+    """Three TSVs with the real columns, a duplicated tweet_id across train/dev, one JPEG per row; each tweet's
+    text names its own two words (WORDS[tweet % 8], WORDS[tweet // 8 % 8])."""
     rng = np.random.default_rng(0)
     (root / "crisismmd_datasplit_all").mkdir(parents=True)
     tweet = 1000
@@ -62,11 +73,11 @@ def write_crisismmd(root: Path, per_part: int = 6) -> Path:
         rows = []
         for i in range(per_part):
             tweet += 1
-            label = CLASS_NAMES[(tweet + i) % 8]
+            label = HUMANITARIAN[(tweet + i) % 8]
             image = f"data_image/event/{tweet}_0.jpg"
             (root / image).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(root / image)
-            text = f"@bob{i} look {WORDS[i % 8]} damage http://t.co/x{i}"
+            text = f"@bob{i} look {WORDS[tweet % 8]} {WORDS[tweet // 8 % 8]} http://t.co/x{i}"
             rows.append(["event", str(tweet), f"{tweet}_0", text, image, label, label, label, "Positive"])
         if part == "dev":
             rows.append(
@@ -76,6 +87,18 @@ def write_crisismmd(root: Path, per_part: int = 6) -> Path:
             writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
             writer.writerows([COLUMNS, *rows])
     return root
+
+
+def read_tsv_rows(root: Path) -> list[dict]:
+    """The fixture's TSV rows, train, dev then test, the first of each tweet_id only (the documented de-duplication)."""
+    rows, seen = [], set()
+    for part in ("train", "dev", "test"):
+        with open(root / f"crisismmd_datasplit_all/task_humanitarian_text_img_{part}.tsv", newline="") as f:
+            for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\"):
+                if row["tweet_id"] not in seen:
+                    seen.add(row["tweet_id"])
+                    rows.append(row)
+    return rows
 
 
 def test_crisismmd_tsvs_are_deduplicated_encoded_and_run(tmp_path, monkeypatch, encoders):
@@ -89,16 +112,27 @@ def test_crisismmd_tsvs_are_deduplicated_encoded_and_run(tmp_path, monkeypatch, 
         tmp_path, "crisismmd", source, {"text_model": str(text_model), "image_weights": str(weights), "encode_batch": 7}
     )
     invoke("prepare")
-    features = FeatureFile.open(tmp_path / "data/features/crisismmd.h5")
-    assert features.num_samples == 18  # the duplicate tweet 1001 in dev is dropped
+    path = tmp_path / "data/features/crisismmd.h5"
+    features = FeatureFile.open(path)
+    rows = read_tsv_rows(source)
+    assert len(rows) == features.num_samples == 18  # the duplicate tweet 1001 in dev is dropped
+    assert [r["tweet_id"] for r in rows] == [str(1001 + k) for k in range(18)]
     assert features.modalities == {"image": (2048,), "text": (12,)}
-    assert features.labels().tolist() == [CLASS_NAMES.index(CLASS_NAMES[(1001 + k + k % 6) % 8]) for k in range(18)]
+    assert sorted(features.class_names) == sorted(HUMANITARIAN)
+    assert [features.class_names[y] for y in features.labels()] == [r["label"] for r in rows]
 
+    # text: every row is the BERT pooler output of its own tweet, mentions and links normalized as BERTweet does
     tokenizer, bert = BertTokenizer.from_pretrained(text_model), BertModel.from_pretrained(text_model).eval()
+    texts = [f"@USER look {WORDS[t % 8]} {WORDS[t // 8 % 8]} HTTPURL" for t in range(1001, 1019)]
+    assert (
+        rows[1]["tweet_text"] == "@bob1 look help damage http://t.co/x1"
+        and texts[1] == "@USER look help damage HTTPURL"
+    )
     with torch.no_grad():
-        expected_text = bert(**tokenizer(["@USER look fire damage HTTPURL"], return_tensors="pt")).pooler_output
-    np.testing.assert_allclose(features.read("text", np.array([1]))[0], expected_text[0].numpy(), atol=1e-5)
+        expected_text = torch.cat([bert(**tokenizer([t], return_tensors="pt")).pooler_output for t in texts])
+    np.testing.assert_allclose(features.read("text"), expected_text.numpy(), atol=1e-5)
 
+    # image: the last row of the first encoder batch (also the first of dev), the first of the second, the last row
     net = torchvision.models.resnet50(weights=None)
     net.load_state_dict(torch.load(weights))
     net.fc = torch.nn.Identity()
@@ -109,13 +143,15 @@ def test_crisismmd_tsvs_are_deduplicated_encoded_and_run(tmp_path, monkeypatch, 
             torchvision.transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
         ]
     )
+    picked = [6, 7, 17]
+    batch = torch.stack([transform(Image.open(source / rows[k]["image"]).convert("RGB")) for k in picked])
+    assert [rows[k]["image"] for k in picked] == [f"data_image/event/{1001 + k}_0.jpg" for k in picked]
     with torch.no_grad():
-        expected_image = net.eval()(transform(Image.open(source / "data_image/event/1008_0.jpg").convert("RGB"))[None])
-    np.testing.assert_allclose(
-        features.read("image", np.array([7]))[0], expected_image[0].numpy(), rtol=1e-3, atol=2e-3
-    )
+        expected_image = net.eval()(batch)
+    np.testing.assert_allclose(features.read("image", np.array(picked)), expected_image.numpy(), rtol=1e-3, atol=2e-3)
 
-    metrics = run_all_stages(tmp_path, "text")
+    run_all_stages(tmp_path, "text")
+    metrics = check_eval_files(tmp_path, "text", path, "text")
     assert metrics["n_test"] == 18 - int(0.8 * 18)
 
 
