@@ -173,6 +173,7 @@ def test_nan_loss_stops_the_stage_and_keeps_the_last_good_epoch(inside, monkeypa
     assert not (inside / "models/nan/stage1.pt").exists() and not (inside / "results/nan/stage1.tsv").exists()
     resume_file = inside / "models/nan/.resume/stage1.pt"
     assert ResumeState.load(resume_file).epoch == 0, "the state after the last good epoch stays for a rerun"
+    assert f"the state after epoch 1 stays in {Path('models/nan/.resume/stage1.pt')}" in errors[0]
 
     monkeypatch.setattr(train_stage, "mutual_loss", real)
     other = runner.invoke(app, ["train", "-S", "common.run=nan", "-S", "train.lr=0.002", "-S", "train.epochs=1"])
@@ -205,3 +206,13 @@ def test_same_settings_give_the_same_result_twice(inside):
         reports.append(json.loads((inside / f"results/{run}/metrics.json").read_text()))
     assert reports[0] == reports[1]
     assert states_equal(inside / "models/twice-a/student.pt", inside / "models/twice-b/student.pt")
+
+
+def test_resume_every_spaces_the_saves(inside, monkeypatch):
+    """With common.resume_every=2 nothing is saved after the first epoch: a NaN in the second leaves no state."""
+    import mstcli.stages.train as train_stage
+
+    monkeypatch.setattr(train_stage, "mutual_loss", poisoned_after_first_epoch(train_stage.mutual_loss))
+    result = runner.invoke(app, ["train", "-S", "common.run=every", "-S", "common.resume_every=2"])
+    assert result.exit_code == 2 and "no resume state was saved" in result.output, result.output
+    assert not (inside / "models/every/.resume/stage1.pt").exists()

@@ -91,6 +91,7 @@ class LoopConfig:
     device: torch.device
     precision: str = "fp32"
     order_seed: int = 0  # seed of the batch-order generator
+    resume_every: int = 1  # write the resume state after every N-th epoch (0: never)
 
 
 @dataclass
@@ -117,7 +118,7 @@ def run_epochs(
     generator = seeded_generator(config.order_seed)
     rows: list[dict[str, Any]] = []
     best_epoch, best_score, best_state = -1, None, None
-    start = 0
+    start, last_saved = 0, None  # last_saved: the epoch whose state is on disk
     saved = store.load(task.name) if store is not None else None
     if saved is not None:
         for name, module in task.modules().items():
@@ -126,6 +127,7 @@ def run_epochs(
         task.load_state_dict(saved.task)
         restore_rng(saved.rng, generator)
         rows, start = list(saved.rows), saved.epoch + 1
+        last_saved = saved.epoch
         best_epoch, best_score, best_state = saved.best_epoch, saved.best_score, saved.best_state
         console.print(f"{task.name}: resuming after epoch {start}/{config.epochs} from {store.path}")
     n_batches = -(-len(train) // config.batch_size)
@@ -145,7 +147,7 @@ def run_epochs(
             task.optimizer.step()
             means.add({"loss": loss, **terms}, len(rows_of_batch))
         totals = means.means()
-        _guard(task.name, epoch, totals, store)
+        _guard(task.name, epoch, totals, store, last_saved)
         end = task.end_epoch(epoch)
         row = {"epoch": epoch, **totals, **end.row, "epoch_s": time.perf_counter() - started}
         rows.append(row)
@@ -153,7 +155,7 @@ def run_epochs(
             best_epoch, best_score, best_state = epoch, None, None
         elif best_state is None or _better(end.score, best_score):
             best_epoch, best_score, best_state = epoch, end.score, copy.deepcopy(task.selected_state())
-        if store is not None:
+        if store is not None and config.resume_every and (epoch + 1) % config.resume_every == 0:
             store.save(
                 ResumeState(
                     stage=task.name,
@@ -169,6 +171,7 @@ def run_epochs(
                     rows=rows,
                 )
             )
+            last_saved = epoch
         shown = end.shown if end.shown is not None else {"loss": totals["loss"], **end.row}
         console.print(epoch_line(task.name, epoch, config.epochs, shown))
     return LoopResult(rows, best_epoch, best_score, best_state, start - 1 if saved is not None else None)
@@ -179,14 +182,14 @@ def _better(score: float, best: float | None) -> bool:
     return best is None or math.isnan(best) or score < best
 
 
-def _guard(stage: str, epoch: int, totals: dict[str, float], store: ResumeStore | None) -> None:
+def _guard(stage: str, epoch: int, totals: dict[str, float], store: ResumeStore | None, last_saved: int | None) -> None:
     """Stop on the first non-finite term, naming a specific term before the total it makes non-finite."""
     for term, value in sorted(totals.items(), key=lambda item: item[0] == "loss"):
         if not math.isfinite(value):
             kept = (
-                f"the state after epoch {epoch} stays in {store.path}"
-                if store is not None and store.path.exists() and epoch > 0
-                else "no epoch finished"
+                f"the state after epoch {last_saved + 1} stays in {store.path}"
+                if store is not None and last_saved is not None
+                else "no resume state was saved"
             )
             raise NonFiniteLoss(
                 f"{stage}: loss term '{term}' is {value} in epoch {epoch + 1}; stopped without writing outputs"

@@ -103,7 +103,14 @@ def distill(
     inputs = stage_inputs(features, common.seed)
     key = stage_key("distill", params, settings, inputs, stage1=trio.fingerprint, masks=masks_fingerprint)
     store = ResumeStore.for_output(out, key, restart)
-    config = LoopConfig(settings.epochs, settings.batch_size, device, common.precision, order_seed=common.seed + 1)
+    config = LoopConfig(
+        settings.epochs,
+        settings.batch_size,
+        device,
+        common.precision,
+        order_seed=common.seed + 1,
+        resume_every=common.resume_every,
+    )
     result = run_epochs(task, splits["train"], config, store)
     StudentCheckpoint(
         spec=trio.spec.to_dict(),

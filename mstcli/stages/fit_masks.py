@@ -120,7 +120,14 @@ def fit_masks(
     store = ResumeStore.for_output(
         out, stage_key("fit_masks", params, settings, inputs, stage1=trio.fingerprint), restart
     )
-    config = LoopConfig(settings.epochs, settings.batch_size, device, common.precision, order_seed=common.seed)
+    config = LoopConfig(
+        settings.epochs,
+        settings.batch_size,
+        device,
+        common.precision,
+        order_seed=common.seed,
+        resume_every=common.resume_every,
+    )
     result = run_epochs(task, splits["train"], config, store)
     MasksCheckpoint(
         spec=trio.spec.to_dict(),

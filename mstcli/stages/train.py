@@ -67,7 +67,14 @@ def train(params: Params, features_path: Path, out: Path, curves: Path, restart:
     task = CollaborativeTraining(trio, splits["val"], settings.lr, settings.temperature, device, common.precision)
     inputs = stage_inputs(features, common.seed)
     store = ResumeStore.for_output(out, stage_key("train", params, settings, inputs), restart)
-    config = LoopConfig(settings.epochs, settings.batch_size, device, common.precision, order_seed=common.seed)
+    config = LoopConfig(
+        settings.epochs,
+        settings.batch_size,
+        device,
+        common.precision,
+        order_seed=common.seed,
+        resume_every=common.resume_every,
+    )
     result = run_epochs(task, splits["train"], config, store)
     trio.checkpoint(inputs, dataclasses.asdict(settings)).save(out)
     write_tsv(curves, result.rows)
