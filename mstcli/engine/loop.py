@@ -43,7 +43,7 @@ class EpochEnd:
 
     row: dict[str, float] = field(default_factory=dict)
     score: float | None = None  # lower is better; None keeps the last epoch's state
-    shown: dict[str, float] | None = None  # what the epoch line prints (default: the loss and ``row``)
+    shown: dict[str, float] | None = None  # what the epoch line prints after the loss (default: ``row``)
 
 
 class EpochTask(ABC):
@@ -172,7 +172,7 @@ def run_epochs(
                 )
             )
             last_saved = epoch
-        shown = end.shown if end.shown is not None else {"loss": totals["loss"], **end.row}
+        shown = {"loss": totals["loss"], **(end.shown if end.shown is not None else end.row)}
         console.print(epoch_line(task.name, epoch, config.epochs, shown))
     return LoopResult(rows, best_epoch, best_score, best_state, start - 1 if saved is not None else None)
 

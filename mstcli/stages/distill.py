@@ -65,7 +65,9 @@ class Distillation(EpochTask):
         with autocast(self.device, self.precision):
             val_logits = predict(self.student, self.val, 1024).float()
         val_ce, val_acc = loss_and_accuracy(val_logits, self.val.labels)
-        return EpochEnd({**stats, "val_ce": val_ce, "val_acc": val_acc}, score=val_ce)
+        row = {**stats, "val_ce": val_ce, "val_acc": val_acc}
+        shown = {k: v for k, v in row.items() if "@" not in k}  # routing shares: routing.tsv, not the epoch line
+        return EpochEnd(row, score=val_ce, shown=shown)
 
     def selected_state(self) -> dict:
         return self.student.net.state_dict()
