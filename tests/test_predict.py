@@ -154,3 +154,22 @@ def test_a_single_bad_input_is_a_one_line_error(inside, tmp_path, name):
 def test_a_run_without_student_is_a_one_line_error(inside, tmp_path):
     result = CliRunner().invoke(app, ["predict", "-S", "common.run=nothing", str(write_png(tmp_path / "1.png", 1))])
     assert result.exit_code == 2 and result.output.startswith("error: student checkpoint not found")
+
+
+def test_the_image_step_reproduces_prepared_rows(inside, tmp_path):
+    """Without pixel noise (the one random part) the feature step of predict gives prepare's rows exactly."""
+    import h5py
+
+    from mstcli.data.readers import RawInput
+    from mstcli.data.sources.avdigits import image_features
+    from mstcli.data.store import FeatureFile
+
+    out = tmp_path / "clean.h5"
+    invoke("prepare", "--out", str(out), "-S", "prepare.image_noise=0.0")
+    features = FeatureFile.open(out)
+    prepare = features.params["prepare"]
+    with h5py.File(features.params["source"]) as f:
+        raw = f["images"][:]
+    rows = np.sort(np.random.default_rng(prepare["seed"]).choice(len(raw), prepare["num_samples"], replace=False))
+    mine = image_features([RawInput("image", raw[r]) for r in rows[:8]], prepare, features.transform("image"))
+    np.testing.assert_allclose(mine, features.read("image", np.arange(8)), atol=1e-6)
