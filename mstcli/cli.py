@@ -214,6 +214,42 @@ def evaluate(
 
 @app.command()
 @user_errors
+def predict(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="images (PNG/JPEG), clips (WAV/FLAC), .npy feature arrays or folders of them")
+    ],
+    student: Annotated[
+        Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="classes shown per input")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1, help="inputs per forward pass")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of the table")] = False,
+    params_file: ParamsOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Run the student on new files through the feature step of its data set; print the top classes.
+
+    Bad inputs are listed with their reason and the others still predicted; if none is usable: exit 2."""
+    import json
+
+    params = _load(params_file, overrides)
+    from mstcli.stages.predict import predict_files
+
+    report = predict_files(inputs, student or _paths(params).student, _features(params), batch_size)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(top)))
+        return
+    from rich.console import Console
+
+    from mstcli.reports import predictions_table
+
+    Console(width=200).print(predictions_table(report, top))
+    for file, reason in report.failures:
+        typer.echo(f"skipped {file}: {reason}", err=True)
+
+
+@app.command()
+@user_errors
 def compare(
     folder: Annotated[Path, typer.Argument(help="folder searched for metrics.json files of `mst eval`")] = Path(
         "results"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from mstcli.stages.predict import PredictReport
 
 
 def metrics_table(report: dict) -> Table:
@@ -36,4 +41,20 @@ def compare_table(grid) -> Table:
     for name, cells in grid.rows:
         texts = [cell_text(c, len(grid.seeds)) for c in cells]
         table.add_row(name, *(f"[bold]{t}[/bold]" if c is not None and c[3] else t for t, c in zip(texts, cells)))
+    return table
+
+
+def predictions_table(report: "PredictReport", top: int) -> Table:
+    """The Rich table of ``mst predict``: per input, the predicted class and the ``top`` classes with probabilities."""
+    table = Table(title=f"predictions of the {report.student} student ({report.checkpoint})")
+    for column in ("input", "class", "probability", f"top {top}"):
+        table.add_column(column)
+    for prediction in report.predictions:
+        ranked = report.top(prediction, top)
+        table.add_row(
+            prediction.file,
+            ranked[0][0],
+            f"{ranked[0][1]:.1%}",
+            ", ".join(f"{name} {p:.1%}" for name, p in ranked),
+        )
     return table

@@ -68,3 +68,11 @@ def minmax_per_sample(x: np.ndarray) -> np.ndarray:
     flat = x.reshape(len(x), -1)
     lo, hi = flat.min(axis=1, keepdims=True), flat.max(axis=1, keepdims=True)
     return ((flat - lo) / np.maximum(hi - lo, 1e-8)).reshape(x.shape).astype(np.float32)
+
+
+def centred(aug: Augmentation) -> Augmentation:
+    """The augmentation a new clip gets in ``mst predict``: no speed change, gain or shift (the centre of
+    prepare's ranges), and noise at the middle of prepare's SNR range, so the clip looks like a typical
+    training clip rather than an unnaturally clean one."""
+    mid = (aug.snr_db[0] + aug.snr_db[1]) / 2
+    return Augmentation(snr_db=(mid, mid), speed=(1.0, 1.0), gain_db=(0.0, 0.0), shift_seconds=0.0)

@@ -6,6 +6,10 @@ Layout (schema 1)::
     /labels                 int64, N
     /class_names            strings, C
     /splits/permutations    int64, 20 x N    the reference split groups (see splits.py)
+    /transforms/<name>      optional: the fitted state of a modality's feature step (arrays as datasets,
+                            numbers as attrs), e.g. AV-Digits' PCA basis, so `mst predict` can featurize new raw
+                            inputs exactly as prepare did; files without it still read (predict then takes
+                            only feature arrays)
     attrs: schema_version, dataset, modalities (ordered names), params (JSON of the settings used)
 
 Rows of all modalities are paired: row i of every modality and label i describe the same sample.
@@ -94,8 +98,10 @@ class FeatureWriter:
         num_samples: int,
         class_names: list[str],
         params: dict[str, Any],
+        transforms: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.transforms = transforms or {}
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.dataset = dataset
         self.modalities = modalities
@@ -181,6 +187,13 @@ class FeatureWriter:
         f.attrs["dataset"] = self.dataset
         f.attrs["modalities"] = json.dumps(list(self.modalities))
         f.attrs["params"] = json.dumps(self.params, sort_keys=True)
+        for modality, state in self.transforms.items():
+            group = f.create_group(f"transforms/{modality}")
+            for key, value in state.items():
+                if isinstance(value, np.ndarray):
+                    group.create_dataset(key, data=value)
+                else:
+                    group.attrs[key] = value
 
 
 def write_features(
@@ -191,11 +204,18 @@ def write_features(
     labels: np.ndarray,
     class_names: list[str],
     params: dict[str, Any],
+    transforms: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Write in-memory arrays as a feature file (atomically)."""
     shapes = {name: tuple(a.shape[1:]) for name, a in arrays.items()}
     with FeatureWriter(
-        path, dataset=dataset, modalities=shapes, num_samples=len(labels), class_names=class_names, params=params
+        path,
+        dataset=dataset,
+        modalities=shapes,
+        num_samples=len(labels),
+        class_names=class_names,
+        params=params,
+        transforms=transforms,
     ) as writer:
         for name, array in arrays.items():
             writer.write(name, 0, array)
@@ -311,6 +331,17 @@ class FeatureFile:
                     f"at least {min_samples_for_splits()} samples are needed"
                 )
         return splits
+
+    def transform(self, modality: str) -> dict[str, Any] | None:
+        """The stored state of ``modality``'s feature step (arrays and numbers by name), or None for a file
+        prepared before states were stored or a modality whose step needs none."""
+        with h5py.File(self.path, "r") as f:
+            group = f.get(f"transforms/{modality}")
+            if group is None:
+                return None
+            state: dict[str, Any] = {key: value[()] for key, value in group.items()}
+            state.update({key: value.item() if hasattr(value, "item") else value for key, value in group.attrs.items()})
+            return state
 
     def labels(self) -> np.ndarray:
         with h5py.File(self.path, "r") as f:

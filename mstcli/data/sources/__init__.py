@@ -7,7 +7,7 @@ nothing else in mst needs to change for a new data set.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,12 +18,24 @@ Builder = Callable[[Path, Any, Path, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
+class FeatureStep:
+    """How one new raw input of a modality becomes a feature row the way prepare made the data set's rows, for
+    ``mst predict``. Both functions get the prepare settings recorded in the feature file and the modality's
+    stored state (``FeatureFile.transform``, None when the file has none), so no parameter is typed twice."""
+
+    reads: str  # the kind of raw input it takes (mstcli.data.readers.RawInput.kind)
+    check: Callable[[Any, dict[str, Any], dict[str, Any] | None], None]  # raises readers.BadInput
+    apply: Callable[[list[Any], dict[str, Any], dict[str, Any] | None], Any]  # inputs -> N x feature shape
+
+
+@dataclass(frozen=True)
 class DataSource:
     name: str
     modalities: tuple[str, str]
     default_source: str | None
     description: str
     build: Builder
+    feature_steps: dict[str, FeatureStep] = field(default_factory=dict)  # modality -> step; empty: only .npy
 
 
 _MODULES = ("avdigits", "avmnist", "ravdess", "vggsound", "crisismmd")

@@ -14,9 +14,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mstcli.data.audio import Augmentation, log_mel, place_in_window
-from mstcli.data.image import pca_degrade
-from mstcli.data.sources import DataSource, register
+from mstcli.data.audio import Augmentation, centred, log_mel, place_in_window
+from mstcli.data.image import PcaBasis, pca_degrade, project
+from mstcli.data.readers import BadInput, RawInput
+from mstcli.data.sources import DataSource, FeatureStep, register
 from mstcli.data.store import write_features
 from mstcli.errors import UserError
 from mstcli.ui import progress_bar
@@ -51,7 +52,7 @@ def build(source: Path, params: Any, out: Path, meta: dict[str, Any]) -> None:
 
     image_rows = np.sort(rng.choice(len(raw["images"]), size=n, replace=False))
     labels = raw["image_labels"][image_rows].astype(np.int64)
-    images = pca_degrade(raw["images"][image_rows], params.image_energy, params.image_noise, rng)
+    images, pca = pca_degrade(raw["images"][image_rows], params.image_energy, params.image_noise, rng)
 
     rate = raw["sample_rate"]
     window = int(round(params.clip_seconds * rate))
@@ -76,7 +77,57 @@ def build(source: Path, params: Any, out: Path, meta: dict[str, Any]) -> None:
         labels=labels,
         class_names=CLASS_NAMES,
         params=meta,
+        transforms={
+            "image": {"mean": pca.mean, "basis": pca.basis, "height": images.shape[2], "width": images.shape[3]},
+            "audio": {"sample_rate": rate},
+        },
     )
+
+
+def _need_state(state: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    if state is None:
+        raise BadInput(f"the feature file was prepared before mst stored {what}: run `mst prepare` again")
+    return state
+
+
+def check_image(item: RawInput, prepare: dict[str, Any], state: dict[str, Any] | None) -> None:
+    state = _need_state(state, "the image PCA basis")
+    height, width = item.data.shape
+    if (height, width) != (state["height"], state["width"]):
+        raise BadInput(f"image of {width}x{height} pixels, the student reads {state['width']}x{state['height']}")
+
+
+def image_features(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
+    """Prepare's degradation with the stored basis; the pixel noise comes from a generator seeded with
+    prepare.seed for every image, so an image's prediction does not depend on the rest of its batch."""
+    state = _need_state(state, "the image PCA basis")
+    pca = PcaBasis(mean=state["mean"], basis=state["basis"])
+    noise, seed = prepare["image_noise"], prepare["seed"]
+    return np.concatenate([project(i.data[None], pca, noise, np.random.default_rng(seed)) for i in items])
+
+
+def check_audio(item: RawInput, prepare: dict[str, Any], state: dict[str, Any] | None) -> None:
+    _need_state(state, "the audio sample rate")
+    if item.data.ndim != 1:
+        raise BadInput(f"audio of shape {item.data.shape}, expected one channel of samples")
+
+
+def audio_features(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
+    """Prepare's clip step (resampled to the source's rate, placed in the window, log-mel, min-max) with the
+    augmentation at the centre of prepare's ranges (audio.centred) and noise seeded with prepare.seed per clip."""
+    import torch
+    import torchaudio
+
+    rate = int(_need_state(state, "the audio sample rate")["sample_rate"])
+    window = int(round(prepare["clip_seconds"] * rate))
+    aug = centred(Augmentation(tuple(prepare["snr_db"]), tuple(prepare["speed"]), tuple(prepare["gain_db"]), 0.0))
+    waves = np.empty((len(items), window), dtype=np.float32)
+    for row, item in enumerate(items):
+        clip = item.data
+        if item.rate != rate:
+            clip = torchaudio.functional.resample(torch.from_numpy(clip), item.rate, rate).numpy()
+        waves[row] = place_in_window(clip, window, rate, aug, np.random.default_rng(prepare["seed"]))
+    return log_mel(waves, rate, prepare["spec_size"])
 
 
 SOURCE = register(
@@ -86,5 +137,9 @@ SOURCE = register(
         default_source="data/raw/avdigits.h5",
         description="embedded: MNIST digits (PCA-degraded) paired with spoken digits (augmented log-mel)",
         build=build,
+        feature_steps={
+            "image": FeatureStep(reads="image", check=check_image, apply=image_features),
+            "audio": FeatureStep(reads="audio", check=check_audio, apply=audio_features),
+        },
     )
 )

@@ -1,0 +1,84 @@
+"""Single raw inputs for ``mst predict``: one reader per file suffix, each returning what the feature step
+of its kind takes (an image as H x W uint8, a clip as float samples in [-1, 1] with its rate, or a feature
+array as is). A file a reader cannot use raises :class:`BadInput` with the reason, so a batch can list it and
+go on with the other files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class BadInput(Exception):
+    """One input cannot be used; the message is the reason shown next to its file name."""
+
+
+@dataclass(frozen=True)
+class RawInput:
+    kind: str  # "image", "audio" or "features"
+    data: np.ndarray
+    rate: int = 0  # samples per second of an audio clip
+
+
+def read_image(path: Path) -> RawInput:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise BadInput(f"not a readable image ({str(exc).splitlines()[0][:80] or type(exc).__name__})") from None
+    if pixels.size == 0:
+        raise BadInput("empty image")
+    return RawInput("image", pixels)
+
+
+def read_audio(path: Path) -> RawInput:
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
+    except (RuntimeError, OSError, ValueError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+        raise BadInput(f"not a readable audio file ({str(exc).splitlines()[0][:80] or type(exc).__name__})") from None
+    if len(samples) == 0:
+        raise BadInput("empty audio file (no samples)")
+    return RawInput("audio", samples.mean(axis=1), int(rate))  # channels mixed down: the features are mono
+
+
+def read_features(path: Path) -> RawInput:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise BadInput(f"not a readable .npy array ({str(exc).splitlines()[0][:80] or type(exc).__name__})") from None
+    if array.size == 0:
+        raise BadInput("empty array")
+    if not np.issubdtype(array.dtype, np.number):
+        raise BadInput(f"array of {array.dtype}, not numbers")
+    if not np.isfinite(array).all():
+        raise BadInput("array holds NaN or Inf")
+    return RawInput("features", array.astype(np.float32))
+
+
+READERS: dict[str, Callable[[Path], RawInput]] = {
+    ".png": read_image,
+    ".jpg": read_image,
+    ".jpeg": read_image,
+    ".wav": read_audio,
+    ".flac": read_audio,
+    ".npy": read_features,
+}
+
+
+def read_input(path: Path) -> RawInput:
+    """The raw input in ``path``, by its suffix."""
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise BadInput(f"unknown file type '{path.suffix}' (mst predict reads {', '.join(sorted(READERS))})")
+    if not path.is_file():
+        raise BadInput("not found" if not path.exists() else "not a file")
+    if path.stat().st_size == 0:
+        raise BadInput("empty file")
+    return reader(path)

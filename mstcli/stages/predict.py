@@ -1,0 +1,193 @@
+"""``mst predict``: the trained student on new files, through the feature step its data set was prepared with.
+
+Raw inputs (an image, a clip) are read by the reader of their suffix (data/readers.py) and featurized by the data
+set's registered feature step (data/sources), which takes its parameters from the feature file's records (the
+prepare settings and the stored state, such as the PCA basis), so a prediction sees the features training saw.
+``.npy`` arrays are taken as feature rows for any student. A bad file is reported with its reason and the rest
+of the batch is still predicted; only when nothing is usable does the whole command fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mstcli.data.readers import READERS, BadInput, RawInput, read_input
+from mstcli.data.sources import FeatureStep, get_source
+from mstcli.data.store import FeatureFile
+from mstcli.engine.checkpoints import StudentCheckpoint
+from mstcli.errors import UserError
+from mstcli.models.trio import ModalNet, RunSpec
+
+
+@dataclass
+class Prediction:
+    file: str
+    probabilities: list[float]  # one per class, in the order of PredictReport.classes
+
+
+@dataclass
+class PredictReport:
+    student: str  # the student's modality
+    checkpoint: str
+    classes: list[str]
+    predictions: list[Prediction] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def to_dict(self, top: int) -> dict[str, Any]:
+        """The JSON object of ``--json``: every prediction with its top classes and all probabilities."""
+        return {
+            "student": self.student,
+            "checkpoint": self.checkpoint,
+            "classes": self.classes,
+            "predictions": [
+                {
+                    "file": p.file,
+                    "class": self.top(p, 1)[0][0],
+                    "probability": self.top(p, 1)[0][1],
+                    "top": [{"class": c, "probability": q} for c, q in self.top(p, top)],
+                    "probabilities": p.probabilities,
+                }
+                for p in self.predictions
+            ],
+            "errors": [{"file": f, "reason": r} for f, r in self.failures],
+        }
+
+    def top(self, prediction: Prediction, k: int) -> list[tuple[str, float]]:
+        order = np.argsort(-np.asarray(prediction.probabilities), kind="stable")[:k]
+        return [(self.classes[i], prediction.probabilities[i]) for i in order]
+
+
+@dataclass
+class Student:
+    """A student net ready to predict, with what it needs to featurize raw inputs."""
+
+    path: Path
+    spec: RunSpec
+    net: ModalNet
+    fingerprint: str  # of the feature file it was trained on
+
+    @classmethod
+    def load(cls, path: Path) -> Student:
+        checkpoint = StudentCheckpoint.load(path)
+        spec = RunSpec.from_dict(checkpoint.spec)
+        net = ModalNet(spec.build_student(), (spec.student,))
+        net.net.load_state_dict(checkpoint.state)
+        net.eval()
+        return cls(path, spec, net, checkpoint.inputs["features"])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.spec.shapes[self.spec.student])
+
+    def probabilities(self, rows: np.ndarray, batch_size: int) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(rows), batch_size):
+                batch = torch.from_numpy(np.ascontiguousarray(rows[start : start + batch_size]))
+                out.append(torch.softmax(self.net({self.spec.student: batch}).float(), dim=1).numpy())
+        return np.concatenate(out) if out else np.empty((0, self.spec.num_classes), dtype=np.float32)
+
+
+def expand(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files to read: each folder becomes its readable files (sorted, not recursive); an empty folder is a failure."""
+    files, failures = [], []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READERS)
+            if not found:
+                failures.append((str(path), f"folder without input files ({', '.join(sorted(READERS))})"))
+            files.extend(found)
+        else:
+            files.append(path)
+    return files, failures
+
+
+class FeatureContext:
+    """The feature file's records, opened only when a raw input needs them (``.npy`` rows do not)."""
+
+    def __init__(self, path: Path, student: Student) -> None:
+        self.path, self.student = path, student
+        self._features: FeatureFile | None = None
+
+    def records(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        if self._features is None:
+            from mstcli.data.fingerprint import feature_fingerprint
+
+            features = FeatureFile.open(self.path)
+            if (
+                features.dataset != self.student.spec.dataset
+                or feature_fingerprint(features) != self.student.fingerprint
+            ):
+                raise UserError(
+                    f"{self.student.path} was not trained on {self.path}: its feature step cannot be recovered "
+                    "from it (prepare the run's data again or give .npy features)"
+                )
+            self._features = features
+        return self._features.params.get("prepare", {}), self._features.transform(self.student.spec.student)
+
+
+def feature_rows(item: RawInput, name: str, shape: tuple[int, ...]) -> list[tuple[str, np.ndarray]]:
+    """A ``.npy`` array as feature rows: one row of the student's shape, or a stack of them (named file[i])."""
+    if item.data.shape == shape:
+        return [(name, item.data)]
+    if item.data.ndim == len(shape) + 1 and item.data.shape[1:] == shape:
+        return [(f"{name}[{i}]", row) for i, row in enumerate(item.data)]
+    raise BadInput(f"array of shape {item.data.shape}, the student reads {shape} (or N x {shape})")
+
+
+def predict_files(inputs: list[Path], student_path: Path, features_path: Path, batch_size: int = 256) -> PredictReport:
+    """Predict every usable input; unusable ones are listed with their reason. Raises UserError when the
+    student cannot be loaded or no input is usable."""
+    student = Student.load(student_path)
+    spec = student.spec
+    step: FeatureStep | None = get_source(spec.dataset).feature_steps.get(spec.student)
+    context = FeatureContext(features_path, student)
+    report = PredictReport(spec.student, str(student_path), list(spec.class_names))
+    files, report.failures = expand(inputs)
+
+    named: list[tuple[str, np.ndarray | None]] = []  # feature rows in input order; None: a raw input, below
+    raw: list[tuple[int, RawInput]] = []
+    for path in files:
+        try:
+            item = read_input(path)
+            if item.kind == "features":
+                named.extend(feature_rows(item, str(path), student.shape))
+                continue
+            if step is None:
+                raise BadInput(f"no feature step for raw {item.kind} inputs of {spec.dataset}: give .npy features")
+            if item.kind != step.reads:
+                raise BadInput(
+                    f"a{'n' if item.kind[0] in 'aeiou' else ''} {item.kind} file, the student reads {spec.student}"
+                )
+            step.check(item, *context.records())
+        except BadInput as exc:
+            report.failures.append((str(path), str(exc)))
+            continue
+        raw.append((len(named), item))
+        named.append((str(path), None))
+
+    if raw:
+        assert step is not None
+        rows = np.concatenate(
+            [
+                step.apply([i for _, i in raw[s : s + batch_size]], *context.records())
+                for s in range(0, len(raw), batch_size)
+            ]
+        )
+        for (position, _), row in zip(raw, rows):
+            named[position] = (named[position][0], row)
+
+    if not named:
+        if not report.failures:
+            raise UserError("no inputs given")
+        file, reason = report.failures[0]
+        more = f" (and {len(report.failures) - 1} more bad inputs)" if len(report.failures) > 1 else ""
+        raise UserError(f"{file}: {reason}{more}")
+    probabilities = student.probabilities(np.stack([row for _, row in named]).astype(np.float32), batch_size)
+    report.predictions = [Prediction(name, p.tolist()) for (name, _), p in zip(named, probabilities)]
+    return report
