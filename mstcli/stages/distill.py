@@ -19,9 +19,8 @@ from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine.checkpoints import MasksCheckpoint, StudentCheckpoint
 from mstcli.engine.evaluation import loss_and_accuracy, predict
-from mstcli.engine.loop import EpochEnd, EpochTask, LoopConfig, run_epochs
+from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.outputs import write_tsv
-from mstcli.engine.resume import ResumeStore
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.errors import UserError
@@ -29,7 +28,7 @@ from mstcli.methods.base import DistillContext, DistillMethod
 from mstcli.methods.mst.experts import masks_from_entries
 from mstcli.methods.registry import method_class
 from mstcli.models.trio import ModalNet, Trio, load_frozen_trio
-from mstcli.stages.provenance import stage_inputs, stage_key
+from mstcli.stages.provenance import run_stage, stage_inputs, stage_key
 
 
 class Distillation(EpochTask):
@@ -104,16 +103,9 @@ def distill(
     task = Distillation(method, student, splits["val"], settings.lr, device, common.precision)
     inputs = stage_inputs(features, common.seed)
     key = stage_key("distill", params, settings, inputs, stage1=trio.fingerprint, masks=masks_fingerprint)
-    store = ResumeStore.for_output(out, key, restart)
-    config = LoopConfig(
-        settings.epochs,
-        settings.batch_size,
-        device,
-        common.precision,
-        order_seed=common.seed + 1,
-        resume_every=common.resume_every,
+    result, store = run_stage(
+        task, splits["train"], params, settings, device, out, key, restart, order_seed=common.seed + 1
     )
-    result = run_epochs(task, splits["train"], config, store)
     StudentCheckpoint(
         spec=trio.spec.to_dict(),
         inputs=inputs,

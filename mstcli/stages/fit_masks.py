@@ -19,9 +19,8 @@ from mstcli.data.store import FeatureFile
 from mstcli.engine.bank import logit_bank
 from mstcli.engine.checkpoints import MasksCheckpoint
 from mstcli.engine.layer_cache import build_layer_cache, plan_cache
-from mstcli.engine.loop import EpochEnd, EpochTask, LoopConfig, run_epochs
+from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.outputs import write_tsv
-from mstcli.engine.resume import ResumeStore
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.methods.losses import kd_loss
@@ -35,7 +34,7 @@ from mstcli.methods.mst.masked_teachers import (
 )
 from mstcli.methods.mst.masknet import MaskNet
 from mstcli.models.trio import Trio, load_frozen_trio
-from mstcli.stages.provenance import stage_inputs, stage_key
+from mstcli.stages.provenance import run_stage, stage_inputs, stage_key
 from mstcli.ui import stderr_console
 
 
@@ -117,18 +116,17 @@ def fit_masks(
         masked, targets, splits["val"], settings.lr, settings.temperature, settings.batch_size, device, common.precision
     )
     inputs = stage_inputs(features, common.seed)
-    store = ResumeStore.for_output(
-        out, stage_key("fit_masks", params, settings, inputs, stage1=trio.fingerprint), restart
-    )
-    config = LoopConfig(
-        settings.epochs,
-        settings.batch_size,
+    result, store = run_stage(
+        task,
+        splits["train"],
+        params,
+        settings,
         device,
-        common.precision,
+        out,
+        stage_key("fit_masks", params, settings, inputs, stage1=trio.fingerprint),
+        restart,
         order_seed=common.seed,
-        resume_every=common.resume_every,
     )
-    result = run_epochs(task, splits["train"], config, store)
     MasksCheckpoint(
         spec=trio.spec.to_dict(),
         inputs=inputs,

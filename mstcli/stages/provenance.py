@@ -1,4 +1,5 @@
-"""What a stage records about where its result came from, and the key that lets a killed stage resume.
+"""What a stage records about where its result came from, the key that lets a killed stage resume, and the
+call that runs a stage's epochs on the engine, resumably.
 
 Every checkpoint records its inputs (data set, feature-file fingerprint, split group); the resume key is a digest
 of the stage's settings, the ``common`` settings that change its numbers, and the fingerprints of its inputs, so a
@@ -8,13 +9,16 @@ rerun continues a killed stage only when it would compute the same thing.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from mstcli.config import Params
 from mstcli.data.fingerprint import feature_fingerprint
 from mstcli.data.store import FeatureFile
 from mstcli.engine.checkpoints import Inputs
-from mstcli.engine.resume import resume_key
+from mstcli.engine.loop import EpochTask, LoopConfig, LoopResult, run_epochs
+from mstcli.engine.resume import ResumeStore, resume_key
+from mstcli.engine.splits import Split
 
 # common settings that change a stage's numbers (run, threads and memory_mb do not)
 RESULT_COMMON = ("dataset", "student", "seed", "device", "precision", "compile", "deterministic")
@@ -27,3 +31,28 @@ def stage_inputs(features: FeatureFile, split_group: int) -> dict[str, Any]:
 def stage_key(stage: str, params: Params, settings: Any, inputs: dict[str, Any], **more_inputs: Any) -> str:
     common = {name: getattr(params.common, name) for name in RESULT_COMMON}
     return resume_key(stage, {"common": common, stage: dataclasses.asdict(settings)}, {**inputs, **more_inputs})
+
+
+def run_stage(
+    task: EpochTask,
+    train: Split,
+    params: Params,
+    settings: Any,
+    device: Any,
+    output: Path,
+    key: str,
+    restart: bool,
+    order_seed: int,
+) -> tuple[LoopResult, ResumeStore]:
+    """A stage's epochs on the engine, resumable from ``output``'s resume state. The caller writes its outputs,
+    then clears the returned store (a state removed earlier would be lost if writing the outputs failed)."""
+    store = ResumeStore.for_output(output, key, restart)
+    config = LoopConfig(
+        settings.epochs,
+        settings.batch_size,
+        device,
+        params.common.precision,
+        order_seed=order_seed,
+        resume_every=params.common.resume_every,
+    )
+    return run_epochs(task, train, config, store), store

@@ -16,14 +16,13 @@ from torch import nn
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine.evaluation import loss_and_accuracy, predict
-from mstcli.engine.loop import EpochEnd, EpochTask, LoopConfig, run_epochs
+from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.outputs import write_tsv
-from mstcli.engine.resume import ResumeStore
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.methods.mst.losses import mutual_loss
 from mstcli.models.trio import RunSpec, Trio
-from mstcli.stages.provenance import stage_inputs, stage_key
+from mstcli.stages.provenance import run_stage, stage_inputs, stage_key
 
 
 class CollaborativeTraining(EpochTask):
@@ -66,16 +65,17 @@ def train(params: Params, features_path: Path, out: Path, curves: Path, restart:
         maybe_compile(net.net, common.compile)
     task = CollaborativeTraining(trio, splits["val"], settings.lr, settings.temperature, device, common.precision)
     inputs = stage_inputs(features, common.seed)
-    store = ResumeStore.for_output(out, stage_key("train", params, settings, inputs), restart)
-    config = LoopConfig(
-        settings.epochs,
-        settings.batch_size,
+    result, store = run_stage(
+        task,
+        splits["train"],
+        params,
+        settings,
         device,
-        common.precision,
+        out,
+        stage_key("train", params, settings, inputs),
+        restart,
         order_seed=common.seed,
-        resume_every=common.resume_every,
     )
-    result = run_epochs(task, splits["train"], config, store)
     trio.checkpoint(inputs, dataclasses.asdict(settings)).save(out)
     write_tsv(curves, result.rows)
     store.clear()
