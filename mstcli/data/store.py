@@ -53,8 +53,9 @@ def non_finite_rows(block: np.ndarray) -> np.ndarray:
     return np.flatnonzero(~finite)
 
 
-def require_finite(path: Path, modality: str, block: np.ndarray, rows: np.ndarray | None = None) -> None:
-    """Refuse rows of ``modality`` read from the feature file ``path`` that hold a NaN or an Inf.
+def require_finite(path: Path, modality: str, block: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """``block`` itself, once checked free of NaN and Inf: rows of ``modality`` read from the feature file ``path``
+    that hold one are refused (a bad value would otherwise show up only as a NaN loss, after training on it).
 
     ``rows`` are the file rows (sample numbers) of ``block``'s rows, so the message names the first bad
     sample of the file, not a position in a split or a batch; None means ``block`` starts at row 0.
@@ -65,6 +66,7 @@ def require_finite(path: Path, modality: str, block: np.ndarray, rows: np.ndarra
         raise UserError(
             f"{path}: modality '{modality}' has NaN or Inf values (first in row {first}); prepare the data set again"
         )
+    return block
 
 
 @cache

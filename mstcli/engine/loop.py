@@ -100,7 +100,6 @@ class LoopResult:
     best_epoch: int
     best_score: float | None
     best_state: Any  # None when the task has no score: its nets after the last epoch are the result
-    resumed_after: int | None  # the epoch a resumed run continued after, None for a fresh run
 
 
 class NonFiniteLoss(UserError):
@@ -174,7 +173,7 @@ def run_epochs(
             last_saved = epoch
         shown = {"loss": totals["loss"], **(end.shown if end.shown is not None else end.row)}
         console.print(epoch_line(task.name, epoch, config.epochs, shown))
-    return LoopResult(rows, best_epoch, best_score, best_state, start - 1 if saved is not None else None)
+    return LoopResult(rows, best_epoch, best_score, best_state)
 
 
 def _better(score: float, best: float | None) -> bool:

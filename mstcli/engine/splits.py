@@ -54,18 +54,11 @@ def load_splits(
     out = {}
     for name in names:
         rows = indices[name]
-        inputs = {m: _finite(features.path, m, features.read(m, rows), rows) for m in modalities}
+        inputs = {m: require_finite(features.path, m, features.read(m, rows), rows) for m in modalities}
         out[name] = Split(
             {m: torch.from_numpy(x).to(device) for m, x in inputs.items()}, labels[torch.from_numpy(rows)].to(device)
         )
     return out
-
-
-def _finite(path: Path, modality: str, block: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``block`` (file rows ``rows`` of ``modality``) once checked free of NaN and Inf: a bad value would
-    otherwise only show up as a NaN loss, after training on it."""
-    require_finite(path, modality, block, rows)
-    return block
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None, device: torch.device) -> Iterator[torch.Tensor]:
@@ -121,7 +114,7 @@ class LazySplit:
         """Inputs of split rows ``rows`` (positions in this split), on the CPU."""
         wanted = self.indices[np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows, dtype=np.int64)]
         group = self._handle()["modalities"]
-        inputs = {m: _finite(self.path, m, gather_rows(group[m], wanted), wanted) for m in self.modalities}
+        inputs = {m: require_finite(self.path, m, gather_rows(group[m], wanted), wanted) for m in self.modalities}
         return {m: torch.from_numpy(x) for m, x in inputs.items()}
 
     def batch(self, rows: torch.Tensor) -> Split:
