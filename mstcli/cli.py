@@ -66,7 +66,8 @@ def _load(params_file: Optional[Path], overrides: Optional[list[str]], extra: di
     """The settings of params.yaml with the overrides, validated (distill.method against the method registry, so a
     typo stops every command at once, not only `mst distill`)."""
     from mstcli.config import load_params
-    from mstcli.methods.registry import entry
+    from mstcli.methods.constants import check_method_names
+    from mstcli.methods.registry import entry, method_names
 
     items = list(overrides or [])
     for key, value in (extra or {}).items():
@@ -74,6 +75,7 @@ def _load(params_file: Optional[Path], overrides: Optional[list[str]], extra: di
             items.append(f"{key}={value}")
     params = load_params(params_file, items)
     entry(params.distill.method)
+    check_method_names(params.distill.constants, method_names())
     return params
 
 
@@ -313,15 +315,39 @@ def datasets() -> None:
 
 @app.command()
 @user_errors
-def methods() -> None:
+def methods(
+    constants: Annotated[
+        bool, typer.Option("--constants", help="show each method's constants in the reference and paper sets")
+    ] = False,
+) -> None:
     """List the distillation methods of `mst distill --method`."""
     from rich.console import Console
     from rich.table import Table
 
     import sys
 
+    from mstcli.methods.constants import SET_NAMES, constants_record
     from mstcli.methods.registry import ENTRIES
 
+    if constants:
+        table = Table(
+            title="constants of the comparison methods (distill.baseline_settings; change one with"
+            " -S 'distill.constants={NAME: {KEY: VALUE}}')"
+        )
+        for column in ("method", "constant", *SET_NAMES):
+            table.add_column(column)
+        for entry in ENTRIES:
+            sets = entry.load().CONSTANT_SETS
+            if not sets:
+                continue
+            records = {name: constants_record(sets[name]) for name in SET_NAMES}
+            for i, key in enumerate(records["reference"]):
+                values = [str(records[name][key]) for name in SET_NAMES]
+                style = "" if values[0] == values[1] else "bold"
+                table.add_row(entry.name if i == 0 else "", key, *values, style=style)
+            table.add_section()
+        Console().print(table)
+        return
     table = Table(title="distillation methods (mst distill --method NAME [--teacher mm|cm])")
     for column in ("name", "what it is (first line of its module's docstring)"):
         table.add_column(column)

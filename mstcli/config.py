@@ -31,6 +31,8 @@ def _opt(default: Any, help: str, min: float | None = None, max: float | None = 
     meta = {"help": help, "min": min, "max": max, **extra}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -140,7 +142,6 @@ class DistillParams:
     w_task: float = _opt(1.0, "weight of the CE term", min=0.0)
     w_kl: float = _opt(1.0, "initial weight of the distillation term", min=0.0)
     w_lb: float = _opt(1.0, "initial weight of the load-balancing term", min=0.0)
-    kd_alpha: float = _opt(0.5, "--method kd: loss = (1 - alpha) CE + alpha KD", min=0.0, max=1.0)
     compose: Literal["cumulative", "single"] = _opt(
         "cumulative", "expert j runs with masks 1..j of its teacher (reference) or with its own mask only"
     )
@@ -159,13 +160,15 @@ class DistillParams:
     student_init: Literal["auto", "stage1", "scratch"] = _opt(
         "auto", "student start: auto = stage 1 for mst, from scratch for none/kd (as the reference baselines)"
     )
-    dkd_beta: float = _opt(
-        8.0, "--method dkd: weight of the non-target-class term NCKD (paper: 8 on CIFAR-100)", min=0.0
+    baseline_settings: Literal["reference", "paper"] = _opt(
+        "reference",
+        "constants of the comparison methods: the MST-Distill reference scripts' values (the paper's where the"
+        " reference has no script: dkd, dist, pkt, dml) or the original papers' (`mst methods --constants`)",
     )
-    fitnet_hint_epochs: int = _opt(
-        0, "--method fitnet: hint-training epochs before KD (0: a third of distill.epochs)", min=0
+    constants: dict[str, dict[str, Any]] = _opt(
+        {},
+        "per-method changes to the chosen constants set, e.g. {rkd: {distance_weight: 1.0}, kd: {alpha: 0.9}}",
     )
-    crd_negatives: int = _opt(4096, "--method crd: negatives per sample (at most the train rows - 1)", min=1)
 
 
 @dataclass(frozen=True)
@@ -229,11 +232,25 @@ def parse_params(raw: dict[str, Any]) -> Params:
     return Params(**sections)
 
 
+#: keys that became a method's constants (methods/constants.py): an old params.yaml gets told where they went
+MOVED_KEYS = {
+    "distill.kd_alpha": "distill.constants={kd: {alpha: ...}} (also fitnet, mgdfr)",
+    "distill.dkd_beta": "distill.constants={dkd: {beta: ...}}",
+    "distill.fitnet_hint_epochs": "distill.constants={fitnet: {hint_fraction: ...}}",
+    "distill.crd_negatives": "distill.constants={crd: {negatives: ...}}",
+}
+
+
 def _parse_section(section: str, cls: type, values: dict[str, Any]) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     parsed = {}
     for key, value in values.items():
+        if f"{section}.{key}" in MOVED_KEYS:
+            raise UserError(
+                f"{section}.{key} is now a method constant: use {MOVED_KEYS[f'{section}.{key}']}"
+                " (`mst methods --constants` lists them)"
+            )
         if key not in known:
             raise UserError(f"unknown params key '{section}.{key}' (known: {', '.join(known)})")
         parsed[key] = _check_value(f"{section}.{key}", hints[key], value, known[key].metadata)
@@ -252,6 +269,15 @@ def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any
         if value not in args:
             raise UserError(f"{name} must be one of {', '.join(map(str, args))}, got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{name} must be a mapping, got {value!r}")
+        inner = args[1] if len(args) == 2 else Any
+        if typing.get_origin(inner) is dict:
+            for key, item in value.items():
+                if item is not None and not isinstance(item, dict):
+                    raise UserError(f"{name}.{key} must be a mapping, got {item!r}")
+        return {k: (v or {}) if typing.get_origin(inner) is dict else v for k, v in value.items()}
     if origin is list:
         (item,) = args
         if not isinstance(value, list):

@@ -187,7 +187,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("feature_kd")
     raw = write_raw_avdigits(root / "raw.h5", num_images=400)
     params = dict(TINY, prepare={**TINY["prepare"], "source": str(raw)}, train={**TINY["train"], "epochs": 1})
-    params["distill"] = {**TINY["distill"], "epochs": 2, "fitnet_hint_epochs": 1}
+    params["distill"] = {**TINY["distill"], "epochs": 2, "constants": {"fitnet": {"hint_fraction": 0.5}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
@@ -228,6 +228,6 @@ def test_fitnet_refuses_hint_epochs_that_leave_no_kd(trained, monkeypatch):
     from mstcli.cli import app
 
     monkeypatch.chdir(trained)
-    args = ["distill", "--method", "fitnet", "-S", "common.run=image", "-S", "distill.fitnet_hint_epochs=2"]
+    args = ["distill", "--method", "fitnet", "-S", "common.run=image", "-S", "distill.constants={fitnet: {hint_fraction: 1.0}}"]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2 and "distill.fitnet_hint_epochs" in result.output
+    assert result.exit_code == 2 and "hint_fraction" in result.output and "leaves no KD epoch" in result.output

@@ -95,7 +95,9 @@ class Watched(Distillation):
 def test_frozen_teachers_keep_weights_and_batchnorm_statistics(name):
     trio = bn_trio("audio")
     splits = {"train": random_split(24), "val": random_split(8, seed=2)}
-    settings = dataclasses.replace(DistillParams(), method=name, epochs=2, batch_size=8, crd_negatives=8)
+    settings = dataclasses.replace(
+        DistillParams(), method=name, epochs=2, batch_size=8, constants={"crd": {"negatives": 8}}
+    )
     cls = method_class(name)
     masks = None
     if cls.needs_masks:
@@ -137,7 +139,7 @@ def test_a_methods_own_state_round_trips(name):
     trio = bn_trio("audio")
     splits = {"train": random_split(24), "val": random_split(8, seed=2)}
     settings = dataclasses.replace(
-        DistillParams(), method=name, epochs=2, batch_size=8, crd_negatives=8, fitnet_hint_epochs=1
+        DistillParams(), method=name, epochs=2, batch_size=8, constants={"crd": {"negatives": 8}}
     )
     cls = method_class(name)
     masks = build_masks(trio, splits["train"].batch(torch.arange(2)), layers=2, heads=1, factor=32)

@@ -158,6 +158,7 @@ class StudentCheckpoint(MadeFrom):
     best_epoch: int = 0
     val_ce: float = 0.0
     stage1: str = ""  # fingerprint of the stage-1 run whose teachers (or student) it learned from
+    method_constants: dict[str, Any] = field(default_factory=dict)  # the constants the method ran with
 
 
 @dataclass

@@ -18,6 +18,11 @@ some point (MGDFR's teacher after its ranking), are ``frozen_modules``: ``train(
 BatchNorm layers neither normalise with batch statistics nor update their running statistics. A method's own
 state besides its modules (decayed loss weights, memory banks, routing counts) goes through ``state_dict`` /
 ``load_state_dict`` so that a resumed run continues exactly.
+
+A comparison method's numeric constants (loss weights, embedding sizes, its optimizer where the reference uses
+another one) are data, not code: ``CONSTANT_SETS`` maps a set name (``reference``, ``paper``) to an instance of
+the method's frozen constants dataclass; ``self.constants`` is the set ``distill.baseline_settings`` with
+``distill.constants.<name>`` applied (``methods/constants.py``), and every result records it.
 """
 
 from __future__ import annotations
@@ -52,9 +57,26 @@ class DistillMethod(ABC):
     name: ClassVar[str]
     continues_stage1: ClassVar[bool] = False
     needs_masks: ClassVar[bool] = False
+    CONSTANT_SETS: ClassVar[dict[str, Any]] = {}  # set name -> the method's constants (a frozen dataclass)
 
     def __init__(self, context: DistillContext) -> None:
         self.settings = context.settings
+        self.constants: Any = self.constants_for(context.settings)
+
+    @classmethod
+    def constants_for(cls, settings: DistillParams) -> Any:
+        """The constants this method runs with under ``settings`` (None for a method without constants)."""
+        from mstcli.methods.constants import resolve_constants
+
+        if not cls.CONSTANT_SETS:
+            return None
+        overrides = settings.constants.get(cls.name, {}) if settings.constants else {}
+        return resolve_constants(cls.name, cls.CONSTANT_SETS, settings.baseline_settings, overrides)
+
+    def make_optimizer(self, parameters: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        """The optimizer of the student and the extra modules: Adam at ``distill.lr`` (as every reference script
+        but C2KD's and MGDFR's, which override this when their set asks for SGD)."""
+        return torch.optim.Adam(parameters, lr=lr)
 
     @property
     def teacher_label(self) -> str | None:

@@ -25,6 +25,7 @@ from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod
+from mstcli.methods.constants import constants_record
 from mstcli.methods.mst.experts import masks_from_entries
 from mstcli.methods.registry import method_class
 from mstcli.models.trio import ModalNet, Trio, load_frozen_trio
@@ -42,7 +43,7 @@ class Distillation(EpochTask):
         self.device, self.precision = device, precision
         self.name = f"S3 {method.name}"
         trainable = [p for m in [student, *method.extra_modules()] for p in m.parameters()]
-        self.optimizer = torch.optim.Adam(trainable, lr=lr)
+        self.optimizer = method.make_optimizer(trainable, lr)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"student": self.student, **{f"extra{i}": m for i, m in enumerate(self.method.extra_modules())}}
@@ -93,6 +94,8 @@ def distill(
     device = runtime_for(common)
     trio = load_frozen_trio(stage1_path, features, common.seed, device)
     cls = method_class(settings.method)
+    for name in settings.constants:  # every override is checked before anything slow, not only the chosen one's
+        method_class(name).constants_for(settings)
     masks, masks_fingerprint = _masks(cls, masks_path, trio) if cls.needs_masks else (None, None)
     splits = load_splits(
         features, common.seed, list(trio.spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
@@ -116,6 +119,7 @@ def distill(
         best_epoch=result.best_epoch,
         val_ce=result.best_score,
         stage1=trio.fingerprint,
+        method_constants=constants_record(method.constants),
     ).save(out)
     write_tsv(curves, result.rows)
     write_tsv(routing, [{"epoch": r["epoch"], **{k: v for k, v in r.items() if "@" in k}} for r in result.rows])

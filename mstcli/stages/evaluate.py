@@ -37,6 +37,9 @@ def evaluate(params: Params, features_path: Path, student_path: Path, metrics_pa
         "split_group": group,
         "seed": group,  # common.seed is both the seed and the split group
         "best_epoch": checkpoint.best_epoch,
+        # which constants a comparison method ran with: the set and the values (empty for mst and none)
+        "baseline_settings": checkpoint.settings.get("baseline_settings") if checkpoint.method_constants else None,
+        "method_constants": checkpoint.method_constants,
         **metrics,
     }
     write_json(metrics_path, report)

@@ -14,11 +14,17 @@ All KL terms use distill.temperature and weight 1. The teacher is a trainable co
 (``--teacher``; the reference's default is CM), and the student starts from scratch. Simplifications, documented
 honestly: the proxies read ``mask_layers[0]`` of each net (globally average-pooled when it is a feature map)
 through a two-layer MLP, a choice of ours (the paper says only "a learnable proxy" on intermediate features);
-the optimizer is the S3 loop's Adam (the reference uses SGD 0.01, momentum 0.9); the mean of the selected
-samples' non-target KL is used (0 when none is selected).
+the mean of the selected samples' non-target KL is used (0 when none is selected).
+
+Constants: the ``reference`` set trains with the reference script's SGD (lr 0.01, momentum 0.9) instead of the
+S3 loop's Adam at ``distill.lr``; the ``paper`` set uses that Adam (the optimizer is not in what we read of the
+paper); both use Kendall threshold 0 (the reference's ``krc``) and 128 hidden proxy units.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -87,10 +93,21 @@ class Proxy(nn.Module):
         return self.head(features)
 
 
+@dataclass(frozen=True)
+class C2KDConstants:
+    krc_threshold: float  # samples whose proxies' Kendall tau exceeds this are distilled
+    proxy_hidden: int
+    optimizer: Literal["sgd", "adam"]  # sgd: sgd_lr and momentum; adam: distill.lr
+    sgd_lr: float
+    momentum: float
+
+
 class CustomizedCrossModalKD(DistillMethod):
     name = "c2kd"
-    KRC_THRESHOLD = 0.0
-    PROXY_HIDDEN = 128
+    CONSTANT_SETS = {
+        "reference": C2KDConstants(0.0, 128, optimizer="sgd", sgd_lr=0.01, momentum=0.9),
+        "paper": C2KDConstants(0.0, 128, optimizer="adam", sgd_lr=0.01, momentum=0.9),
+    }
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
@@ -113,11 +130,17 @@ class CustomizedCrossModalKD(DistillMethod):
         ):
             with torch.no_grad():
                 net(sample.inputs)
-            proxies.append(Proxy(tap[layer].shape[1], classes, self.PROXY_HIDDEN).to(context.device))
+            proxies.append(Proxy(tap[layer].shape[1], classes, self.constants.proxy_hidden).to(context.device))
         return proxies[0], proxies[1]
 
     def extra_modules(self) -> list[nn.Module]:
         return [self.teacher, self.student_proxy, self.teacher_proxy]
+
+    def make_optimizer(self, parameters: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        c = self.constants
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(parameters, lr=c.sgd_lr, momentum=c.momentum)
+        return super().make_optimizer(parameters, lr)
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         student_features = self.student_tap[self.student_layer]  # from the forward that made student_logits
@@ -129,7 +152,7 @@ class CustomizedCrossModalKD(DistillMethod):
             self.teacher_proxy(self.teacher_tap[self.teacher_layer]),
             batch.labels,
             self.temperature,
-            self.KRC_THRESHOLD,
+            self.constants.krc_threshold,
         )
         selected = terms.pop("selected")
         total = sum(terms.values())

@@ -8,18 +8,20 @@ scores the positive pair (its own row) against N rows drawn uniformly from the o
 teacher anchor against the student bank; summed, as in the authors' release). After each batch the banks' rows
 move towards the new embeddings with momentum 0.5 and are renormalized.
 
-loss = CE + 0.8 CRD: the paper's default (beta = 0.8); "CRD+KD" is a separate variant there, so no KD term. The
-reference code uses alpha = 0.5 instead. The paper's h leaves out the normalization of exp(a.b / tau) that its
+``paper`` constants: loss = CE + 0.8 CRD, the paper's default (beta = 0.8); "CRD+KD" is a separate variant
+there, so no KD term. ``reference`` constants (the MST-Distill reference script): (1 - alpha) CE + alpha CRD,
+alpha = 0.5; embedding, tau, momentum and negatives as the paper's. The paper's h leaves out the normalization of exp(a.b / tau) that its
 NCE derivation (noise density 1/M against a normalized model density) assumes; taken literally each sample starts
 at about N log 2 and must push thousands of negatives below cosine -0.3, which cannot be reached. So, as the
 authors' release (after Wu et al. 2018), exp(a.b / tau) is divided by Z = M * mean exp(score), estimated on the
 first batch and then fixed, one Z per direction.
-N = ``distill.crd_negatives`` (4,096, the paper's) is clamped to M - 1 when the train split is smaller.
+N = the ``negatives`` constant (4,096, the paper's) is clamped to M - 1 when the train split is smaller.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -74,23 +76,34 @@ class MemoryBank:
         self.vectors = self.vectors.index_copy(0, rows, F.normalize(mixed, dim=1))
 
 
+@dataclass(frozen=True)
+class CRDConstants:
+    ce_weight: float
+    crd_weight: float
+    embedding: int
+    tau: float
+    momentum: float  # of the memory banks
+    negatives: int  # per sample, clamped to the train rows - 1
+
+
 class ContrastiveRD(DistillMethod):
     name = "crd"
-    EMBEDDING = 128
-    TAU = 0.07
-    MOMENTUM = 0.5
-    BETA = 0.8  # weight of the CRD term (the paper's default)
+    CONSTANT_SETS = {
+        "reference": CRDConstants(0.5, 0.5, embedding=128, tau=0.07, momentum=0.5, negatives=4096),
+        "paper": CRDConstants(1.0, 0.8, embedding=128, tau=0.07, momentum=0.5, negatives=4096),
+    }
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
+        c = self.constants
         self.pair = TappedPair(context, layers=False, penultimate=True)
         self.rows = len(context.splits["train"])
-        self.negatives = min(context.settings.crd_negatives, self.rows - 1)
+        self.negatives = min(c.negatives, self.rows - 1)
         widths = self.pair.student_shapes[PENULTIMATE][0], self.pair.teacher_shapes[PENULTIMATE][0]
-        self.student_head = l2_normalized_embedding(widths[0], self.EMBEDDING).to(context.device)
-        self.teacher_head = l2_normalized_embedding(widths[1], self.EMBEDDING).to(context.device)
-        self.student_bank = MemoryBank(self.rows, self.EMBEDDING, self.MOMENTUM, context.device)
-        self.teacher_bank = MemoryBank(self.rows, self.EMBEDDING, self.MOMENTUM, context.device)
+        self.student_head = l2_normalized_embedding(widths[0], c.embedding).to(context.device)
+        self.teacher_head = l2_normalized_embedding(widths[1], c.embedding).to(context.device)
+        self.student_bank = MemoryBank(self.rows, c.embedding, c.momentum, context.device)
+        self.teacher_bank = MemoryBank(self.rows, c.embedding, c.momentum, context.device)
         self.log_z: list[float | None] = [None, None]  # student-anchor and teacher-anchor directions
 
     def extra_modules(self) -> list[nn.Module]:
@@ -108,7 +121,8 @@ class ContrastiveRD(DistillMethod):
             self.student_bank.update(batch.rows, student)
             self.teacher_bank.update(batch.rows, teacher)
         ce = F.cross_entropy(student_logits, batch.labels)
-        return ce + self.BETA * crd, {"ce": ce.detach(), "crd": crd.detach()}
+        c = self.constants
+        return c.ce_weight * ce + c.crd_weight * crd, {"ce": ce.detach(), "crd": crd.detach()}
 
     def state_dict(self) -> dict[str, Any]:
         """The memory banks and the fixed normalizers: a resumed run must contrast against the same memory."""
@@ -125,7 +139,7 @@ class ContrastiveRD(DistillMethod):
 
     def _direction(self, index: int, anchors, bank: "MemoryBank", rows, negatives) -> torch.Tensor:
         """NCE of one net's embeddings against the other net's memory; Z is fixed at the first batch."""
-        positive, negative = contrast_scores(anchors, bank.vectors, rows, negatives, self.TAU)
+        positive, negative = contrast_scores(anchors, bank.vectors, rows, negatives, self.constants.tau)
         if self.log_z[index] is None:
             self.log_z[index] = log_normalizer(positive, negative, self.rows)
         return crd_nce_loss(positive, negative, self.rows, self.log_z[index])

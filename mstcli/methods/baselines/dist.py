@@ -12,6 +12,8 @@ nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -37,11 +39,19 @@ def dist_terms(student: torch.Tensor, teacher: torch.Tensor, temperature: float)
     return temperature**2 * inter, temperature**2 * intra
 
 
+@dataclass(frozen=True)
+class DISTConstants:
+    temperature: float
+    beta: float  # inter-class weight
+    gamma: float  # intra-class weight
+
+
+_DIST_PAPER = DISTConstants(temperature=1.0, beta=1.0, gamma=1.0)  # the paper's ImageNet setting
+
+
 class DistillationFromStrongerTeacher(DistillMethod):
     name = "dist"
-    TEMPERATURE = 1.0
-    BETA = 1.0  # inter-class weight
-    GAMMA = 1.0  # intra-class weight
+    CONSTANT_SETS = {"reference": _DIST_PAPER, "paper": _DIST_PAPER}  # no reference script
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
@@ -50,6 +60,7 @@ class DistillationFromStrongerTeacher(DistillMethod):
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
-        inter, intra = dist_terms(student_logits, target, self.TEMPERATURE)
-        total = ce + self.BETA * inter + self.GAMMA * intra
+        c = self.constants
+        inter, intra = dist_terms(student_logits, target, c.temperature)
+        total = ce + c.beta * inter + c.gamma * intra
         return total, {"ce": ce.detach(), "inter": inter.detach(), "intra": intra.detach()}

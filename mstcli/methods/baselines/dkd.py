@@ -3,7 +3,7 @@
 Hinton's KD splits into a target-class part (TCKD: KL between the binary distributions [p_target, 1 - p_target])
 and a non-target-class part (NCKD: KL between the distributions over the other classes, renormalized). DKD
 weights them independently: loss = CE + warmup * (alpha TCKD + beta NCKD), both KL terms times tau^2 as in KD.
-The paper uses alpha = 1, beta = 8 (CIFAR-100; beta is data-set dependent, hence ``distill.dkd_beta``), tau = 4
+The paper uses alpha = 1, beta = 8 (CIFAR-100; beta is data-set dependent: the ``beta`` constant), tau = 4
 and a linear warm-up of the distillation term over the first 20 of 240 epochs; here the warm-up covers the same
 fraction (1/12) of this run's epochs, at least one.
 """
@@ -11,6 +11,7 @@ fraction (1/12) of this run's epochs, at least one.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -54,16 +55,25 @@ def non_target_kd_per_sample(
     return temperature**2 * (n_target.exp() * (n_target - n_trained)).sum(1)
 
 
+@dataclass(frozen=True)
+class DKDConstants:
+    alpha: float  # TCKD weight
+    beta: float  # NCKD weight (data-set dependent in the paper: 8 on CIFAR-100, 0.5 on ImageNet)
+    warmup_fraction: float  # share of the epochs over which the distillation weight rises linearly to 1
+
+
+_DKD_PAPER = DKDConstants(alpha=1.0, beta=8.0, warmup_fraction=20 / 240)  # CIFAR-100: 20 warm-up epochs of 240
+
+
 class DecoupledKD(DistillMethod):
     name = "dkd"
-    ALPHA = 1.0  # TCKD weight
-    WARMUP_FRACTION = 20 / 240  # the paper's 20 warm-up epochs of 240
+    # no reference script: both sets are the paper's
+    CONSTANT_SETS = {"reference": _DKD_PAPER, "paper": _DKD_PAPER}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
-        self.settings = context.settings
         self.teacher = FrozenTeacher(context)
-        self.warmup_epochs = max(1, math.ceil(self.WARMUP_FRACTION * context.settings.epochs))
+        self.warmup_epochs = max(1, math.ceil(self.constants.warmup_fraction * context.settings.epochs))
         self.epoch = 0
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
@@ -71,7 +81,7 @@ class DecoupledKD(DistillMethod):
         ce = F.cross_entropy(student_logits, batch.labels)
         tckd, nckd = dkd_terms(student_logits, target, batch.labels, self.settings.temperature)
         warmup = min((self.epoch + 1) / self.warmup_epochs, 1.0)
-        total = ce + warmup * (self.ALPHA * tckd + self.settings.dkd_beta * nckd)
+        total = ce + warmup * (self.constants.alpha * tckd + self.constants.beta * nckd)
         return total, {"ce": ce.detach(), "tckd": tckd.detach(), "nckd": nckd.detach()}
 
     def start_epoch(self, epoch: int) -> None:

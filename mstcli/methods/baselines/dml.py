@@ -13,6 +13,8 @@ re-implementations do.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -32,9 +34,14 @@ def mutual_pair_loss(
     return student_loss, peer_loss
 
 
+@dataclass(frozen=True)
+class DMLConstants:
+    temperature: float  # the paper has none, i.e. 1
+
+
 class DeepMutualLearning(DistillMethod):
     name = "dml"
-    TEMPERATURE = 1.0
+    CONSTANT_SETS = {"reference": DMLConstants(1.0), "paper": DMLConstants(1.0)}  # no reference script
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
@@ -45,5 +52,5 @@ class DeepMutualLearning(DistillMethod):
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         peer_logits = self.peer(batch.inputs)
-        student_loss, peer_loss = mutual_pair_loss(student_logits, peer_logits, batch.labels, self.TEMPERATURE)
+        student_loss, peer_loss = mutual_pair_loss(student_logits, peer_logits, batch.labels, self.constants.temperature)
         return student_loss + peer_loss, {"student": student_loss.detach(), "peer": peer_loss.detach()}

@@ -20,6 +20,7 @@ exact in closed form, so all units are scored at once; "channel" of a flattened 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -67,20 +68,30 @@ def freeze_to_batch_mean(features: torch.Tensor, keep: torch.Tensor) -> torch.Te
     return torch.where(keep, features, features.mean(dim=0, keepdim=True))
 
 
+@dataclass(frozen=True)
+class MGDFRConstants:
+    cotrain_fraction: float  # share of the epochs spent co-training (the reference: 100 of 100 + 100)
+    keep_fraction: float  # the salient units kept; the others are frozen to their batch mean
+    repeats: int  # permutations per unit
+    samples: int  # training samples the ranking permutes over
+    alpha: float  # KD phase: (1 - alpha) CE + alpha tau^2 KL
+
+
+# the reference's values are the paper's; its co-training SGD (lr 1e-3, momentum 0.9) is not reproduced: one
+# optimizer (distill.lr, Adam) runs through both phases here
+_MGDFR = MGDFRConstants(cotrain_fraction=0.5, keep_fraction=0.25, repeats=10, samples=2048, alpha=0.5)
+
+
 class ModalityGeneralDecisiveFeatures(DistillMethod):
     name = "mgdfr"
-    COTRAIN_FRACTION = 0.5
-    KEEP_FRACTION = 0.25  # the 75 % least salient units are frozen
-    REPEATS = 10
-    SAMPLES = 2048
-    ALPHA = 0.5
+    CONSTANT_SETS = {"reference": _MGDFR, "paper": _MGDFR}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
         self.context = context
         self.temperature = context.settings.temperature
         self.teacher = trainable_copy(context.trio.teacher(context.settings.teacher))
-        self.cotrain_epochs = math.floor(self.COTRAIN_FRACTION * context.settings.epochs)
+        self.cotrain_epochs = math.floor(self.constants.cotrain_fraction * context.settings.epochs)
         self.cotraining = True
         self.keep: torch.Tensor | None = None  # the teacher's salient penultimate units, once ranked
         self._freeze_hook = None
@@ -105,7 +116,7 @@ class ModalityGeneralDecisiveFeatures(DistillMethod):
         if self.cotraining:
             total = cotraining_loss(student_logits, teacher_logits, batch.labels)
         else:
-            total = (1 - self.ALPHA) * ce + self.ALPHA * kd
+            total = (1 - self.constants.alpha) * ce + self.constants.alpha * kd
         mse = F.mse_loss(student_logits.detach(), teacher_logits.detach())
         # every term in both phases (the one not trained on is a monitor), so the curves keep one set of columns
         return total, {"ce": ce.detach(), "mse": mse, "kd": kd.detach()}
@@ -117,7 +128,7 @@ class ModalityGeneralDecisiveFeatures(DistillMethod):
         teacher.eval()
         train = context.splits["train"]
         generator = seeded_generator(0)
-        rows = torch.randperm(len(train), generator=generator)[: self.SAMPLES].to(context.device)
+        rows = torch.randperm(len(train), generator=generator)[: self.constants.samples].to(context.device)
         sample = train.batch(rows)
         tap = FeatureTap(teacher.net)
         teacher(sample.inputs)
@@ -127,9 +138,11 @@ class ModalityGeneralDecisiveFeatures(DistillMethod):
         student_logits = context.student.eval()(sample.inputs)
         context.student.train(was_training)
         classifier = dict(teacher.net.named_modules())[teacher.net.classifier]
-        perms = [torch.randperm(len(rows), generator=generator).to(context.device) for _ in range(self.REPEATS)]
+        perms = [
+            torch.randperm(len(rows), generator=generator).to(context.device) for _ in range(self.constants.repeats)
+        ]
         salience = permutation_salience(features, classifier.weight, classifier.bias, student_logits, perms)
-        kept = max(1, round(self.KEEP_FRACTION * len(salience)))
+        kept = max(1, round(self.constants.keep_fraction * len(salience)))
         keep = torch.zeros_like(salience, dtype=torch.bool)
         keep[salience.topk(kept).indices] = True
         return keep

@@ -8,13 +8,17 @@ The student's softened predictions are aligned with the teacher's at three level
 
 The paper sums the three levels over the temperatures {2, 3, 4, 5, 6} and adds CE with weight 1. The MST-Distill
 reference replaces both "/B" and "/C" by a mean over all entries (MSE, i.e. / B^2 and / C^2) and divides the
-sum over temperatures by 5 and by 3, with (1 - alpha) CE + alpha MLLD; this module follows the paper. The batch
-and class terms are not scaled by tau^2 (only the instance KL is, as in the authors' release). Not done here: the paper's
+sum over temperatures by 5 and by 3, with (1 - alpha) CE + alpha MLLD, alpha = 0.5: the ``reference`` constants
+set; the ``paper`` set is the paper's. The batch and class terms are not scaled by tau^2 (only the instance KL is,
+as in the authors' release). Not done here: the paper's
 prediction augmentation (weak and strong image augmentations of each input, which pre-extracted features do not
 have) and the confidence masks that go with it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,34 +29,61 @@ from mstcli.methods.losses import kd_loss
 from mstcli.methods.baselines.teachers import FrozenTeacher
 
 
-def batch_alignment(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """||P_t P_t^T - P_s P_s^T||^2_F / B, with P the softmax at ``temperature``."""
+Correlation = Literal["paper", "mse"]
+
+
+def _squared_difference(diff: torch.Tensor, size: int, correlation: Correlation) -> torch.Tensor:
+    """The paper's ||diff||^2_F / size, or the reference's mean over all entries (MSE)."""
+    return diff.pow(2).mean() if correlation == "mse" else diff.pow(2).sum() / size
+
+
+def batch_alignment(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, correlation: Correlation = "paper"
+) -> torch.Tensor:
+    """||P_t P_t^T - P_s P_s^T||^2_F / B (or its mean over the B x B entries), P the softmax at ``temperature``."""
     p_s, p_t = F.softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1)
     diff = p_t @ p_t.T - p_s @ p_s.T
-    return diff.pow(2).sum() / student.shape[0]
+    return _squared_difference(diff, student.shape[0], correlation)
 
 
-def class_alignment(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """||P_t^T P_t - P_s^T P_s||^2_F / C, with P the softmax at ``temperature``."""
+def class_alignment(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, correlation: Correlation = "paper"
+) -> torch.Tensor:
+    """||P_t^T P_t - P_s^T P_s||^2_F / C (or its mean over the C x C entries), P the softmax at ``temperature``."""
     p_s, p_t = F.softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1)
     diff = p_t.T @ p_t - p_s.T @ p_s
-    return diff.pow(2).sum() / student.shape[1]
+    return _squared_difference(diff, student.shape[1], correlation)
 
 
 def mlld_terms(
-    student: torch.Tensor, teacher: torch.Tensor, temperatures: tuple[float, ...]
+    student: torch.Tensor, teacher: torch.Tensor, temperatures: tuple[float, ...], correlation: Correlation = "paper"
 ) -> dict[str, torch.Tensor]:
     """Instance, batch and class terms, each summed over ``temperatures``."""
     return {
         "instance": sum(kd_loss(student, teacher, t) for t in temperatures),
-        "batch": sum(batch_alignment(student, teacher, t) for t in temperatures),
-        "class": sum(class_alignment(student, teacher, t) for t in temperatures),
+        "batch": sum(batch_alignment(student, teacher, t, correlation) for t in temperatures),
+        "class": sum(class_alignment(student, teacher, t, correlation) for t in temperatures),
     }
+
+
+@dataclass(frozen=True)
+class MLLDConstants:
+    temperatures: tuple[float, ...]
+    ce_weight: float
+    distill_weight: float  # weight of (instance + batch + class) / divisor
+    divisor: float  # the reference divides the sum over temperatures by 5 and by 3
+    correlation: Correlation  # paper: ||.||^2_F / B and / C; mse: mean over the entries (the reference)
+
+
+_TEMPERATURES = (2.0, 3.0, 4.0, 5.0, 6.0)
 
 
 class MultiLevelLogitKD(DistillMethod):
     name = "mlld"
-    TEMPERATURES = (2.0, 3.0, 4.0, 5.0, 6.0)
+    CONSTANT_SETS = {
+        "reference": MLLDConstants(_TEMPERATURES, ce_weight=0.5, distill_weight=0.5, divisor=15.0, correlation="mse"),
+        "paper": MLLDConstants(_TEMPERATURES, ce_weight=1.0, distill_weight=1.0, divisor=1.0, correlation="paper"),
+    }
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
@@ -61,6 +92,7 @@ class MultiLevelLogitKD(DistillMethod):
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
-        terms = mlld_terms(student_logits, target, self.TEMPERATURES)
-        total = ce + sum(terms.values())
+        c = self.constants
+        terms = mlld_terms(student_logits, target, c.temperatures, c.correlation)
+        total = c.ce_weight * ce + c.distill_weight * sum(terms.values()) / c.divisor
         return total, {"ce": ce.detach(), **{k: v.detach() for k, v in terms.items()}}

@@ -11,10 +11,13 @@ probabilities p^t and student probabilities p^s at temperature 1 is, per sample,
 i.e. the paper's -(1 + p^t_y)^eps log p^s_y target term with the plain CE (the "1" at eps = 1) kept as the
 separate CE term, and the same exponent on the non-target classes (the form of the authors' release; at eps = 1
 CE + OFA is CE plus the cross-entropy to the teacher, i.e. KD at temperature 1). loss = CE + sum of the OFA loss over every branch and the final logits (weights 1, as the paper).
-The reference code averages the OFA loss over the branches only and mixes with alpha = 0.5.
+That is the ``paper`` constants set; the ``reference`` set (the MST-Distill reference script) averages the OFA
+loss over the branches only and mixes with alpha = 0.5: (1 - alpha) CE + alpha mean over branches.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +50,21 @@ def projector(shape: tuple[int, ...], num_classes: int, hidden: int = 128) -> nn
     )
 
 
+@dataclass(frozen=True)
+class OFAConstants:
+    ce_weight: float
+    ofa_weight: float
+    epsilon: float  # the target-class exponent
+    with_final: bool  # the final logits also get the OFA loss (paper) or only the branches (reference)
+    average: bool  # the OFA losses are averaged (reference) or summed (paper)
+
+
 class OneForAll(DistillMethod):
     name = "ofa"
-    EPSILON = 1.1
+    CONSTANT_SETS = {
+        "reference": OFAConstants(0.5, 0.5, epsilon=1.1, with_final=False, average=True),
+        "paper": OFAConstants(1.0, 1.0, epsilon=1.1, with_final=True, average=False),
+    }
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
@@ -70,6 +85,10 @@ class OneForAll(DistillMethod):
         branch_logits = [
             self.branches[name.replace(".", "_")](self.pair.student_tap[name]) for name in self.pair.student_layers
         ]
-        ofa = sum(ofa_loss(z, teacher_logits, batch.labels, self.EPSILON) for z in [*branch_logits, student_logits])
+        c = self.constants
+        outputs = [*branch_logits, student_logits] if c.with_final else branch_logits
+        ofa = sum(ofa_loss(z, teacher_logits, batch.labels, c.epsilon) for z in outputs)
+        if c.average:
+            ofa = ofa / len(outputs)
         ce = F.cross_entropy(student_logits, batch.labels)
-        return ce + ofa, {"ce": ce.detach(), "ofa": ofa.detach()}
+        return c.ce_weight * ce + c.ofa_weight * ofa, {"ce": ce.detach(), "ofa": ofa.detach()}

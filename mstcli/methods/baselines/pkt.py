@@ -10,6 +10,8 @@ is 1; the summed (not averaged) KL has about the magnitude of CE on 128-sample b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -39,8 +41,14 @@ def pkt_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (p * ((p + EPS).log() - (q + EPS).log())).sum()
 
 
+@dataclass(frozen=True)
+class PKTConstants:
+    weight: float  # of the PKT term next to CE (the paper gives none)
+
+
 class ProbabilisticKT(DistillMethod):
     name = "pkt"
+    CONSTANT_SETS = {"reference": PKTConstants(1.0), "paper": PKTConstants(1.0)}  # no reference script
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
@@ -50,4 +58,4 @@ class ProbabilisticKT(DistillMethod):
         self.pair.teach(batch.inputs)
         pkt = pkt_loss(self.pair.student_tap[PENULTIMATE], self.pair.teacher_tap[PENULTIMATE])
         ce = F.cross_entropy(student_logits, batch.labels)
-        return ce + pkt, {"ce": ce.detach(), "pkt": pkt.detach()}
+        return ce + self.constants.weight * pkt, {"ce": ce.detach(), "pkt": pkt.detach()}

@@ -1,10 +1,10 @@
 """Relational KD (Park et al., CVPR 2019), RKD-DA: the student keeps the teacher's distances and angles.
 
-loss = CE + 25 * distance-wise + 50 * angle-wise (the paper's weights), both with smooth-L1 (Huber, delta 1), on
-the penultimate features of student and teacher as they are: relations need no common width. The reference
-code embeds both into 128-d L2-normalized vectors and uses (1 - alpha) CE + alpha (distance + 2 angle) with
-alpha 0.5; the paper is followed here. No KD term: the paper's RKD-DA rows train with the task loss only
-(KD + RKD is a separate combination there).
+``paper`` constants: loss = CE + 25 * distance-wise + 50 * angle-wise (the paper's weights), both with smooth-L1
+(Huber, delta 1), on the penultimate features of student and teacher as they are: relations need no common
+width. No KD term: the paper's RKD-DA rows train with the task loss only (KD + RKD is a separate combination
+there). ``reference`` constants (the MST-Distill reference script): both features first go through trainable
+128-d linear embeddings, L2-normalized, and loss = (1 - alpha) CE + alpha (distance + 2 angle), alpha 0.5.
 
 Pairs and triplets are of distinct samples, as the paper defines them; the losses are means over them (the
 paper writes sums; its weights 25 and 50 go with means, as in its released code). Distances and angles are
@@ -13,12 +13,15 @@ computed from the Gram matrix of batch-centred features in float64, which needs 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from torch import nn
 import torch.nn.functional as F
 
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
-from mstcli.methods.baselines.feature_taps import TappedPair
+from mstcli.methods.baselines.feature_taps import TappedPair, l2_normalized_embedding
 from mstcli.models.taps import PENULTIMATE
 
 
@@ -72,20 +75,45 @@ def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     return F.smooth_l1_loss(triplet_cosines(student)[triplets], triplet_cosines(teacher)[triplets]).to(student.dtype)
 
 
+@dataclass(frozen=True)
+class RKDConstants:
+    ce_weight: float
+    distance_weight: float  # lambda_RKD-D
+    angle_weight: float  # lambda_RKD-A
+    embedding: int  # width of the trainable L2-normalized embeddings of both features (0: the features as they are)
+
+
 class RelationalKD(DistillMethod):
     name = "rkd"
-    DISTANCE_WEIGHT = 25.0  # lambda_RKD-D of the paper
-    ANGLE_WEIGHT = 50.0  # lambda_RKD-A of the paper
+    CONSTANT_SETS = {
+        "reference": RKDConstants(ce_weight=0.5, distance_weight=0.5, angle_weight=1.0, embedding=128),
+        "paper": RKDConstants(ce_weight=1.0, distance_weight=25.0, angle_weight=50.0, embedding=0),
+    }
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
         self.pair = TappedPair(context, layers=False, penultimate=True)
+        width = self.constants.embedding
+        self.heads = nn.ModuleList(
+            [
+                l2_normalized_embedding(self.pair.student_shapes[PENULTIMATE][0], width),
+                l2_normalized_embedding(self.pair.teacher_shapes[PENULTIMATE][0], width),
+            ]
+            if width
+            else []
+        ).to(context.device)
+
+    def extra_modules(self) -> list[nn.Module]:
+        return [self.heads] if len(self.heads) else []
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         self.pair.teach(batch.inputs)
         student, teacher = self.pair.student_tap[PENULTIMATE], self.pair.teacher_tap[PENULTIMATE]
+        if len(self.heads):
+            student, teacher = self.heads[0](student), self.heads[1](teacher)
         distance = rkd_distance_loss(student, teacher)
         angle = rkd_angle_loss(student, teacher)
         ce = F.cross_entropy(student_logits, batch.labels)
-        total = ce + self.DISTANCE_WEIGHT * distance + self.ANGLE_WEIGHT * angle
+        c = self.constants
+        total = c.ce_weight * ce + c.distance_weight * distance + c.angle_weight * angle
         return total, {"ce": ce.detach(), "distance": distance.detach(), "angle": angle.detach()}
