@@ -276,7 +276,7 @@ def compare(
         typer.echo(json.dumps(table))
         return
     Console().print(compare_table(grid))
-    typer.echo(f"wrote {out / 'compare.md'} and {out / 'compare.json'}")
+    typer.echo(f"wrote {out / 'compare.md'}, {out / 'compare.json'} and {out / 'compare_paired.json'}")
 
 
 @app.command()

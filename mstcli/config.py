@@ -117,6 +117,12 @@ class FitMasksParams:
     layers: int = _opt(2, "masked layers per teacher (reference: 2), so 2 x layers specialized teachers", min=1)
     heads: int = _opt(3, "attention heads in each MaskNet", min=1)
     hidden_dim_factor: int = _opt(16, "MaskNet width h = floor(D / (factor * heads)) * heads (reference: 2)", min=1)
+    label_weight: float = _opt(
+        0.0,
+        "not in the reference (0): each masked teacher also learns CE on the labels with this weight, so S2 cannot"
+        " buy agreement with the student with the teacher's accuracy (bench/expert_drift.py)",
+        min=0.0,
+    )
     cache_mb: int = _opt(
         2048,
         "memory (MiB, on the training device) for the frozen teachers' outputs at the masked layers, computed once;"
@@ -144,6 +150,9 @@ class DistillParams:
     w_lb: float = _opt(1.0, "initial weight of the load-balancing term", min=0.0)
     compose: Literal["cumulative", "single"] = _opt(
         "cumulative", "expert j runs with masks 1..j of its teacher (reference) or with its own mask only"
+    )
+    gate_input: Literal["logits", "features"] = _opt(
+        "logits", "what GateNet reads: the student's logits (reference) or its penultimate features (not in the reference)"
     )
     gate_signal: Literal["balance", "weighted"] = _opt(
         "balance", "GateNet learns from load balancing only (reference) or also from gate-weighted distillation"

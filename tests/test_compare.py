@@ -65,7 +65,7 @@ def test_markdown_layout_marks_the_best_mean_of_each_column(results, tmp_path):
     result = runner.invoke(app, ["compare", str(results), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "MST-Distill" in result.stdout and "test accuracy" in result.stdout
-    lines = (tmp_path / "out" / "compare.md").read_text().splitlines()
+    lines = (tmp_path / "out" / "compare.md").read_text().split("\n\n")[0].splitlines()  # the first table
     assert lines[0] == "| Method | MM teacher · image | MM teacher · audio | CM teacher · image | CM teacher · audio |"
     rows = {line.split(" | ")[0].lstrip("| "): line.strip("|").split(" | ")[1:] for line in lines[2:] if "|" in line}
     names = list(rows)
@@ -80,6 +80,26 @@ def test_markdown_layout_marks_the_best_mean_of_each_column(results, tmp_path):
     assert rows["DKD"][3].strip() == "**76.00 ± 2.00**" and not rows["KD"][3].strip().startswith("**")
     # a method without runs in a column shows a dash; the student alone stands in both groups
     assert rows["DKD"][0].strip() == "–" and rows["Student w/o KD"][1].strip() == rows["Student w/o KD"][3].strip()
+
+
+def test_paired_differences_of_mst_against_each_method_over_shared_seeds(results, tmp_path):
+    result = runner.invoke(app, ["compare", str(results), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    paired = json.loads((tmp_path / "out" / "compare_paired.json").read_text())
+
+    def diffs(method, teacher, direction):
+        mine = ACCURACIES[("mst", "mm+cm", direction)]
+        theirs = ACCURACIES[(method, teacher, direction)]
+        d = [100 * (a - b) for a, b in zip(mine, theirs)]
+        return [round(statistics.mean(d), 2), round(statistics.stdev(d), 2), 3]
+
+    assert paired["kd"]["cm"]["image"] == pytest.approx([12.0, 6.0, 3])  # 18, 12, 6 points
+    assert paired["dkd"]["cm"]["audio"] == pytest.approx([-5.0, 1.0, 3])  # 70-74, 71-76, 72-78
+    assert paired["none"]["-"]["audio"] == pytest.approx(diffs("none", None, "audio"))
+    assert paired["kd"]["mm"]["image"] == pytest.approx(diffs("kd", "mm", "image"))
+    assert "mst" not in paired and "audio" not in paired["kd"]["mm"]
+    text = (tmp_path / "out" / "compare.md").read_text()
+    assert "| DKD | cm | – | -5.00 ± 1.00 (n=3) |" in text
 
 
 def test_a_second_file_for_the_same_seed_is_skipped_and_a_missing_folder_is_an_error(results, tmp_path):

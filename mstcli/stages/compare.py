@@ -7,6 +7,12 @@ sample standard deviation over the seeds. The student alone and MST-Distill do n
 type, so their numbers stand in both groups; each column's best mean is then the best of all methods for that
 direction. The JSON form is ``method -> teacher -> direction -> [mean, std]`` with each method's own teacher key
 (``mm``, ``cm``, ``mm+cm`` for MST-Distill, ``-`` for the student alone).
+
+Means with their spreads overlap easily at three seeds, yet the seeds are paired: every method of a seed learns
+from the same stage-1 nets on the same split. So ``compare`` also reports, for MST-Distill against every other
+method and teacher, the paired difference (MST-Distill minus the method) over the seeds both have: its mean, its
+sample std and n (``compare_paired.json``: method -> teacher -> direction -> [mean, std, n], and a second table
+in ``compare.md``).
 """
 
 from __future__ import annotations
@@ -159,11 +165,60 @@ def render_markdown(grid: Grid) -> str:
     return "\n".join(lines) + "\n\n" + caption + "\n"
 
 
+def paired_differences(runs: list[Run], against: str = "mst") -> dict[str, dict[str, dict[str, list[float]]]]:
+    """method -> teacher -> direction -> [mean, std, n] of (``against`` minus the method) in points, over the seeds
+    both ran (std 0 for one seed); empty when ``against`` has no runs."""
+    accuracy = {(r.method, r.teacher, r.direction, r.seed): r.accuracy for r in runs}
+    mine = {(d, s): a for (m, _, d, s), a in accuracy.items() if m == against}
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for (method, teacher, direction, seed), value in accuracy.items():
+        if method != against and (direction, seed) in mine:
+            groups.setdefault((method, teacher, direction), []).append(mine[(direction, seed)] - value)
+    table: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for method in ordered_methods({m for m, _, _ in groups}):
+        for (m, teacher, direction), diffs in sorted(groups.items()):
+            if m == method:
+                std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+                table.setdefault(method, {}).setdefault(teacher, {})[direction] = [
+                    round(statistics.mean(diffs), 2),
+                    round(std, 2),
+                    len(diffs),
+                ]
+    return table
+
+
+def render_paired_markdown(paired: dict, directions: list[str]) -> str:
+    """The paired differences as a table: one row per method and teacher, one column per direction."""
+    if not paired:
+        return ""
+    lines = [
+        "| Method | Teacher | " + " | ".join(f"MST-Distill − method · {d}" for d in directions) + " |",
+        "|---|---|" + "---:|" * len(directions),
+    ]
+    for method, teachers in paired.items():
+        for teacher, cells in teachers.items():
+            texts = []
+            for direction in directions:
+                value = cells.get(direction)
+                texts.append("–" if value is None else f"{value[0]:+.2f} ± {value[1]:.2f} (n={value[2]})")
+            lines.append(f"| {DISPLAY_NAMES.get(method, method)} | {teacher} | " + " | ".join(texts) + " |")
+    caption = (
+        "Paired difference in points, MST-Distill minus the method, mean ± std over the seeds both ran (n): "
+        "a difference is clear when its mean is well outside its spread."
+    )
+    return "\n".join(lines) + "\n\n" + caption + "\n"
+
+
 def compare(folder: Path, out: Path) -> tuple[dict, Grid, list[str]]:
-    """Read the metrics under ``folder``; write ``out/compare.md`` and ``out/compare.json``."""
+    """Read the metrics under ``folder``; write ``out/compare.md``, ``out/compare.json`` and
+    ``out/compare_paired.json``."""
     runs, warnings = read_runs(folder)
     table = summarize(runs)
     grid = layout(runs)
-    write_text(out / "compare.md", render_markdown(grid))
+    paired = paired_differences(runs)
+    directions = list(dict.fromkeys(d for _, d in grid.columns))
+    paired_md = render_paired_markdown(paired, directions)
+    write_text(out / "compare.md", render_markdown(grid) + ("\n" + paired_md if paired_md else ""))
     write_json(out / "compare.json", table)
+    write_json(out / "compare_paired.json", paired)
     return table, grid, warnings

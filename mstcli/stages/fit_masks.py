@@ -4,6 +4,10 @@ Each MaskNet is plugged alone into its frozen teacher and trained, by Adam, so t
 teacher's output matches the frozen student's (the student's logits are the stop-gradient target; the
 reverse of usual KD). After every epoch the validation KL is averaged per teacher and summed; the states
 of all MaskNets at the epoch with the lowest sum are kept (one common best epoch, as in the reference).
+
+``fit_masks.label_weight`` w > 0 (not in the reference) adds w CE(masked teacher, labels) to each MaskNet's loss
+and to its validation score, so a mask cannot buy agreement with the student at the price of the teacher's
+accuracy (what ``bench/expert_drift.py`` measured the reference's S2 doing).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import dataclasses
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mstcli.config import Params
@@ -30,7 +35,7 @@ from mstcli.methods.mst.masked_teachers import (
     build_masks,
     mask_entries,
     selection_score,
-    validation_kl,
+    validation_terms,
 )
 from mstcli.methods.mst.masknet import MaskNet
 from mstcli.models.trio import Trio, load_frozen_trio
@@ -53,8 +58,10 @@ class MaskFitting(EpochTask):
         batch_size: int,
         device: torch.device,
         precision: str,
+        label_weight: float = 0.0,
     ) -> None:
         self.masked, self.targets, self.val = masked, targets, val
+        self.label_weight = label_weight
         self.temperature, self.batch_size, self.device, self.precision = temperature, batch_size, device, precision
         self.nets = nn.ModuleList(net for _, net in masked.masks)
         self.slots: list[MaskSlot] = [slot for slot, _ in masked.masks]
@@ -67,20 +74,27 @@ class MaskFitting(EpochTask):
 
     def batch_loss(self, batch: Split):
         target = self.targets["train"][batch.rows]
-        losses = {
-            f"train_kl_{slot.teacher}@{slot.layer}": kd_loss(
-                self.masked.logits(i, "train", batch), target, self.temperature
-            )
-            for i, slot in enumerate(self.slots)
-        }
-        return sum(losses.values()), losses
+        losses, total = {}, 0.0
+        for i, slot in enumerate(self.slots):
+            logits = self.masked.logits(i, "train", batch)
+            kl = kd_loss(logits, target, self.temperature)
+            losses[f"train_kl_{slot.teacher}@{slot.layer}"] = kl
+            total = total + kl
+            if self.label_weight:
+                ce = F.cross_entropy(logits, batch.labels)
+                losses[f"train_ce_{slot.teacher}@{slot.layer}"] = ce
+                total = total + self.label_weight * ce
+        return total, losses
 
     def end_epoch(self, epoch: int) -> EpochEnd:
         with autocast(self.device, self.precision):
-            val_kl = validation_kl(self.masked, self.val, self.targets["val"], self.temperature, self.batch_size)
-        score = selection_score(self.slots, val_kl)
+            val_kl, val_ce = validation_terms(
+                self.masked, self.val, self.targets["val"], self.temperature, self.batch_size
+            )
+        score = selection_score(self.slots, [kl + self.label_weight * ce for kl, ce in zip(val_kl, val_ce)])
         row = {"val_score": score}
         row.update({f"val_kl_{slot.teacher}@{slot.layer}": kl for slot, kl in zip(self.slots, val_kl)})
+        row.update({f"val_ce_{slot.teacher}@{slot.layer}": ce for slot, ce in zip(self.slots, val_ce)})
         return EpochEnd(row, score=score, shown={"val_score": score})
 
     def selected_state(self) -> list[dict]:
@@ -113,7 +127,15 @@ def fit_masks(
             name: logit_bank(trio.student, split, max(settings.batch_size, 1024)) for name, split in splits.items()
         }
     task = MaskFitting(
-        masked, targets, splits["val"], settings.lr, settings.temperature, settings.batch_size, device, common.precision
+        masked,
+        targets,
+        splits["val"],
+        settings.lr,
+        settings.temperature,
+        settings.batch_size,
+        device,
+        common.precision,
+        settings.label_weight,
     )
     inputs = stage_inputs(features, common.seed)
     result, store = run_stage(

@@ -4,6 +4,8 @@ specialized teachers; loss = w_task CE + w_kl KD(chosen) + w_lb load balancing.
 The reference code's quirks are the defaults, each with a switch in ``distill``:
 ``compose`` (cumulative masks), ``gate_signal`` (the router learns from load balancing only),
 ``lb_scale`` (the balancing KL divided by E) and ``decay`` (weights decayed from the end of epoch 0).
+``gate_input: features`` (not in the reference) routes on the student's penultimate features instead of its
+logits: ten logits say little about *why* a sample is hard, the features say more.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.mst.losses import load_balance_cv, load_balance_kl, routed_kd
 from mstcli.methods.mst.experts import SpecializedTeachers
 from mstcli.methods.mst.router import GateNet
+from mstcli.models.taps import PENULTIMATE, FeatureTap, penultimate_size
 
 
 def decayed(schedule: str, epoch: int, every: int) -> bool:
@@ -51,7 +54,12 @@ class MSTDistill(DistillMethod):
         # batches of the training size: the MaskNets' attention maps grow with the batch (B x D x D per head)
         train = context.splits["train"]
         self.bank = logit_bank(self.experts, train, settings.batch_size, row_dim=1) if settings.bank else None
-        self.gate = GateNet(context.trio.spec.num_classes, len(self.experts)).to(context.device)
+        if settings.gate_input == "features":  # the features of the forward that made the logits, not detached
+            self.tap: FeatureTap | None = FeatureTap(context.student.net, penultimate=True)
+            width = penultimate_size(context.student.net)
+        else:
+            self.tap, width = None, context.trio.spec.num_classes
+        self.gate = GateNet(width, len(self.experts)).to(context.device)
         self.w_kl, self.w_lb = settings.w_kl, settings.w_lb
         self.counts = torch.zeros(len(self.experts), device=context.device)
 
@@ -68,7 +76,7 @@ class MSTDistill(DistillMethod):
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         s = self.settings
         expert_logits = self.bank[:, rows_of(batch)] if self.bank is not None else self.experts(batch.inputs)
-        gate = self.gate(student_logits)
+        gate = self.gate(self.tap[PENULTIMATE] if self.tap is not None else student_logits)
         top = gate.topk(s.k, dim=1)
         weights = top.values / top.values.sum(dim=1, keepdim=True) if s.gate_signal == "weighted" else None
         distill = routed_kd(student_logits, expert_logits, top.indices, s.temperature, weights)

@@ -9,6 +9,7 @@ layer's output, else by plugging the MaskNet into a full teacher forward; :func:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from mstcli.engine.splits import Split, batches
 from mstcli.errors import UserError
@@ -79,14 +80,17 @@ def selection_score(slots: list[MaskSlot], val_kl: list[float]) -> float:
 
 
 @torch.no_grad()
-def validation_kl(
+def validation_terms(
     masked: MaskedTeachers, split: Split, targets: torch.Tensor, temperature: float, batch_size: int
-) -> list[float]:
-    """Mean KL of every specialized teacher (its own mask only) to the student over the split."""
-    totals = torch.zeros(len(masked.masks), device=targets.device)
+) -> tuple[list[float], list[float]]:
+    """(mean KL to the student, mean CE on the labels) of every specialized teacher (its own mask only)."""
+    kl = torch.zeros(len(masked.masks), device=targets.device)
+    ce = torch.zeros(len(masked.masks), device=targets.device)
     for i, (_, net) in enumerate(masked.masks):
         net.eval()
         for index in batches(len(split), batch_size, None, targets.device):
-            logits = masked.logits(i, "val", split.batch(index))
-            totals[i] += kd_per_sample(logits.float(), targets[index].float(), temperature).sum()
-    return (totals / len(split)).tolist()
+            batch = split.batch(index)
+            logits = masked.logits(i, "val", batch).float()
+            kl[i] += kd_per_sample(logits, targets[index].float(), temperature).sum()
+            ce[i] += F.cross_entropy(logits, batch.labels, reduction="sum")
+    return (kl / len(split)).tolist(), (ce / len(split)).tolist()

@@ -1,4 +1,5 @@
-"""GateNet: the router of S3. It reads the student's logits and scores each specialized teacher."""
+"""GateNet: the router of S3. It reads the student's logits (the reference) or, with ``distill.gate_input:
+features``, the student's penultimate features, and scores each specialized teacher."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from torch import nn
 
 
 class GateNet(nn.Module):
-    """Linear(C -> 2C) then Linear(2C -> E), with no nonlinearity between them (as in the reference)."""
+    """Linear(C -> 2C) then Linear(2C -> E), with no nonlinearity between them (as in the reference); C is the
+    width of what it reads (the number of classes for logits)."""
 
-    def __init__(self, num_classes: int, num_experts: int) -> None:
+    def __init__(self, num_inputs: int, num_experts: int) -> None:
         super().__init__()
-        self.hidden = nn.Linear(num_classes, 2 * num_classes)
-        self.out = nn.Linear(2 * num_classes, num_experts)
+        self.hidden = nn.Linear(num_inputs, 2 * num_inputs)
+        self.out = nn.Linear(2 * num_inputs, num_experts)
 
-    def forward(self, student_logits: torch.Tensor) -> torch.Tensor:
+    def forward(self, student_signal: torch.Tensor) -> torch.Tensor:
         """Routing probabilities, B x E."""
-        return torch.softmax(self.out(self.hidden(student_logits)), dim=-1)
+        return torch.softmax(self.out(self.hidden(student_signal)), dim=-1)
