@@ -175,7 +175,7 @@ def audio_graph(prepare: dict[str, Any], state: dict[str, Any] | None) -> Any:
         module=WindowedLogMel(template, aug.snr_db[0], mel, to_db, size),
         inputs=(
             GraphInput("wave", (window,), "float32", f"mono samples in [-1, 1] at {rate} Hz, centred in the window"),
-            GraphInput("length", (), "int64", "the clip's number of samples in the window (at most the window)"),
+            GraphInput("length", (), "int64", "the clip's number of samples in the window, at most the window"),
         ),
         outside=(
             f"decode each clip to mono float samples in [-1, 1] (mean of the channels) at {rate} Hz (resample other "
