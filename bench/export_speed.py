@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 
 def median_seconds(call, repeats: int) -> float:
@@ -39,8 +38,8 @@ def median_seconds(call, repeats: int) -> float:
 
 def write_inputs(source: Path, modality: str, folder: Path, count: int) -> list[str]:
     """``count`` real digits of the raw source as the files a user would give: 28x28 PNGs or 8 kHz 16-bit WAVs."""
-    from PIL import Image
     import soundfile
+    from PIL import Image
 
     with h5py.File(source, "r") as f:
         if modality == "image":
@@ -69,7 +68,6 @@ def bench_run(run: str, params, repeats: int) -> None:
     import torch
 
     from mstcli.data.store import FeatureFile
-
     from mstcli.stages.export import ExportedStudent, export, feature_graph
     from mstcli.stages.paths import RunPaths
     from mstcli.stages.predict import FeatureContext, Student, predict_files
@@ -101,7 +99,9 @@ def bench_run(run: str, params, repeats: int) -> None:
         )
         start = time.perf_counter()
         subprocess.run(["mst", "predict", files[0], "-S", f"common.run={run}"], check=True, capture_output=True)
-        print(f"  mst predict FILE, the whole command (Python start, torch import): {time.perf_counter() - start:.2f} s")
+        print(
+            f"  mst predict FILE, the whole command (Python start, torch import): {time.perf_counter() - start:.2f} s"
+        )
 
         example = load_example_module(out)
         decoded = example.read_inputs(files, manifest)
@@ -116,14 +116,14 @@ def bench_run(run: str, params, repeats: int) -> None:
         arrays = {k: v[:n] for k, v in decoded.items()}
         tensors = [torch.from_numpy(arrays[k]) for k in names]
 
-        def run_torch(model=eager):
+        def run_torch(model=eager, tensors=tensors):
             with torch.inference_mode():
                 model(*tensors)
 
         t_eager = median_seconds(run_torch, repeats)
         t_features = median_seconds(lambda: run_torch(eager.features), repeats)
         t_pt2 = median_seconds(lambda: run_torch(pt2), repeats)
-        t_ort = median_seconds(lambda: session.run(["probabilities"], arrays), repeats)
+        t_ort = median_seconds(lambda arrays=arrays: session.run(["probabilities"], arrays), repeats)
         print(
             f"  graph, batch {n:>3} (per input): torch eager {t_eager / n * 1e3:.3f} ms (feature step alone "
             f"{t_features / n * 1e3:.3f} ms), .pt2 {t_pt2 / n * 1e3:.3f} ms, onnxruntime {t_ort / n * 1e3:.3f} ms "

@@ -88,7 +88,11 @@ def test_exported_files_give_predicts_probabilities_without_mstcli(exported, tmp
     (tmp_path / "loader.py").write_text(LOADER)
     result = subprocess.run(
         [sys.executable, str(tmp_path / "loader.py"), str(tmp_path / "files.json")],
-        capture_output=True, text=True, cwd=tmp_path, env=clean_env(), check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_env(),
+        check=True,
     )
     loaded = json.loads(result.stdout)
     assert loaded.pop("mstcli_imported") is False
@@ -103,13 +107,22 @@ def test_run_onnx_example_prints_the_classes(exported, tmp_path):
     example = root / "models" / "img" / "export" / "run_onnx.py"
     result = subprocess.run(
         [sys.executable, str(example), "--json", *files["img"]],
-        capture_output=True, text=True, cwd=tmp_path, env=clean_env(), check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_env(),
+        check=True,
     )
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["class"] for r in rows] == [str(int(p.argmax())) for p in predicted["img"]]
     np.testing.assert_allclose([r["probabilities"] for r in rows], predicted["img"], atol=1e-5, rtol=0)
     wrong = subprocess.run(
-        [sys.executable, str(example), files["aud"][0]], capture_output=True, text=True, cwd=tmp_path, env=clean_env()
+        [sys.executable, str(example), files["aud"][0]],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_env(),
+        check=False,
     )
     assert wrong.returncode == 2 and wrong.stderr.startswith("error: ")
 
@@ -120,7 +133,9 @@ def test_manifest_records_inputs_parameters_metrics_and_provenance(exported):
 
     root, _, _ = exported
     features = FeatureFile.open(root / "data/features/avdigits.h5")
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root, check=True
+    ).stdout.strip()
     image = json.loads((root / "models/img/export/manifest.json").read_text())
     audio = json.loads((root / "models/aud/export/manifest.json").read_text())
     for manifest, modality in ((image, "image"), (audio, "audio")):
@@ -138,10 +153,16 @@ def test_manifest_records_inputs_parameters_metrics_and_provenance(exported):
             assert record == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         assert manifest["check"]["max_abs_diff_onnx"] <= 1e-5
     assert image["inputs"] == [
-        {"name": "pixels", "shape": ["batch", 28, 28], "dtype": "uint8", "description": image["inputs"][0]["description"]}
+        {
+            "name": "pixels",
+            "shape": ["batch", 28, 28],
+            "dtype": "uint8",
+            "description": image["inputs"][0]["description"],
+        }
     ]
     assert [(i["name"], i["shape"], i["dtype"]) for i in audio["inputs"]] == [
-        ("wave", ["batch", RATE], "float32"), ("length", ["batch"], "int64")
+        ("wave", ["batch", RATE], "float32"),
+        ("length", ["batch"], "int64"),
     ]
     assert audio["feature_parameters"]["window"] == RATE and audio["feature_parameters"]["spec_size"] == 16
     metrics = json.loads((root / "results/img/metrics.json").read_text())
@@ -170,7 +191,8 @@ def test_a_data_set_without_a_feature_graph_exports_the_student_on_feature_rows(
     np.testing.assert_allclose(
         session.run(["probabilities"], {"features": rows})[0],
         [p["probabilities"] for p in report["predictions"]],
-        atol=1e-5, rtol=0,
+        atol=1e-5,
+        rtol=0,
     )
 
 
@@ -216,3 +238,11 @@ def test_a_failed_onnx_check_writes_nothing(exported, tmp_path, monkeypatch):
     line = one_line_error(CliRunner().invoke(app, ["export", "img", "--out", str(tmp_path / "out")]))
     assert "student.onnx gives probabilities" in line and "nothing was written" in line
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_an_out_that_is_a_file_is_a_one_line_error(exported, tmp_path, monkeypatch):
+    root, _, _ = exported
+    monkeypatch.chdir(root)
+    (tmp_path / "taken").write_text("mine")
+    line = one_line_error(CliRunner().invoke(app, ["export", "img", "--out", str(tmp_path / "taken")]))
+    assert "is a file, not a folder" in line and (tmp_path / "taken").read_text() == "mine"

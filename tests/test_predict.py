@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from mstcli.cli import app
 
+
 def write_png(path: Path, digit: int, size: int = 28) -> Path:
     from PIL import Image
 
@@ -110,7 +111,9 @@ def bad_inputs(folder: Path) -> dict[str, str]:
 def test_a_batch_with_bad_inputs_predicts_the_good_ones_and_exits_3(inside, tmp_path):
     expected = bad_inputs(tmp_path)
     good = str(write_png(tmp_path / "6.png", 6))
-    result = CliRunner().invoke(app, ["predict", "--json", "-S", "common.run=img", good, *(str(tmp_path / n) for n in expected)])
+    result = CliRunner().invoke(
+        app, ["predict", "--json", "-S", "common.run=img", good, *(str(tmp_path / n) for n in expected)]
+    )
     assert result.exit_code == 3, result.output
     report = json.loads(result.output)
     assert [p["class"] for p in report["predictions"]] == ["6"]

@@ -24,8 +24,9 @@ import platform
 import shutil
 import subprocess
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,6 +71,9 @@ def feature_graph(student: Student, context: FeatureContext) -> FeatureGraph:
 
 def export(student_path: Path, features_path: Path, out: Path, metrics_path: Path | None = None) -> dict[str, Any]:
     """Write ``out`` (student.pt2, student.onnx, manifest.json, run_onnx.py, README.md); returns the manifest."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
     student = Student.load(student_path)
     checkpoint = StudentCheckpoint.load(student_path)
     context = FeatureContext(features_path, student)
@@ -77,7 +81,6 @@ def export(student_path: Path, features_path: Path, out: Path, metrics_path: Pat
     graph = feature_graph(student, context)
     model = ExportedStudent(graph.module, student.net.net).eval()
 
-    out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -158,8 +161,6 @@ def replace_folder(tmp: Path, out: Path) -> None:
     """Rename the finished folder onto ``out``; an earlier export there is moved aside first, removed after."""
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     if out.exists():
-        if not out.is_dir():
-            raise UserError(f"--out {out} is a file, not a folder")
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
@@ -237,8 +238,10 @@ def run_metrics(path: Path | None, checkpoint: StudentCheckpoint) -> dict[str, A
 def git_state() -> dict[str, Any] | None:
     """The commit of the working directory's repository and whether it has uncommitted changes (None: no git)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False)
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if commit.returncode != 0 or status.returncode != 0:
@@ -264,17 +267,17 @@ def readme(manifest: dict[str, Any]) -> str:
     inputs = "\n".join(
         f"- `{i['name']}`: {i['dtype']} of shape {i['shape']} ({i['description']})" for i in manifest["inputs"]
     )
-    return f"""# {manifest['dataset']} {manifest['modality']} student, exported by mst
+    return f"""# {manifest["dataset"]} {manifest["modality"]} student, exported by mst
 
 `student.onnx` (onnxruntime) and `student.pt2` (`torch.export.load(path).module()`) compute the same function:
 
 {inputs}
 
--> `probabilities`: float32 of shape {manifest['outputs'][0]['shape']}, classes {manifest['classes']}.
+-> `probabilities`: float32 of shape {manifest["outputs"][0]["shape"]}, classes {manifest["classes"]}.
 
-Before the graph: {manifest['before_the_graph']}.
+Before the graph: {manifest["before_the_graph"]}.
 
-In the graph: {manifest['in_the_graph']}.
+In the graph: {manifest["in_the_graph"]}.
 
 ```
 pip install onnxruntime numpy pillow soundfile

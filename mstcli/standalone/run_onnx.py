@@ -28,7 +28,9 @@ def read_image(path: str, height: int, width: int) -> np.ndarray:
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("L"), dtype=np.uint8)
     if pixels.shape != (height, width):
-        raise ValueError(f"{path}: image of {pixels.shape[1]}x{pixels.shape[0]} pixels, the student reads {width}x{height}")
+        raise ValueError(
+            f"{path}: image of {pixels.shape[1]}x{pixels.shape[0]} pixels, the student reads {width}x{height}"
+        )
     return pixels
 
 
