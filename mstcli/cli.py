@@ -22,6 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+PARTIAL_EXIT_CODE = 3  # mst predict: some inputs skipped, the others predicted (1 is Python's code for a crash)
+
 ParamsOption = Annotated[
     Optional[Path], typer.Option("--params", "-p", help="settings file (default: ./params.yaml if present)")
 ]
@@ -231,7 +233,8 @@ def predict(
 ) -> None:
     """Run the student on new files through the feature step of its data set; print the top classes.
 
-    Bad inputs are listed with their reason and the others still predicted; if none is usable: exit 2."""
+    Bad inputs are listed with their reason and the others still predicted. Exit code: 0 every input predicted,
+    3 some inputs skipped (the rest predicted), 2 nothing predicted (no usable input, no student)."""
     import json
 
     params = _load(params_file, overrides)
@@ -240,14 +243,40 @@ def predict(
     report = predict_files(inputs, student or _paths(params).student, _features(params), batch_size)
     if as_json:
         typer.echo(json.dumps(report.to_dict(top)))
-        return
-    from rich.console import Console
+    else:
+        from rich.console import Console
 
-    from mstcli.reports import predictions_table
+        from mstcli.reports import predictions_table
 
-    Console(width=200).print(predictions_table(report, top))
-    for file, reason in report.failures:
-        typer.echo(f"skipped {file}: {reason}", err=True)
+        Console(width=200).print(predictions_table(report, top))
+        for file, reason in report.failures:
+            typer.echo(f"skipped {file}: {reason}", err=True)
+    if report.failures:
+        raise typer.Exit(PARTIAL_EXIT_CODE)
+
+
+@app.command()
+@user_errors
+def export(
+    run: Annotated[Optional[str], typer.Argument(help="the run whose student to export (default common.run)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="folder to write (default models/<run>/export)")] = None,
+    params_file: ParamsOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Write the run's student as files that run without mst: student.pt2 (torch.export), student.onnx (checked
+    with onnxruntime), manifest.json, run_onnx.py; the feature step is in the graph where the data set has one."""
+    params = _load(params_file, overrides, {"common.run": run})
+    from mstcli.stages.export import export as run_export
+
+    paths = _paths(params)
+    out = out or paths.models / "export"
+    manifest = run_export(paths.student, _features(params), out, paths.results / "metrics.json")
+    sizes = ", ".join(f"{name} {record['bytes'] / 1024:.0f} KiB" for name, record in manifest["files"].items())
+    check = manifest["check"]
+    typer.echo(
+        f"wrote {out}/: {sizes}; inputs {', '.join(i['name'] for i in manifest['inputs'])}; onnxruntime within "
+        f"{check['max_abs_diff_onnx']:.1e} of torch on {check['inputs']} inputs"
+    )
 
 
 @app.command()

@@ -111,6 +111,30 @@ def tiny_workdir(root: Path, params: dict, num_images: int = 400) -> Path:
     return root
 
 
+# tiny runs of both directions that learn the test's digits (test_predict.py, test_export.py)
+TINY_RUN_PARAMS = {
+    "common": {"threads": 1},
+    "prepare": {"num_samples": 300, "spec_size": 16, "image_energy": 0.9, "snr_db": [10.0, 20.0]},
+    "train": {"epochs": 3, "batch_size": 32, "lr": 0.003},
+    "distill": {"epochs": 12, "batch_size": 32, "lr": 0.005, "method": "none"},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """A prepared tiny workdir with a trained image student (run img) and audio student (run aud), trained once
+    for the whole session because training is the dear part of the predict and export tests."""
+    root = tiny_workdir(tmp_path_factory.mktemp("runs"), TINY_RUN_PARAMS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        invoke("prepare")
+        for student, run in (("image", "img"), ("audio", "aud")):
+            overrides = ["-S", f"common.student={student}", "-S", f"common.run={run}"]
+            invoke("train", *overrides)
+            invoke("distill", *overrides)
+    return root
+
+
 @pytest.fixture
 def raw_avdigits(tmp_path: Path) -> Path:
     return write_raw_avdigits(tmp_path / "raw.h5")

@@ -7,17 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RATE, digit_image, invoke, tiny_workdir, tone_hz
+from conftest import RATE, digit_image, invoke, tone_hz
 from typer.testing import CliRunner
 
 from mstcli.cli import app
-
-TINY = {
-    "common": {"threads": 1},
-    "prepare": {"num_samples": 300, "spec_size": 16, "image_energy": 0.9, "snr_db": [10.0, 20.0]},
-    "train": {"epochs": 3, "batch_size": 32, "lr": 0.003},
-    "distill": {"epochs": 12, "batch_size": 32, "lr": 0.005, "method": "none"},
-}
 
 
 def write_png(path: Path, digit: int, size: int = 28) -> Path:
@@ -36,24 +29,10 @@ def write_wav(path: Path, digit: int, rate: int = RATE) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A prepared tiny workdir with a trained image student (run img) and audio student (run aud)."""
-    root = tiny_workdir(tmp_path_factory.mktemp("predict"), TINY)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        invoke("prepare")
-        for student, run in (("image", "img"), ("audio", "aud")):
-            overrides = ["-S", f"common.student={student}", "-S", f"common.run={run}"]
-            invoke("train", *overrides)
-            invoke("distill", *overrides)
-    return root
-
-
 @pytest.fixture
-def inside(runs, monkeypatch):
-    monkeypatch.chdir(runs)
-    return runs
+def inside(tiny_runs, monkeypatch):
+    monkeypatch.chdir(tiny_runs)
+    return tiny_runs
 
 
 def assert_learned(predicted: list[str], actual: list[str]) -> None:
@@ -129,10 +108,14 @@ def bad_inputs(folder: Path) -> dict[str, str]:
     }
 
 
-def test_a_batch_with_bad_inputs_predicts_the_good_ones(inside, tmp_path):
+def test_a_batch_with_bad_inputs_predicts_the_good_ones_and_exits_3(inside, tmp_path):
     expected = bad_inputs(tmp_path)
     good = str(write_png(tmp_path / "6.png", 6))
-    report = predict_json("-S", "common.run=img", good, *(str(tmp_path / name) for name in expected))
+    result = CliRunner().invoke(
+        app, ["predict", "--json", "-S", "common.run=img", good, *(str(tmp_path / n) for n in expected)]
+    )
+    assert result.exit_code == 3, result.output
+    report = json.loads(result.output)
     assert [p["class"] for p in report["predictions"]] == ["6"]
     reasons = {Path(e["file"]).name: e["reason"] for e in report["errors"]}
     assert reasons.keys() == expected.keys()
@@ -140,6 +123,19 @@ def test_a_batch_with_bad_inputs_predicts_the_good_ones(inside, tmp_path):
         if name == "garbage.wav":  # read before its modality is known: unreadable
             word = "not a readable audio file"
         assert word in reasons[name], (name, reasons[name])
+
+
+def test_the_table_lists_skipped_inputs_and_exits_3(inside, tmp_path):
+    result = CliRunner().invoke(
+        app, ["predict", "-S", "common.run=img", str(write_png(tmp_path / "2.png", 2)), str(tmp_path / "gone.png")]
+    )
+    assert result.exit_code == 3
+    assert "2.png" in result.output and f"skipped {tmp_path / 'gone.png'}: not found" in result.output
+
+
+def test_a_batch_of_good_inputs_exits_0(inside, tmp_path):
+    files = [str(write_png(tmp_path / f"{d}.png", d)) for d in (1, 2)]
+    assert CliRunner().invoke(app, ["predict", "--json", "-S", "common.run=img", *files]).exit_code == 0
 
 
 @pytest.mark.parametrize("name", ["empty.png", "big.png", "tone.wav", "wrong.npy", "missing.png"])

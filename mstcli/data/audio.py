@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -48,20 +49,26 @@ def log_mel(waves: np.ndarray, rate: int, size: int, batch: int = 2048) -> np.nd
     Per-sample min-max follows the reference's treatment of AV-MNIST spectrograms (method.md §3.1).
     """
     import torch
-    import torchaudio
 
-    window = waves.shape[1]
-    hop = max(1, window // size)
-    mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=rate, n_fft=1024, win_length=min(256, window), hop_length=hop, n_mels=size, f_min=20.0
-    )
-    to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=80.0)
+    mel, to_db = log_mel_layers(rate, waves.shape[1], size)
     out = np.empty((len(waves), 1, size, size), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(waves), batch):
             spec = to_db(mel(torch.from_numpy(waves[start : start + batch])))[:, :, :size]
             out[start : start + batch, 0] = minmax_per_sample(spec.numpy())
     return out
+
+
+def log_mel_layers(rate: int, window: int, size: int) -> tuple[Any, Any]:
+    """The torchaudio mel spectrogram and dB conversion of ``log_mel`` for ``window``-sample clips, built in one
+    place so that ``mst export`` puts the very same layers into its graph."""
+    import torchaudio
+
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=rate, n_fft=1024, win_length=min(256, window), hop_length=max(1, window // size), n_mels=size,
+        f_min=20.0,
+    )
+    return mel, torchaudio.transforms.AmplitudeToDB(stype="power", top_db=80.0)
 
 
 def minmax_per_sample(x: np.ndarray) -> np.ndarray:

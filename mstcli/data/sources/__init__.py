@@ -26,6 +26,9 @@ class FeatureStep:
     reads: str  # the kind of raw input it takes (mstcli.data.readers.RawInput.kind)
     check: Callable[[Any, dict[str, Any], dict[str, Any] | None], None]  # raises readers.BadInput
     apply: Callable[[list[Any], dict[str, Any], dict[str, Any] | None], Any]  # inputs -> N x feature shape
+    # the same step as a torch module for ``mst export`` (-> data.graphs.FeatureGraph); None: the exported graph
+    # reads feature rows and the step stays outside it
+    graph: Callable[[dict[str, Any], dict[str, Any] | None], Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,14 @@ def image_features(items: list[RawInput], prepare: dict[str, Any], state: dict[s
     return np.concatenate([project(i.data[None], pca, noise, np.random.default_rng(seed)) for i in items])
 
 
+def clip_placement(prepare: dict[str, Any], state: dict[str, Any] | None) -> tuple[int, int, Augmentation]:
+    """The sample rate, the window in samples and the augmentation a new clip gets (centred: see audio.centred)."""
+    rate = int(_need_state(state, "the audio sample rate")["sample_rate"])
+    window = int(round(prepare["clip_seconds"] * rate))
+    aug = centred(Augmentation(tuple(prepare["snr_db"]), tuple(prepare["speed"]), tuple(prepare["gain_db"]), 0.0))
+    return rate, window, aug
+
+
 def check_audio(item: RawInput, prepare: dict[str, Any], state: dict[str, Any] | None) -> None:
     _need_state(state, "the audio sample rate")
     if item.data.ndim != 1:
@@ -118,9 +126,7 @@ def audio_features(items: list[RawInput], prepare: dict[str, Any], state: dict[s
     import torch
     import torchaudio
 
-    rate = int(_need_state(state, "the audio sample rate")["sample_rate"])
-    window = int(round(prepare["clip_seconds"] * rate))
-    aug = centred(Augmentation(tuple(prepare["snr_db"]), tuple(prepare["speed"]), tuple(prepare["gain_db"]), 0.0))
+    rate, window, aug = clip_placement(prepare, state)
     waves = np.empty((len(items), window), dtype=np.float32)
     for row, item in enumerate(items):
         clip = item.data
@@ -128,6 +134,63 @@ def audio_features(items: list[RawInput], prepare: dict[str, Any], state: dict[s
             clip = torchaudio.functional.resample(torch.from_numpy(clip), item.rate, rate).numpy()
         waves[row] = place_in_window(clip, window, rate, aug, np.random.default_rng(prepare["seed"]))
     return log_mel(waves, rate, prepare["spec_size"])
+
+
+def image_graph(prepare: dict[str, Any], state: dict[str, Any] | None) -> Any:
+    """image_features as a module (data.graphs.PcaImage): the stored basis, and the noise image that project()
+    draws for one image from the generator image_features seeds with prepare.seed (the same for every image)."""
+    from mstcli.data.graphs import FeatureGraph, GraphInput, PcaImage
+
+    state = _need_state(state, "the image PCA basis")
+    height, width, kept = int(state["height"]), int(state["width"]), int(state["basis"].shape[1])
+    noise = np.random.default_rng(prepare["seed"]).normal(0.0, prepare["image_noise"], (1, height * width))
+    return FeatureGraph(
+        module=PcaImage(state["mean"], state["basis"], noise, height, width),
+        inputs=(GraphInput("pixels", (height, width), "uint8", "8-bit grayscale pixels, white digit on black"),),
+        outside=(
+            f"decode each image to 8-bit grayscale (PIL: Image.open(f).convert('L')); it must be {width}x{height} "
+            "pixels (no resizing)"
+        ),
+        inside=(
+            f"projection onto the {kept} stored principal components (prepare.image_energy), the fixed pixel noise "
+            "(prepare.image_noise, prepare.seed), min-max per image, the student, softmax"
+        ),
+        parameters={"height": height, "width": width, "principal_components": kept},
+        examples=lambda n, rng: (rng.integers(0, 256, (n, height, width), dtype=np.uint8),),
+    )
+
+
+def audio_graph(prepare: dict[str, Any], state: dict[str, Any] | None) -> Any:
+    """audio_features as a module (data.graphs.WindowedLogMel) on clips centred in the window. The noise template
+    is read off place_in_window itself: for a silent clip it returns exactly its noise at the 1e-6 floor."""
+    from mstcli.data.audio import log_mel_layers, place_in_window
+    from mstcli.data.graphs import FeatureGraph, GraphInput, WindowedLogMel, clip_examples
+
+    rate, window, aug = clip_placement(prepare, state)
+    silent = place_in_window(np.zeros(2), window, rate, aug, np.random.default_rng(prepare["seed"]))
+    template = silent.astype(np.float64) / 1e-6
+    size = int(prepare["spec_size"])
+    mel, to_db = log_mel_layers(rate, window, size)
+    return FeatureGraph(
+        module=WindowedLogMel(template, aug.snr_db[0], mel, to_db, size),
+        inputs=(
+            GraphInput("wave", (window,), "float32", f"mono samples in [-1, 1] at {rate} Hz, centred in the window"),
+            GraphInput("length", (), "int64", "the clip's number of samples in the window, at most the window"),
+        ),
+        outside=(
+            f"decode each clip to mono float samples in [-1, 1] (mean of the channels) at {rate} Hz (resample other "
+            f"rates first); centre it in a window of {window} samples: a shorter clip is zero-padded with "
+            f"(window - n) // 2 zeros before it, a longer one keeps samples (n - window) // 2 onwards; "
+            "length = min(n, window)"
+        ),
+        inside=(
+            f"noise at {aug.snr_db[0]:g} dB SNR (the middle of prepare.snr_db) from the fixed template "
+            f"(prepare.seed), a {size}-band log-mel spectrogram of {size} frames (dB, 80 dB floor per clip), "
+            "min-max per clip, the student, softmax"
+        ),
+        parameters={"sample_rate": rate, "window": window, "snr_db": aug.snr_db[0], "spec_size": size},
+        examples=clip_examples(window, rate),
+    )
 
 
 SOURCE = register(
@@ -138,8 +201,8 @@ SOURCE = register(
         description="embedded: MNIST digits (PCA-degraded) paired with spoken digits (augmented log-mel)",
         build=build,
         feature_steps={
-            "image": FeatureStep(reads="image", check=check_image, apply=image_features),
-            "audio": FeatureStep(reads="audio", check=check_audio, apply=audio_features),
+            "image": FeatureStep(reads="image", check=check_image, apply=image_features, graph=image_graph),
+            "audio": FeatureStep(reads="audio", check=check_audio, apply=audio_features, graph=audio_graph),
         },
     )
 )

@@ -1,0 +1,1 @@
+"""Files that ``mst export`` copies into an export folder. They must not import mstcli: they run without it."""
