@@ -19,6 +19,7 @@ dataclass of its constants and one instance per set:
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any, Mapping
 
@@ -64,7 +65,7 @@ def constants_record(constants: Any) -> dict[str, Any]:
 def _coerce(name: str, hint: Any, value: Any) -> Any:
     """Check ``value`` against a constant's type (bool, int, float, str, a Literal, a tuple of floats, or optional)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
