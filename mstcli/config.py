@@ -266,6 +266,9 @@ def _parse_section(section: str, cls: type, values: dict[str, Any]) -> Any:
     return cls(**parsed)
 
 
+_BOOL_WORDS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
+
+
 def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any]) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -275,6 +278,10 @@ def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any
         (inner,) = [a for a in args if a is not type(None)]
         return _check_value(name, inner, value, meta)
     if origin is Literal:
+        if isinstance(value, bool) and value not in args:  # YAML 1.1 reads off/on/no/yes as booleans
+            spelled = [a for a in args if isinstance(a, str) and a.lower() in _BOOL_WORDS[value]]
+            if len(spelled) == 1:
+                return spelled[0]
         if value not in args:
             raise UserError(f"{name} must be one of {', '.join(map(str, args))}, got {value!r}")
         return value

@@ -105,3 +105,17 @@ def test_the_router_reads_what_gate_input_names(gate_input):
     student.net.zero_grad()
     loss.backward()
     assert all(p.grad is not None for p in method.gate.parameters())
+
+
+def test_decay_off_survives_yaml_reading_off_as_false(tmp_path):
+    """YAML 1.1 reads `off` as false; `-S distill.decay=off` and `decay: off` in params.yaml mean the choice."""
+    from mstcli.config import load_params
+
+    assert load_params(None, ["distill.decay=off"]).distill.decay == "off"
+    path = tmp_path / "params.yaml"
+    path.write_text("distill:\n  decay: off\n")
+    assert load_params(path).distill.decay == "off"
+    from mstcli.errors import UserError
+
+    with pytest.raises(UserError, match="distill.decay must be one of"):
+        load_params(None, ["distill.decay=true"])  # true is not a spelling of any choice
