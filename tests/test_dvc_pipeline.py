@@ -27,6 +27,7 @@ def copy_repo(dest: Path) -> None:
         shutil.copy(REPO / name, dest / name)
     (dest / ".dvc").mkdir()
     shutil.copy(REPO / ".dvc" / "config", dest / ".dvc" / "config")
+    shutil.copytree(REPO / ".dvc" / "plots", dest / ".dvc" / "plots")  # the routing plot's template
     shutil.copytree(REPO / "mstcli", dest / "mstcli", ignore=shutil.ignore_patterns("__pycache__"))
     (dest / "bench").mkdir()
     for name in ("dvc.yaml", "matrix.yaml"):  # the opt-in benchmark: a plain `dvc repro` must not run it

@@ -49,6 +49,8 @@ def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
     for path in sorted(folder.rglob("metrics.json")):
         try:
             data = json.loads(path.read_text())
+            if isinstance(data, dict) and "method" not in data and (path.parent / "params.yaml").exists():
+                continue  # a dvclive summary of a stage or of eval (engine/logbook.py), not a test result
             method, direction, accuracy = data["method"], data["student"], float(data["accuracy"])
             seed = int(data.get("seed", data["split_group"]))
         except (ValueError, KeyError, TypeError):
@@ -160,10 +162,16 @@ def render_markdown(grid: Grid) -> str:
 
 
 def compare(folder: Path, out: Path) -> tuple[dict, Grid, list[str]]:
-    """Read the metrics under ``folder``; write ``out/compare.md`` and ``out/compare.json``."""
+    """Read the metrics under ``folder``; write ``out/compare.md``, ``out/compare.json`` and ``out/compare.png``
+    (grouped bars, the seed spread as error bars)."""
+    from mstcli.report.figures import compare_figure
+
     runs, warnings = read_runs(folder)
     table = summarize(runs)
     grid = layout(runs)
     write_text(out / "compare.md", render_markdown(grid))
     write_json(out / "compare.json", table)
+    columns = [f"{group.upper()} teacher, {direction} student" for group, direction in grid.columns]
+    bars = [(name, [None if c is None else c[:3] for c in cells]) for name, cells in grid.rows]
+    compare_figure(columns, bars, out / "compare.png")
     return table, grid, warnings

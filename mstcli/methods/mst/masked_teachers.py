@@ -81,12 +81,16 @@ def selection_score(slots: list[MaskSlot], val_kl: list[float]) -> float:
 @torch.no_grad()
 def validation_kl(
     masked: MaskedTeachers, split: Split, targets: torch.Tensor, temperature: float, batch_size: int
-) -> list[float]:
-    """Mean KL of every specialized teacher (its own mask only) to the student over the split."""
+) -> tuple[list[float], list[float]]:
+    """Mean KL of every specialized teacher (its own mask only) to the student over the split, and its accuracy
+    on the split's labels (what the mask costs the teacher)."""
     totals = torch.zeros(len(masked.masks), device=targets.device)
+    right = torch.zeros(len(masked.masks), device=targets.device)
     for i, (_, net) in enumerate(masked.masks):
         net.eval()
         for index in batches(len(split), batch_size, None, targets.device):
-            logits = masked.logits(i, "val", split.batch(index))
+            batch = split.batch(index)
+            logits = masked.logits(i, "val", batch)
             totals[i] += kd_per_sample(logits.float(), targets[index].float(), temperature).sum()
-    return (totals / len(split)).tolist()
+            right[i] += (logits.argmax(1) == batch.labels).sum()
+    return (totals / len(split)).tolist(), (right / len(split)).tolist()
