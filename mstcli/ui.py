@@ -79,6 +79,7 @@ class _CurrentStderr(logging.StreamHandler):
 def setup_logging(quiet: bool = False, verbose: bool = False, level: int | None = None) -> None:
     """Route the ``mstcli`` logger to stderr at the level the command asked for (idempotent); ``level``
     overrides both flags (the bench scripts use ``logging.WARNING``: no epoch lines, every warning)."""
+    from rich.highlighter import NullHighlighter
     from rich.logging import RichHandler
 
     log = logger()
@@ -87,7 +88,13 @@ def setup_logging(quiet: bool = False, verbose: bool = False, level: int | None 
     console = stderr_console()
     if console.is_terminal:
         handler: logging.Handler = RichHandler(
-            console=console, show_time=False, show_level=False, show_path=False, markup=False, highlighter=None
+            console=console,
+            show_time=False,
+            show_level=False,
+            show_path=False,
+            markup=False,
+            highlighter=NullHighlighter(),
+            keywords=[],
         )
     else:
         handler = _CurrentStderr()

@@ -60,15 +60,15 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(tmp_path):
     set_params(tmp_path / "params.yaml", TINY)
 
     first = repro(tmp_path)
-    assert ran(first) == {"prepare", "train", "fit_masks", "distill", "eval"}
+    assert ran(first) == {"prepare", "train", "fit_masks", "distill", "eval", "report"}
     assert "test accuracy of the image student" in first
     metrics = check_eval_files(tmp_path, "main", tmp_path / "data/features/avdigits.h5", "image")
     assert metrics["method"] == "mst" and metrics["n_test"] == 300 - int(0.8 * 300)
     assert f"{metrics['accuracy']:.2%}" in first  # the number eval printed is the one it recorded
     assert metrics["accuracy"] >= 0.2, f"the image student learned nothing: {metrics['accuracy']:.2%} (chance 10%)"
-    assert (tmp_path / "results/main/routing.tsv").exists()
+    assert (tmp_path / "results/main/distill/plots/custom/routing.json").exists()
 
     assert ran(repro(tmp_path)) == set()
 
     set_params(tmp_path / "params.yaml", {"distill": {"k": 2}})
-    assert ran(repro(tmp_path)) == {"distill", "eval"}
+    assert ran(repro(tmp_path)) == {"distill", "eval", "report"}

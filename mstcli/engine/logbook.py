@@ -21,8 +21,10 @@ kept away from the repository altogether: dvclive would otherwise open the DVC r
 token and even ``dvc init`` a bare git checkout; a stage's log needs none of that, and must work the same inside
 ``dvc repro``, ``dvc exp run``, a test's temporary folder and a plain folder.
 
-A resumed stage opens the folder afresh and replays the curves kept in its resume state, so its log is the same as
-an uninterrupted run's.
+Like every output, a log is written under a temporary name (``results/<run>/.<stage>.live/``, where dvclive writes
+as the epochs go, for a look at a running stage) and renamed when the stage has written its outputs, so a stage that
+stops (killed, NaN guard) leaves no log that could pass for a finished one. A resumed stage starts the log afresh and
+replays the curves kept in its resume state, so its log is the same as an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,7 +61,7 @@ class Logbook:
     def __init__(self, folder: Path, params: dict[str, Any], is_routing: Callable[[str], bool] | None = None):
         self.folder = Path(folder)
         self.is_routing = is_routing or (lambda key: False)
-        self._live = _offline_live(self.folder, params)
+        self._live = _offline_live(_fresh(live_folder(self.folder)), params)
         self._routing: list[dict[str, Any]] = []
 
     def epoch(self, row: dict[str, Any]) -> None:
@@ -85,12 +88,14 @@ class Logbook:
                 kept[key] = value
         self._live.summary = kept
         self._live.end()
+        _publish(live_folder(self.folder), self.folder)
 
 
 def log_final(folder: Path, params: dict[str, Any], values: dict[str, Any]) -> None:
     """A result without epochs (the test figures of ``mst eval``): its numbers, nested dicts as ``a/b``, and the
     settings, as a dvclive summary in ``folder``."""
-    live = _offline_live(Path(folder), params)
+    folder = Path(folder)
+    live = _offline_live(_fresh(live_folder(folder)), params)
 
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, dict):
@@ -101,6 +106,24 @@ def log_final(folder: Path, params: dict[str, Any], values: dict[str, Any]) -> N
 
     walk("", values)
     live.end()
+    _publish(live_folder(folder), folder)
+
+
+def live_folder(folder: Path) -> Path:
+    """Where the log of ``folder`` is written until it is complete."""
+    return folder.parent / f".{folder.name}.live"
+
+
+def _fresh(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _publish(tmp: Path, folder: Path) -> None:
+    """Replace ``folder`` by the finished log ``tmp``."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
 
 
 def read_curves(folder: Path) -> list[dict[str, Any]]:

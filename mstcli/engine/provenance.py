@@ -80,3 +80,16 @@ def provenance(
         "versions": software_versions(),
         "device": device_description(device),
     }
+
+
+def result_provenance(params: Any, features: Any, split_group: int, device: Any, method: dict[str, Any] | None):
+    """The record of a result made from ``features`` (a FeatureFile) with ``params`` (config.Params)."""
+    from mstcli.data.fingerprint import feature_fingerprint
+
+    data = {
+        "dataset": features.dataset,
+        "features": feature_fingerprint(features),
+        "feature_file": str(features.path),
+        "split_group": split_group,
+    }
+    return provenance(params.to_dict(), data, device, method)

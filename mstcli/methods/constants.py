@@ -8,7 +8,6 @@ flags, so a new method needs nothing extra to be recorded.
 
 from __future__ import annotations
 
-import sys
 from types import ModuleType
 from typing import Any
 
@@ -26,24 +25,6 @@ def module_constants(module: ModuleType) -> dict[str, Any]:
         elif isinstance(value, (tuple, list)) and all(isinstance(v, PLAIN) for v in value):
             found[name] = list(value)
     return found
-
-
-def method_record(name: str) -> dict[str, Any]:
-    """Name, registry entry, class flags and module constants of the distillation method ``name``."""
-    from mstcli.methods.registry import entry
-
-    found = entry(name)
-    cls = found.load()
-    return {
-        "name": found.name,
-        "display": found.display,
-        "target": found.target,
-        "role": found.role,
-        "fixed_teacher": found.fixed_teacher,
-        "continues_stage1": bool(cls.continues_stage1),
-        "needs_masks": bool(cls.needs_masks),
-        "constants": module_constants(sys.modules[cls.__module__]),
-    }
 
 
 def stage_record(stage: str, *modules: ModuleType) -> dict[str, Any]:

@@ -24,11 +24,12 @@ from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod
-from mstcli.methods.constants import method_record
+from mstcli.methods.records import method_record
 from mstcli.methods.mst.experts import masks_from_entries
 from mstcli.methods.registry import method_class
 from mstcli.models.trio import ModalNet, Trio, load_frozen_trio
-from mstcli.stages.provenance import result_provenance, run_stage, stage_inputs, stage_key, stage_logbook
+from mstcli.engine.provenance import result_provenance
+from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
 
 
 class Distillation(EpochTask):

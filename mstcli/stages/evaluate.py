@@ -18,10 +18,10 @@ from mstcli.engine.splits import load_splits
 from mstcli.engine.evaluation import classification_metrics, predict
 from mstcli.engine.checkpoints import StudentCheckpoint
 from mstcli.engine.logbook import log_final
+from mstcli.engine.provenance import result_provenance
 from mstcli.engine.outputs import write_json, write_text
 from mstcli.engine.runtime import setup_runtime
 from mstcli.models.trio import ModalNet, RunSpec
-from mstcli.stages.provenance import result_provenance
 
 
 def evaluate(params: Params, features_path: Path, student_path: Path, metrics_path: Path, confusion_path: Path) -> dict:

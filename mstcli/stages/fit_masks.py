@@ -37,7 +37,8 @@ from mstcli.methods.mst import masknet as masknet_module
 from mstcli.methods.mst.masknet import MaskNet
 from mstcli.models.trio import Trio, load_frozen_trio
 from mstcli.methods.constants import stage_record
-from mstcli.stages.provenance import result_provenance, run_stage, stage_inputs, stage_key, stage_logbook
+from mstcli.engine.provenance import result_provenance
+from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
 from mstcli.ui import logger
 
 

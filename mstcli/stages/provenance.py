@@ -18,7 +18,6 @@ from mstcli.data.store import FeatureFile
 from mstcli.engine.checkpoints import Inputs
 from mstcli.engine.logbook import Logbook
 from mstcli.engine.loop import EpochTask, LoopConfig, LoopResult, run_epochs
-from mstcli.engine.provenance import provenance
 from mstcli.engine.resume import ResumeStore, resume_key
 from mstcli.engine.splits import Split
 
@@ -28,19 +27,6 @@ RESULT_COMMON = ("dataset", "student", "seed", "device", "precision", "compile",
 
 def stage_inputs(features: FeatureFile, split_group: int) -> dict[str, Any]:
     return dataclasses.asdict(Inputs(features.dataset, feature_fingerprint(features), split_group))
-
-
-def result_provenance(
-    params: Params, features: FeatureFile, split_group: int, device: Any, method: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The provenance record (engine/provenance.py) of a result made from ``features`` with ``params``."""
-    data = {
-        "dataset": features.dataset,
-        "features": feature_fingerprint(features),
-        "feature_file": str(features.path),
-        "split_group": split_group,
-    }
-    return provenance(params.to_dict(), data, device, method)
 
 
 def stage_logbook(folder: Path, stage: str, params: Params, settings: Any, routing: bool = False) -> Logbook:

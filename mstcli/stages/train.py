@@ -23,7 +23,8 @@ from mstcli.methods.mst import losses as mst_losses
 from mstcli.methods.mst.losses import mutual_loss
 from mstcli.models.trio import RunSpec, Trio
 from mstcli.methods.constants import stage_record
-from mstcli.stages.provenance import result_provenance, run_stage, stage_inputs, stage_key, stage_logbook
+from mstcli.engine.provenance import result_provenance
+from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
 
 
 class CollaborativeTraining(EpochTask):
