@@ -42,12 +42,12 @@ SLOW_CLI = """
 import sys, time
 import mstcli.engine.loop as loop
 delay = float(sys.argv[1])
-plain_track = loop.track
-def slow_track(items, total, description, console=None):
-    for item in plain_track(items, total, description, console):
+plain_batches = loop.batches
+def slow_batches(*args):
+    for item in plain_batches(*args):
         time.sleep(delay)
         yield item
-loop.track = slow_track
+loop.batches = slow_batches
 from mstcli.cli import main
 sys.argv = ["mst", *sys.argv[2:]]
 main()

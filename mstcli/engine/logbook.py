@@ -22,8 +22,9 @@ token and even ``dvc init`` a bare git checkout; a stage's log needs none of tha
 ``dvc repro``, ``dvc exp run``, a test's temporary folder and a plain folder.
 
 Like every output, a log is written under a temporary name (``results/<run>/.<stage>.live/``, where dvclive writes
-as the epochs go, for a look at a running stage) and renamed when the stage has written its outputs, so a stage that
-stops (killed, NaN guard) leaves no log that could pass for a finished one. A resumed stage starts the log afresh and
+as the epochs go, for a look at a running stage) and renamed when the stage has written its outputs; a stage that stops
+with an error (NaN guard, bad input) removes it, and one that is killed leaves only that hidden folder, so no log
+can pass for a finished one. A resumed stage starts the log afresh and
 replays the curves kept in its resume state, so its log is the same as an uninterrupted run's.
 """
 
@@ -89,6 +90,10 @@ class Logbook:
         self._live.summary = kept
         self._live.end()
         _publish(live_folder(self.folder), self.folder)
+
+    def discard(self) -> None:
+        """Drop the unfinished log (the stage stopped with an error)."""
+        shutil.rmtree(live_folder(self.folder), ignore_errors=True)
 
 
 def log_final(folder: Path, params: dict[str, Any], values: dict[str, Any]) -> None:

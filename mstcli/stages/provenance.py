@@ -64,4 +64,9 @@ def run_stage(
         order_seed=order_seed,
         resume_every=params.common.resume_every,
     )
-    return run_epochs(task, train, config, store, logbook=logbook), store
+    try:
+        return run_epochs(task, train, config, store, logbook=logbook), store
+    except BaseException:
+        if logbook is not None:
+            logbook.discard()
+        raise
