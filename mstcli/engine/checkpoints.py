@@ -2,8 +2,9 @@
 
 A stage's output is only as trustworthy as the inputs it was made from, so every checkpoint records the data set,
 the fingerprint of the feature file, the split group and the settings that made it, plus the full provenance
-record of engine/provenance.py (every resolved setting, the method's constants, git commit, versions, device), and the checkpoints a later
-stage builds on (stage 1 -> masks -> student) record the fingerprint of the one they continue. Loading checks the
+record of engine/provenance.py (every resolved setting, the method's constants, git commit, versions, device),
+and the checkpoints a later stage builds on (stage 1 -> masks -> student) record the fingerprint of the one they
+continue. Loading checks the
 kind and the schema version and reads with ``torch.load(weights_only=True)``: a checkpoint holds tensors and plain
 Python values only, so a crafted ``.pt`` cannot run code. Any mismatch is a one-line :class:`UserError`.
 

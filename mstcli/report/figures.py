@@ -91,9 +91,14 @@ STAGE_PANELS = {
     ),
     "fit_masks": StagePanels(
         "S2 MaskNets (specialized teachers)",
-        (Series("train KL to student (mean)", _mean_of("train_kl_"), "train"),
-         Series("val KL to student (mean)", _mean_of("val_kl_"), "val")),
-        (Series("masked teachers train", "masked_acc", "train"), Series("masked teachers val", "val_masked_acc", "val")),
+        (
+            Series("train KL to student (mean)", _mean_of("train_kl_"), "train"),
+            Series("val KL to student (mean)", _mean_of("val_kl_"), "val"),
+        ),
+        (
+            Series("masked teachers train", "masked_acc", "train"),
+            Series("masked teachers val", "val_masked_acc", "val"),
+        ),
     ),
     "distill": StagePanels(
         "S3 routed distillation",
@@ -120,8 +125,15 @@ def curves_figure(stages: dict[str, Rows], path: Path) -> dict[str, list[str]]:
                 if ylabel == "accuracy":
                     ys = [100 * y for y in ys]
                 color = f"C{i // 2}" if ylabel == "accuracy" else f"C{i}"  # accuracy: train and val pairs
-                ax.plot(xs, ys, marker="o", markersize=3, linestyle="-" if s.split == "train" else "--",
-                        color=color, label=s.label)
+                ax.plot(
+                    xs,
+                    ys,
+                    marker="o",
+                    markersize=3,
+                    linestyle="-" if s.split == "train" else "--",
+                    color=color,
+                    label=s.label,
+                )
                 labels.append(s.label)
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel + (" (%)" if ylabel == "accuracy" else ""))
@@ -170,8 +182,9 @@ def confusion_figure(counts: np.ndarray, class_names: Sequence[str], path: Path)
     ax.set_title("test confusion (row-normalised)")
     if len(class_names) <= 12:
         for (a, p), value in np.ndenumerate(normalised):
-            ax.text(p, a, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if value > 0.5 else "black")
+            ax.text(
+                p, a, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > 0.5 else "black"
+            )
     fig.colorbar(image, ax=ax, fraction=0.046)
     _save(fig, path)
     return normalised
@@ -189,7 +202,8 @@ def masks_figure(means: Sequence[tuple[str, np.ndarray]], path: Path) -> list[st
         ordered = np.sort(np.asarray(values, dtype=float))
         ax.bar(np.arange(len(ordered)), ordered, width=1.0, color=f"C{i}")
         ax.axhline(float(ordered.mean()), color="black", linewidth=0.8, linestyle=":")
-        title = f"{label}: {len(ordered)} channels, mean {ordered.mean():.2f}"
+        spread = f"range {ordered[0]:.2f}-{ordered[-1]:.2f}"
+        title = f"{label}: {len(ordered)} channels, mean {ordered.mean():.2f} ({spread})"
         ax.set_title(title, fontsize=9)
         ax.set_ylim(0, 1)
         ax.set_xlabel("channel (sorted by mean mask)")
@@ -202,8 +216,9 @@ def masks_figure(means: Sequence[tuple[str, np.ndarray]], path: Path) -> list[st
     return titles
 
 
-def compare_figure(columns: Sequence[str], rows: Sequence[tuple[str, list[tuple[float, float, int] | None]]],
-                   path: Path) -> int:
+def compare_figure(
+    columns: Sequence[str], rows: Sequence[tuple[str, list[tuple[float, float, int] | None]]], path: Path
+) -> int:
     """The benchmark table as grouped bars: one group per method, one bar per (teacher, direction) column, the
     seed spread (std) as error bars; returns the number of bars drawn."""
     fig, ax = plt.subplots(figsize=SIZES["compare"], layout="constrained")

@@ -30,9 +30,20 @@ from mstcli.stages.paths import RunPaths
 LOG_FOLDERS = ("train", "fit_masks", "distill")
 #: the settings shown on the page (section, key); all of them are in metrics.json's provenance
 KEY_SETTINGS = (
-    ("common", "dataset"), ("common", "student"), ("common", "seed"), ("train", "epochs"), ("fit_masks", "epochs"),
-    ("fit_masks", "layers"), ("distill", "method"), ("distill", "teacher"), ("distill", "epochs"), ("distill", "k"),
-    ("distill", "lr"), ("distill", "batch_size"), ("prepare", "num_samples"), ("prepare", "image_energy"),
+    ("common", "dataset"),
+    ("common", "student"),
+    ("common", "seed"),
+    ("train", "epochs"),
+    ("fit_masks", "epochs"),
+    ("fit_masks", "layers"),
+    ("distill", "method"),
+    ("distill", "teacher"),
+    ("distill", "epochs"),
+    ("distill", "k"),
+    ("distill", "lr"),
+    ("distill", "batch_size"),
+    ("prepare", "num_samples"),
+    ("prepare", "image_energy"),
 )
 
 
@@ -116,7 +127,9 @@ def _mask_means(run: RunPaths, features_path: Path, group: int, batch_size: int)
     checkpoint.check_stage1(run.masks, trio.fingerprint)
     masks = masks_from_entries(checkpoint.masks)
     val = load_splits(features, group, list(trio.spec.modalities), device, names=("val",))["val"]
-    return [(f"{slot.teacher}@{slot.layer}", values.numpy()) for slot, values in mean_masks(trio, masks, val, batch_size)]
+    return [
+        (f"{slot.teacher}@{slot.layer}", values.numpy()) for slot, values in mean_masks(trio, masks, val, batch_size)
+    ]
 
 
 def render_page(run: RunPaths, metrics: dict[str, Any], out: Report) -> str:
