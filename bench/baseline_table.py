@@ -18,9 +18,8 @@ goes to stderr.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from mstcli.stages.evaluate import evaluate
 from mstcli.stages.fit_masks import fit_masks
 from mstcli.stages.prepare import feature_path, prepare
 from mstcli.stages.train import train
+from mstcli.ui import logger, setup_logging
 
 MATRIX = Path(__file__).with_name("matrix.yaml")
 
@@ -72,11 +72,8 @@ class Bench:
         return load_params(self.args.params, [*self.base, *cell, *extra])
 
     def stage(self, fn, *args):
-        """Run a stage function, its per-epoch lines hidden unless --verbose."""
-        if self.args.verbose:
-            return fn(*args)
-        with contextlib.redirect_stderr(io.StringIO()):
-            return fn(*args)
+        """Run a stage function (its per-epoch lines are logged at INFO: shown with --verbose)."""
+        return fn(*args)
 
     def features(self) -> Path:
         params = load_params(self.args.params, self.base)
@@ -93,9 +90,9 @@ class Bench:
         started = time.perf_counter()
         keep = self.args.skip_done
         if not (keep and stage1.exists()):
-            self.stage(train, params, features, stage1, results / "stage1.tsv")
+            self.stage(train, params, features, stage1, results / "train")
         if not (keep and masks.exists()):
-            self.stage(fit_masks, params, features, stage1, masks, results / "masks.tsv")
+            self.stage(fit_masks, params, features, stage1, masks, results / "fit_masks")
         log(f"{name}: S1 + S2 in {time.perf_counter() - started:.0f} s")
         self.student(features, stage1, masks, models / "mst.pt", results / "mst-mm+cm", params)
         alone = with_baseline_budget(self.params(student, seed, "distill.method=none"))
@@ -116,7 +113,7 @@ class Bench:
         if self.args.skip_done and (results / "metrics.json").exists():
             return
         started = time.perf_counter()
-        self.stage(distill, params, features, stage1, masks, out, results / "distill.tsv", results / "routing.tsv")
+        self.stage(distill, params, features, stage1, masks, out, results / "distill")
         report = self.stage(evaluate, params, features, out, results / "metrics.json", results / "confusion.csv")
         log(f"  {out.stem:<10} {100 * report['accuracy']:6.2f} %  ({time.perf_counter() - started:.0f} s)")
 
@@ -131,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     from mstcli.reports import compare_table
 
     args = parse_args(argv)
+    setup_logging(level=logging.INFO if args.verbose else logging.WARNING)  # warnings and errors always show
     bench = Bench(args)
     features = bench.features()
     for student in args.directions:
@@ -138,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
             bench.cell(features, student, seed)
     table, grid, warnings = compare(args.results, args.out)
     for warning in warnings:
-        log(f"warning: {warning}")
+        logger().warning(warning)
     Console().print(compare_table(grid))
     print(json.dumps(table), flush=True)
     return table

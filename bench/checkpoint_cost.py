@@ -17,8 +17,8 @@ The last line is one JSON object: per stage, save_s (median), state_mb, epoch_s,
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -34,6 +34,8 @@ from mstcli.engine import resume  # noqa: E402
 from mstcli.stages.distill import distill  # noqa: E402
 from mstcli.stages.fit_masks import fit_masks  # noqa: E402
 from mstcli.stages.train import train  # noqa: E402
+from mstcli.engine.logbook import read_curves  # noqa: E402
+from mstcli.ui import setup_logging  # noqa: E402
 
 
 def main() -> None:
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--scale-to", type=int, default=0, help="also report the epoch scaled to this many train rows")
     args = parser.parse_args()
+    setup_logging(level=logging.WARNING)
 
     saves: list[tuple[str, float, int]] = []
     original = resume.ResumeStore.save
@@ -75,23 +78,21 @@ def main() -> None:
         )
         report = {"n": args.n, "n_train": int(0.6 * args.n), "spec_size": args.spec_size, "batch_size": b}
         runs = {
-            "s1": lambda: train(params, features, root / "stage1.pt", root / "s1.tsv"),
-            "s2": lambda: fit_masks(params, features, root / "stage1.pt", root / "masks.pt", root / "s2.tsv"),
+            "s1": lambda: train(params, features, root / "stage1.pt", root / "s1"),
+            "s2": lambda: fit_masks(params, features, root / "stage1.pt", root / "masks.pt", root / "s2"),
             "s3": lambda: distill(
                 params,
                 features,
                 root / "stage1.pt",
                 root / "masks.pt",
                 root / "student.pt",
-                root / "s3.tsv",
-                root / "r.tsv",
+                root / "s3",
             ),
         }
         for name, run in runs.items():
             saves.clear()
             run()
-            with open(root / f"{name}.tsv") as f:
-                epoch_s = statistics.median(float(row["epoch_s"]) for row in csv.DictReader(f, delimiter="\t"))
+            epoch_s = statistics.median(row["epoch_s"] for row in read_curves(root / name))
             save_s = statistics.median(s for _, s, _ in saves)
             entry = {
                 "save_s": round(save_s, 3),

@@ -21,9 +21,8 @@ table as one JSON object: ``{"image": {"none": [mean, std], ...}, "audio": {...}
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
+import logging
 import statistics
 import sys
 import time
@@ -44,6 +43,7 @@ from mstcli.stages.evaluate import evaluate
 from mstcli.stages.fit_masks import fit_masks
 from mstcli.stages.prepare import prepare
 from mstcli.stages.train import train
+from mstcli.ui import setup_logging
 
 # S3 variants on the same S1 and S2: each reference quirk switched off alone, and an ablation that continues
 # the S1 student with CE only (what S3 adds beyond S1).
@@ -57,9 +57,8 @@ QUIRKS = {
 
 
 def quiet(fn, *args, **kwargs):
-    """Run a stage without its per-epoch lines (the benchmark prints its own)."""
-    with contextlib.redirect_stderr(io.StringIO()):
-        return fn(*args, **kwargs)
+    """Run a stage; its per-epoch lines are hidden by the log level set in main (warnings and errors show)."""
+    return fn(*args, **kwargs)
 
 
 def test_accuracy(params, features: Path, student: Path, results: Path) -> float:
@@ -119,11 +118,11 @@ def run_direction(args, direction: str, seed: int, features: Path) -> dict[str, 
 
     if not stage1.exists():
         started = time.perf_counter()
-        quiet(train, params, features, stage1, root / "stage1.tsv")
+        quiet(train, params, features, stage1, root / "train")
         timings["s1"] = time.perf_counter() - started
     if not masks.exists():
         started = time.perf_counter()
-        quiet(fit_masks, params, features, stage1, masks, root / "masks.tsv")
+        quiet(fit_masks, params, features, stage1, masks, root / "fit_masks")
         timings["s2"] = time.perf_counter() - started
 
     def run_s3(name: str, extra: list[str], use_masks: bool) -> None:
@@ -137,8 +136,7 @@ def run_direction(args, direction: str, seed: int, features: Path) -> dict[str, 
             stage1,
             masks if use_masks else None,
             out / "student.pt",
-            out / "distill.tsv",
-            out / "routing.tsv",
+            out / "distill",
         )
         timings[name] = time.perf_counter() - t0
         acc[name] = test_accuracy(p, features, out / "student.pt", out)
@@ -175,6 +173,7 @@ def main() -> None:
     parser.add_argument("--quirks", action="store_true", help="also measure each reference quirk switched off")
     parser.add_argument("--only-quirks", action="store_true", help="only the quirk variants (reuses S1 and S2)")
     args = parser.parse_args()
+    setup_logging(level=logging.WARNING)
 
     params = load_params(args.params)
     features = args.workdir / "features.h5"

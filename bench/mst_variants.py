@@ -73,13 +73,13 @@ def run_cell(args, features: Path, direction: str, seed: int) -> dict[str, float
     stage1 = models / "stage1.pt"
     started = time.perf_counter()
     if not (args.skip_done and stage1.exists()):
-        train(params, features, stage1, results / "stage1.tsv")
+        train(params, features, stage1, results / "train")
     needed = {VARIANTS[v][0] for v in args.variants}
     for masks_name in needed:
         path = models / f"{masks_name}.pt"
         extra = [o.replace("{double}", str(2 * params.fit_masks.epochs)) for o in MASKS[masks_name]]
         if not (args.skip_done and path.exists()):
-            fit_masks(load_params(args.params, base + extra), features, stage1, path, results / f"{masks_name}.tsv")
+            fit_masks(load_params(args.params, base + extra), features, stage1, path, results / masks_name)
     log(f"{name}: S1 + S2 runs in {time.perf_counter() - started:.0f} s")
     accuracy = {}
 
@@ -91,7 +91,7 @@ def run_cell(args, features: Path, direction: str, seed: int) -> dict[str, float
                 folder = reused
         if not (args.skip_done and (folder / "metrics.json").exists()):
             t0 = time.perf_counter()
-            distill(p, features, stage1, masks, out, folder / "distill.tsv", folder / "routing.tsv")
+            distill(p, features, stage1, masks, out, folder / "distill")
             evaluate(p, features, out, folder / "metrics.json", folder / "confusion.csv")
             log(f"  {name} {label:<28} ({time.perf_counter() - t0:.0f} s)")
         accuracy[label] = 100 * json.loads((folder / "metrics.json").read_text())["accuracy"]

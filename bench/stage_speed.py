@@ -23,10 +23,8 @@ s3_over_student, bank_speedup, ...).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
-import io
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -41,6 +39,8 @@ from mstcli.data.store import FeatureFile, write_features
 from mstcli.stages.distill import distill
 from mstcli.stages.fit_masks import fit_masks
 from mstcli.stages.train import train
+from mstcli.engine.logbook import read_curves
+from mstcli.ui import setup_logging
 
 
 def synthetic_features(path: Path, n: int, spec_size: int, seed: int = 0) -> Path:
@@ -59,17 +59,15 @@ def synthetic_features(path: Path, n: int, spec_size: int, seed: int = 0) -> Pat
     return path
 
 
-def epoch_seconds(curves: Path) -> float:
-    with open(curves) as f:
-        times = [float(row["epoch_s"]) for row in csv.DictReader(f, delimiter="\t")]
+def epoch_seconds(log_dir: Path) -> float:
+    times = [row["epoch_s"] for row in read_curves(log_dir)]
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
 def timed(label: str, fn, *args) -> float:
     """Run a stage quietly; returns its whole wall time (set-up, caches and all epochs)."""
     started = time.perf_counter()
-    with contextlib.redirect_stderr(io.StringIO()):
-        fn(*args)
+    fn(*args)
     wall = time.perf_counter() - started
     print(f"{label}: {wall:.2f} s in all", file=sys.stderr, flush=True)
     return wall
@@ -88,6 +86,7 @@ def main() -> None:
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="params override")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
+    setup_logging(level=logging.WARNING)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stage_speed-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -106,8 +105,8 @@ def main() -> None:
     device = "cpu" if device == "auto" else device
     stage1, masks = workdir / "stage1.pt", workdir / "masks.pt"
     walls = {}
-    walls["s1"] = timed("S1", train, p, features, stage1, workdir / "s1.tsv")
-    walls["s2"] = timed("S2", fit_masks, p, features, stage1, masks, workdir / "s2.tsv")
+    walls["s1"] = timed("S1", train, p, features, stage1, workdir / "s1")
+    walls["s2"] = timed("S2", fit_masks, p, features, stage1, masks, workdir / "s2")
     if args.s2_recompute:
         walls["s2_recompute"] = timed(
             "S2 recompute",
@@ -116,7 +115,7 @@ def main() -> None:
             features,
             stage1,
             workdir / "masks-r.pt",
-            workdir / "s2_recompute.tsv",
+            workdir / "s2_recompute",
         )
     for name, extra in {
         "s3": [],
@@ -131,11 +130,10 @@ def main() -> None:
             stage1,
             masks,
             workdir / f"{name}.pt",
-            workdir / f"{name}.tsv",
-            workdir / f"{name}-routing.tsv",
+            workdir / name,
         )
 
-    per_epoch = {name: epoch_seconds(workdir / f"{name}.tsv") for name in walls}
+    per_epoch = {name: epoch_seconds(workdir / name) for name in walls}
     n_train = len(FeatureFile.open(features).split_indices(p.common.seed)["train"])
     device_name = (
         torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"

@@ -6,6 +6,7 @@ Heavy modules (torch, h5py, the stages) are imported inside the commands so ``ms
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 import time
@@ -33,6 +34,8 @@ RestartOption = Annotated[
         "--restart", help="start from epoch 0 even if a killed run of the same stage left a state to resume from"
     ),
 ]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing but errors")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="also print debug notes")]
 SetOption = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-S", help="override a setting, e.g. -S prepare.num_samples=500 (repeatable)"),
@@ -41,27 +44,64 @@ SetOption = Annotated[
 
 def _offline_environment() -> None:
     """No network at run time: make Hugging Face fail at once instead of retrying for half a minute."""
-    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS", "DVC_NO_ANALYTICS"):
+    for key in (
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HF_HUB_DISABLE_PROGRESS_BARS",
+        "DVC_NO_ANALYTICS",
+        "DVC_STUDIO_OFFLINE",
+    ):
         os.environ.setdefault(key, "1")
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a UserError into ``error: <message>`` on stderr and exit code 2, without a traceback."""
+    """Every command's frame: ``--quiet`` / ``--verbose`` (added to its options here, so no command can lack them)
+    set up logging; a UserError becomes ``error: <message>`` on stderr and exit code 2, without a traceback."""
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, quiet: bool = False, verbose: bool = False, **kwargs: Any) -> Any:
         from mstcli.errors import UserError
+        from mstcli.ui import close_live_displays, setup_logging
 
+        setup_logging(quiet, verbose)
         try:
             return command(*args, **kwargs)
         except UserError as exc:
+            close_live_displays()
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(UserError.exit_code) from None
         except KeyboardInterrupt:
+            close_live_displays()
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        finally:
+            close_live_displays()
 
+    own = inspect.signature(command, eval_str=True)
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=annotation)
+        for name, annotation in (("quiet", QuietOption), ("verbose", VerboseOption))
+    ]
+    wrapper.__signature__ = own.replace(parameters=[*own.parameters.values(), *extra])  # type: ignore[attr-defined]
     return wrapper
+
+
+def say(text: str) -> None:
+    """A command's summary line on stdout (none under --quiet)."""
+    from mstcli.ui import is_quiet
+
+    if not is_quiet():
+        typer.echo(text)
+
+
+def show(renderable: Any) -> None:
+    """A Rich table on stdout (none under --quiet)."""
+    from rich.console import Console
+
+    from mstcli.ui import is_quiet
+
+    if not is_quiet():
+        Console().print(renderable)
 
 
 def _load(params_file: Optional[Path], overrides: Optional[list[str]], extra: dict[str, Any] | None = None):
@@ -96,7 +136,7 @@ def prepare(
 
     started = time.perf_counter()
     path = run_prepare(params, out)
-    typer.echo(f"wrote {path} in {time.perf_counter() - started:.1f} s")
+    say(f"wrote {path} in {time.perf_counter() - started:.1f} s")
 
 
 def _features(params) -> Path:
@@ -121,8 +161,8 @@ def train(params_file: ParamsOption = None, overrides: SetOption = None, restart
     from mstcli.stages.train import train as run_train
 
     paths = _paths(params)
-    last = run_train(params, _features(params), paths.stage1, paths.results / "stage1.tsv", restart)
-    typer.echo(
+    last = run_train(params, _features(params), paths.stage1, paths.results / "train", restart)
+    say(
         f"wrote {paths.stage1}: val acc MM {last['val_mm_acc']:.1%}, student {last['val_student_acc']:.1%}, "
         f"CM {last['val_cm_acc']:.1%}"
     )
@@ -138,8 +178,8 @@ def fit_masks(params_file: ParamsOption = None, overrides: SetOption = None, res
     from mstcli.stages.fit_masks import fit_masks as run_fit_masks
 
     paths = _paths(params)
-    summary = run_fit_masks(params, _features(params), paths.stage1, paths.masks, paths.results / "masks.tsv", restart)
-    typer.echo(f"wrote {paths.masks}: best epoch {summary['best_epoch']}, val KL score {summary['val_score']:.4f}")
+    summary = run_fit_masks(params, _features(params), paths.stage1, paths.masks, paths.results / "fit_masks", restart)
+    say(f"wrote {paths.masks}: best epoch {summary['best_epoch']}, val KL score {summary['val_score']:.4f}")
 
 
 @app.command()
@@ -157,7 +197,7 @@ def distill(
     ] = False,
     out: Annotated[Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")] = None,
     results: Annotated[
-        Optional[Path], typer.Option(help="folder for curves and routing (default results/<run>)")
+        Optional[Path], typer.Option(help="folder whose distill/ gets the curves and routing (default results/<run>)")
     ] = None,
     params_file: ParamsOption = None,
     overrides: SetOption = None,
@@ -181,11 +221,10 @@ def distill(
         paths.stage1,
         paths.masks,
         out,
-        results / "distill.tsv",
-        results / "routing.tsv",
+        results / "distill",
         restart,
     )
-    typer.echo(f"wrote {out}: best epoch {summary['best_epoch']}, val CE {summary['val_ce']:.4f}")
+    say(f"wrote {out}: best epoch {summary['best_epoch']}, val CE {summary['val_ce']:.4f}")
 
 
 @app.command("eval")
@@ -195,13 +234,16 @@ def evaluate(
         Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")
     ] = None,
     results: Annotated[Optional[Path], typer.Option(help="folder for metrics.json and confusion.csv")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print only the metrics as one JSON object (what metrics.json holds)")
+    ] = False,
     params_file: ParamsOption = None,
     overrides: SetOption = None,
 ) -> None:
     """Test the student alone, on its own modality: accuracy, macro-F1, per-class accuracy, confusion matrix."""
-    params = _load(params_file, overrides)
-    from rich.console import Console
+    import json
 
+    params = _load(params_file, overrides)
     from mstcli.reports import metrics_table
     from mstcli.stages.evaluate import evaluate as run_evaluate
 
@@ -210,8 +252,11 @@ def evaluate(
     report = run_evaluate(
         params, _features(params), student or paths.student, results / "metrics.json", results / "confusion.csv"
     )
-    Console().print(metrics_table(report))
-    typer.echo(
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in report.items() if k != "confusion"}))
+        return
+    show(metrics_table(report))
+    say(
         f"test accuracy of the {report['student']} student: {report['accuracy']:.2%} (wrote {results / 'metrics.json'})"
     )
 
@@ -293,19 +338,39 @@ def compare(
     """The benchmark table: test accuracy per method, teacher and student direction, mean ± std over seeds."""
     import json
 
-    from rich.console import Console
-
     from mstcli.reports import compare_table
     from mstcli.stages.compare import compare as run_compare
 
+    from mstcli.ui import logger
+
     table, grid, warnings = run_compare(folder, out)
     for warning in warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        logger().warning(warning)
     if as_json:
         typer.echo(json.dumps(table))
         return
-    Console().print(compare_table(grid))
-    typer.echo(f"wrote {out / 'compare.md'}, {out / 'compare.json'} and {out / 'compare_paired.json'}")
+    show(compare_table(grid))
+    say(f"wrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare_paired.json'} and {out / 'compare.png'}")
+
+
+@app.command()
+@user_errors
+def report(
+    run: Annotated[Optional[str], typer.Argument(help="the run to describe (default common.run)")] = None,
+    params_file: ParamsOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Figures of a run (curves, routing dynamics, confusion, S2 masks) and results/<run>/report.md embedding them."""
+    params = _load(params_file, overrides, {"common.run": run})
+    from mstcli.stages.report import report as run_report
+
+    started = time.perf_counter()
+    done = run_report(_paths(params), _features(params), params.eval.batch_size)
+    for name, why in done.skipped.items():
+        from mstcli.ui import logger
+
+        logger().warning(f"{name} figure not drawn: {why}")
+    say(f"wrote {done.page} with {len(done.figures)} figures in {time.perf_counter() - started:.1f} s")
 
 
 @app.command()

@@ -46,7 +46,7 @@ PACKAGE = "mstcli"
 DVC_FILES = (REPO / "dvc.yaml", REPO / "bench" / "dvc.yaml")
 
 # What the CLI imports for every stage command besides the stage module: the settings and the run's file layout.
-COMMON_ROOTS = ("mstcli.config", "mstcli.stages.paths")
+COMMON_ROOTS = ("mstcli.config", "mstcli.stages.paths", "mstcli.ui")  # ui: every command's logging set-up
 # `mst <subcommand>` -> the modules it runs (cli.py itself is not counted).
 SUBCOMMAND_ROOTS: dict[str, tuple[str, ...]] = {
     "prepare": ("mstcli.stages.prepare", *COMMON_ROOTS),
@@ -54,7 +54,8 @@ SUBCOMMAND_ROOTS: dict[str, tuple[str, ...]] = {
     "fit-masks": ("mstcli.stages.fit_masks", *COMMON_ROOTS),
     "distill": ("mstcli.stages.distill", *COMMON_ROOTS),
     "eval": ("mstcli.stages.evaluate", *COMMON_ROOTS),
-    "compare": ("mstcli.stages.compare",),  # reads only metrics.json files: no settings, no run paths
+    "compare": ("mstcli.stages.compare", "mstcli.ui"),  # reads only metrics.json files: no settings, no run paths
+    "report": ("mstcli.stages.report", *COMMON_ROOTS),
 }
 
 _TARGET = re.compile(r"^(mstcli(?:\.\w+)+):\w+(?:\.\w+)*$")  # "mstcli.pkg.module:Class"

@@ -9,6 +9,8 @@ import yaml
 from conftest import write_raw_avdigits
 from test_stages import TINY
 
+from mstcli.engine.logbook import read_curves
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -33,7 +35,9 @@ def test_one_process_benchmark_writes_the_matrix_files_and_ends_with_the_json(tm
     for direction in ("image", "audio"):
         folder = tmp_path / "results" / "bench" / f"{direction}-s0"
         names = {"mst-mm+cm", "none", "kd-mm", "kd-cm", "dml-mm", "dml-cm"}
-        assert {p.parent.name for p in folder.glob("*/metrics.json")} == names
+        logs = {"train", "fit_masks"}  # the dvclive logs of the cell's S1 and S2
+        assert {p.parent.name for p in folder.glob("*/metrics.json")} == names | logs
+        assert all(len(read_curves(folder / log)) == 1 for log in logs)
         for name in names:
             metrics = json.loads((folder / name / "metrics.json").read_text())
             method, _, teacher = name.partition("-")
@@ -42,8 +46,8 @@ def test_one_process_benchmark_writes_the_matrix_files_and_ends_with_the_json(tm
             assert metrics["teacher"] == expected_teacher
             assert table[method][teacher or "-"][direction][0] == round(100 * metrics["accuracy"], 2)
         # baselines: train.epochs + distill.epochs = 2 epochs from scratch; MST-Distill: distill.epochs = 1
-        assert len((folder / "kd-cm" / "distill.tsv").read_text().splitlines()) == 1 + 2
-        assert len((folder / "mst-mm+cm" / "distill.tsv").read_text().splitlines()) == 1 + 1
+        assert len(read_curves(folder / "kd-cm" / "distill")) == 2
+        assert len(read_curves(folder / "mst-mm+cm" / "distill")) == 1
         assert (tmp_path / "models" / "bench" / f"{direction}-s0" / "dml-mm.pt").exists()
     assert set(table) == {"none", "kd", "dml", "mst"} and set(table["kd"]) == {"mm", "cm"}
     assert table["kd"]["cm"]["audio"][1] == 0.0  # one seed: std 0

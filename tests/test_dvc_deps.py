@@ -105,13 +105,14 @@ def test_the_closure_follows_static_and_data_imports(computed):
 
 
 def test_stage_roots_from_commands():
-    common = ["mstcli.config", "mstcli.stages.paths"]
+    common = ["mstcli.config", "mstcli.stages.paths", "mstcli.ui"]
     assert deps.stage_roots("mst prepare") == ["mstcli.stages.prepare", *common]
     both = deps.stage_roots(
         ["mst distill --method mst --out a.pt -S common.seed=0", "mst eval --student a.pt --results r"]
     )
     assert both == ["mstcli.stages.distill", *common, "mstcli.stages.evaluate"]
-    assert deps.stage_roots("mst compare results/bench --out results") == ["mstcli.stages.compare"]
+    assert deps.stage_roots("mst compare results/bench --out results") == ["mstcli.stages.compare", "mstcli.ui"]
+    assert deps.stage_roots("mst report") == ["mstcli.stages.report", *common]
     assert deps.stage_roots("python bench/make_table.py") is None
     with pytest.raises(deps.DepsError, match="unknown command"):
         deps.stage_roots("mst frobnicate")

@@ -1,5 +1,6 @@
 """The end-to-end pipeline: `dvc repro` of a tiny config in a temporary copy of the repository."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ def copy_repo(dest: Path) -> None:
         shutil.copy(REPO / name, dest / name)
     (dest / ".dvc").mkdir()
     shutil.copy(REPO / ".dvc" / "config", dest / ".dvc" / "config")
+    shutil.copytree(REPO / ".dvc" / "plots", dest / ".dvc" / "plots")  # the routing plot's template
     shutil.copytree(REPO / "mstcli", dest / "mstcli", ignore=shutil.ignore_patterns("__pycache__"))
     (dest / "bench").mkdir()
     for name in ("dvc.yaml", "matrix.yaml"):  # the opt-in benchmark: a plain `dvc repro` must not run it
@@ -49,6 +51,32 @@ def repro(cwd: Path) -> str:
     return result.stdout + result.stderr
 
 
+def dvc(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def check_dvc_views(root: Path, metrics: dict) -> None:
+    """`dvc metrics show` lists the run's figures, `dvc plots show` writes a page with every declared plot."""
+    shown = json.loads(dvc(root, "metrics", "show", "--json"))
+    files = next(iter(shown.values()))["data"]
+    test = files["results/main/eval/metrics.json"]["data"]
+    assert test["accuracy"] == metrics["accuracy"] and test["n_test"] == metrics["n_test"]
+    assert "val_acc" in files["results/main/distill/metrics.json"]["data"]
+    assert "val_student_acc" in files["results/main/train/metrics.json"]["data"]
+    assert "provenance" not in test, "the DVC metrics are numbers only; provenance stays in results/main/metrics.json"
+    dvc(root, "plots", "show", "-o", "plots_page")
+    page = (root / "plots_page" / "index.html").read_text()
+    for title in ("S1 validation accuracy", "S2 validation KL score", "S3 student accuracy", "S3 routing dynamics",
+                  "test confusion"):  # fmt: skip
+        assert title in page, title
+    routing = json.loads((root / "results/main/distill/plots/custom/routing.json").read_text())
+    teachers = {point["teacher"] for point in routing}
+    assert len(teachers) == 4 and all(t in page for t in teachers), "the routing data is on the page"
+
+
 def ran(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
@@ -59,15 +87,17 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(tmp_path):
     set_params(tmp_path / "params.yaml", TINY)
 
     first = repro(tmp_path)
-    assert ran(first) == {"prepare", "train", "fit_masks", "distill", "eval"}
+    assert ran(first) == {"prepare", "train", "fit_masks", "distill", "eval", "report"}
     assert "test accuracy of the image student" in first
     metrics = check_eval_files(tmp_path, "main", tmp_path / "data/features/avdigits.h5", "image")
     assert metrics["method"] == "mst" and metrics["n_test"] == 300 - int(0.8 * 300)
     assert f"{metrics['accuracy']:.2%}" in first  # the number eval printed is the one it recorded
     assert metrics["accuracy"] >= 0.2, f"the image student learned nothing: {metrics['accuracy']:.2%} (chance 10%)"
-    assert (tmp_path / "results/main/routing.tsv").exists()
+    assert (tmp_path / "results/main/distill/plots/custom/routing.json").exists()
+    assert (tmp_path / "results/main/report.md").exists() and (tmp_path / "results/main/figures/routing.png").exists()
+    check_dvc_views(tmp_path, metrics)
 
     assert ran(repro(tmp_path)) == set()
 
     set_params(tmp_path / "params.yaml", {"distill": {"k": 2}})
-    assert ran(repro(tmp_path)) == {"distill", "eval"}
+    assert ran(repro(tmp_path)) == {"distill", "eval", "report"}

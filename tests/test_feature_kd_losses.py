@@ -215,7 +215,7 @@ def test_feature_method_distills_a_student(trained, monkeypatch, method, teacher
     stage1 = torch.load(trained / f"models/{student}/stage1.pt", weights_only=False)["state"]
     student_keys = {k.removeprefix("student.net.") for k in stage1 if k.startswith("student.net.")}
     assert set(checkpoint["state"]) == student_keys  # the student's weights only, no regressor/head/projector
-    curves = read_tsv(results / "distill.tsv")
+    curves = read_tsv(results / "distill")
     assert len(curves) == 2 and all(math.isfinite(row["loss"]) for row in curves)
     if method == "fitnet":  # epoch 0 trains hints only, epoch 1 is KD
         assert curves[0]["loss"] == pytest.approx(curves[0]["hint"], rel=1e-6)

@@ -1,8 +1,10 @@
 """Every checkpoint kind mst writes, defined once: what it records, how it is saved and how it is checked.
 
 A stage's output is only as trustworthy as the inputs it was made from, so every checkpoint records the data set,
-the fingerprint of the feature file, the split group and the settings that made it, and the checkpoints a later
-stage builds on (stage 1 -> masks -> student) record the fingerprint of the one they continue. Loading checks the
+the fingerprint of the feature file, the split group and the settings that made it, plus the full provenance
+record of engine/provenance.py (every resolved setting, the method's constants, git commit, versions, device),
+and the checkpoints a later stage builds on (stage 1 -> masks -> student) record the fingerprint of the one they
+continue. Loading checks the
 kind and the schema version and reads with ``torch.load(weights_only=True)``: a checkpoint holds tensors and plain
 Python values only, so a crafted ``.pt`` cannot run code. Any mismatch is a one-line :class:`UserError`.
 
@@ -29,7 +31,7 @@ from mstcli.data.fingerprint import feature_fingerprint
 from mstcli.engine.outputs import atomic_path
 from mstcli.errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: every checkpoint carries ``provenance``
 
 C = TypeVar("C", bound="Checkpoint")
 
@@ -105,6 +107,7 @@ class MadeFrom(Checkpoint):
     spec: dict[str, Any]  # RunSpec.to_dict(): rebuilds the nets
     inputs: dict[str, Any]  # Inputs as a dict
     settings: dict[str, Any]  # the settings section of the stage that made it
+    provenance: dict[str, Any] = field(default_factory=dict)  # engine/provenance.py: where the weights came from
 
     def check_inputs(self, path: Path, features: Any, split_group: int) -> None:
         """Refuse use with another feature file or another split group: the nets would read inputs of another

@@ -6,7 +6,8 @@ ends with and how the kept state is chosen); :func:`run_epochs` does the rest th
 - batches in the order of a seeded generator (the same order on every run and after a resume);
 - precision (bf16 autocast on CUDA when asked), the optimizer step, per-epoch means of every loss term kept on
   the device (no GPU sync per step);
-- progress (a batch bar on a terminal, one line per epoch) and the per-epoch curves;
+- progress (engine/progress.py: epoch and batch bars on a terminal, one line per epoch) and the per-epoch curves,
+  handed to the stage's logbook (engine/logbook.py, dvclive) when it has one;
 - best-state selection: the state at the epoch with the lowest score, or the last one when a task has no score;
 - the NaN guard: a non-finite loss term stops the stage with a one-line error naming the stage, the epoch and
   the term; nothing is written but the resume state of the last good epoch, which stays on disk;
@@ -29,12 +30,14 @@ from rich.console import Console
 from torch import nn
 
 from mstcli.engine.checkpoints import ResumeState
+from mstcli.engine.logbook import Logbook
 from mstcli.engine.meters import EpochMeans
+from mstcli.engine.progress import EpochProgress
 from mstcli.engine.resume import ResumeStore, capture_rng, restore_rng
 from mstcli.engine.runtime import autocast
 from mstcli.engine.splits import Split, batches, seeded_generator
 from mstcli.errors import UserError
-from mstcli.ui import epoch_line, stderr_console, track
+from mstcli.ui import logger
 
 
 @dataclass
@@ -112,8 +115,8 @@ def run_epochs(
     config: LoopConfig,
     store: ResumeStore | None = None,
     console: Console | None = None,
+    logbook: Logbook | None = None,
 ) -> LoopResult:
-    console = console or stderr_console()
     generator = seeded_generator(config.order_seed)
     rows: list[dict[str, Any]] = []
     best_epoch, best_score, best_state = -1, None, None
@@ -128,16 +131,17 @@ def run_epochs(
         rows, start = list(saved.rows), saved.epoch + 1
         last_saved = saved.epoch
         best_epoch, best_score, best_state = saved.best_epoch, saved.best_score, saved.best_state
-        console.print(f"{task.name}: resuming after epoch {start}/{config.epochs} from {store.path}")
+        logger().info(f"{task.name}: resuming after epoch {start}/{config.epochs} from {store.path}")
+    for row in rows if logbook is not None else ():  # a resumed stage's log starts with the epochs it ran before
+        logbook.epoch(row)
     n_batches = -(-len(train) // config.batch_size)
+    progress = EpochProgress(task.name, config.epochs, n_batches, start, console)
     for epoch in range(start, config.epochs):
         started = time.perf_counter()
         task.start_epoch(epoch)
         task.train_mode()
         means = EpochMeans()
-        for rows_of_batch in track(
-            batches(len(train), config.batch_size, generator, config.device), n_batches, f"{task.name} batches", console
-        ):
+        for index, rows_of_batch in enumerate(batches(len(train), config.batch_size, generator, config.device)):
             batch = train.batch(rows_of_batch)
             with autocast(config.device, config.precision):
                 loss, terms = task.batch_loss(batch)
@@ -145,6 +149,7 @@ def run_epochs(
             loss.backward()
             task.optimizer.step()
             means.add({"loss": loss, **terms}, len(rows_of_batch))
+            progress.batch(index, len(rows_of_batch), loss, terms)
         totals = means.means()
         _guard(task.name, epoch, totals, store, last_saved)
         end = task.end_epoch(epoch)
@@ -172,7 +177,10 @@ def run_epochs(
             )
             last_saved = epoch
         shown = {"loss": totals["loss"], **(end.shown if end.shown is not None else end.row)}
-        console.print(epoch_line(task.name, epoch, config.epochs, shown))
+        progress.epoch(epoch, shown)
+        if logbook is not None:
+            logbook.epoch(row)
+    progress.close()
     return LoopResult(rows, best_epoch, best_score, best_state)
 
 

@@ -63,9 +63,9 @@ class ResumeStore:
         return state
 
     def _fresh(self, note: str) -> None:
-        from mstcli.ui import stderr_console
+        from mstcli.ui import logger
 
-        stderr_console().print(note)
+        logger().warning(note)
         return None
 
     def save(self, state: ResumeState) -> None:

@@ -94,13 +94,14 @@ class Trio(nn.Module):
     def teacher(self, key: str) -> ModalNet:
         return {"mm": self.mm, "cm": self.cm}[key]
 
-    def checkpoint(self, inputs: dict, settings: dict) -> Stage1Checkpoint:
+    def checkpoint(self, inputs: dict, settings: dict, provenance: dict | None = None) -> Stage1Checkpoint:
         """The stage-1 checkpoint of these nets, made from ``inputs`` (see engine/checkpoints.py) with ``settings``."""
         state = self.state_dict()
         return Stage1Checkpoint(
             spec=self.spec.to_dict(),
             inputs=inputs,
             settings=settings,
+            provenance=provenance or {},
             state=state,
             fingerprint=state_fingerprint(state),
         )

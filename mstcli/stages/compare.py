@@ -55,6 +55,8 @@ def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
     for path in sorted(folder.rglob("metrics.json")):
         try:
             data = json.loads(path.read_text())
+            if isinstance(data, dict) and "method" not in data and (path.parent / "params.yaml").exists():
+                continue  # a dvclive summary of a stage or of eval (engine/logbook.py), not a test result
             method, direction, accuracy = data["method"], data["student"], float(data["accuracy"])
             seed = int(data.get("seed", data["split_group"]))
         except (ValueError, KeyError, TypeError):
@@ -210,8 +212,10 @@ def render_paired_markdown(paired: dict, directions: list[str]) -> str:
 
 
 def compare(folder: Path, out: Path) -> tuple[dict, Grid, list[str]]:
-    """Read the metrics under ``folder``; write ``out/compare.md``, ``out/compare.json`` and
-    ``out/compare_paired.json``."""
+    """Read the metrics under ``folder``; write ``out/compare.md``, ``out/compare.json``,
+    ``out/compare_paired.json`` and ``out/compare.png`` (grouped bars, the seed spread as error bars)."""
+    from mstcli.report.figures import compare_figure
+
     runs, warnings = read_runs(folder)
     table = summarize(runs)
     grid = layout(runs)
@@ -221,4 +225,7 @@ def compare(folder: Path, out: Path) -> tuple[dict, Grid, list[str]]:
     write_text(out / "compare.md", render_markdown(grid) + ("\n" + paired_md if paired_md else ""))
     write_json(out / "compare.json", table)
     write_json(out / "compare_paired.json", paired)
+    columns = [f"{group.upper()} teacher, {direction} student" for group, direction in grid.columns]
+    bars = [(name, [None if c is None else c[:3] for c in cells]) for name, cells in grid.rows]
+    compare_figure(columns, bars, out / "compare.png")
     return table, grid, warnings

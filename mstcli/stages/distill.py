@@ -3,8 +3,8 @@
 The method (``methods/registry.py``) says how a batch becomes a loss; this stage owns the rest: the student (the
 stage-1 one continued, or a fresh one), the Adam over the student and the method's extra modules, validation, and
 selection: after each epoch the student's CE on the validation split (its own modality only) decides which state
-is kept, the lowest, as in the reference. Every per-epoch statistic of the method goes into ``distill.tsv``; the
-routing frequencies of the specialized teachers (keys with "@") also go to ``routing.tsv``.
+is kept, the lowest, as in the reference. Every per-epoch statistic of the method goes into the stage's dvclive log
+(engine/logbook.py); the routing frequencies of the specialized teachers (keys with "@") form its routing plot.
 """
 
 from __future__ import annotations
@@ -20,16 +20,17 @@ from mstcli.data.store import FeatureFile
 from mstcli.engine.checkpoints import MasksCheckpoint, StudentCheckpoint
 from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.loop import EpochEnd, EpochTask
-from mstcli.engine.outputs import write_tsv
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod
 from mstcli.methods.constants import constants_record
+from mstcli.methods.records import method_record
 from mstcli.methods.mst.experts import masks_from_entries
 from mstcli.methods.registry import method_class
 from mstcli.models.trio import ModalNet, Trio, load_frozen_trio
-from mstcli.stages.provenance import run_stage, stage_inputs, stage_key
+from mstcli.engine.provenance import result_provenance
+from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
 
 
 class Distillation(EpochTask):
@@ -56,7 +57,11 @@ class Distillation(EpochTask):
         self.method.train(True)
 
     def batch_loss(self, batch: Split):
-        return self.method.loss(batch, self.student(batch.inputs))
+        logits = self.student(batch.inputs)
+        loss, terms = self.method.loss(batch, logits)
+        with torch.no_grad():  # the student's train accuracy, a curve only
+            acc = (logits.argmax(1) == batch.labels).float().mean()
+        return loss, {**terms, "acc": acc}
 
     def end_epoch(self, epoch: int) -> EpochEnd:
         stats = self.method.end_epoch(epoch)
@@ -66,7 +71,7 @@ class Distillation(EpochTask):
             val_logits = predict(self.student, self.val, 1024).float()
         val_ce, val_acc = loss_and_accuracy(val_logits, self.val.labels)
         row = {**stats, "val_ce": val_ce, "val_acc": val_acc}
-        shown = {k: v for k, v in row.items() if "@" not in k}  # routing shares: routing.tsv, not the epoch line
+        shown = {k: v for k, v in row.items() if "@" not in k}  # routing shares: the routing plot, not the line
         return EpochEnd(row, score=val_ce, shown=shown)
 
     def selected_state(self) -> dict:
@@ -85,10 +90,10 @@ def distill(
     stage1_path: Path,
     masks_path: Path | None,
     out: Path,
-    curves: Path,
-    routing: Path,
+    log_dir: Path,
     restart: bool = False,
 ) -> dict:
+    """S3 (or a comparison method) -> ``out`` (student checkpoint) and its dvclive log in ``log_dir``."""
     settings, common = params.distill, params.common
     features = FeatureFile.open(features_path)
     device = runtime_for(common)
@@ -106,13 +111,25 @@ def distill(
     task = Distillation(method, student, splits["val"], settings.lr, device, common.precision)
     inputs = stage_inputs(features, common.seed)
     key = stage_key("distill", params, settings, inputs, stage1=trio.fingerprint, masks=masks_fingerprint)
+    logbook = stage_logbook(log_dir, "distill", params, settings, routing=True)
     result, store = run_stage(
-        task, splits["train"], params, settings, device, out, key, restart, order_seed=common.seed + 1
+        task, splits["train"], params, settings, device, out, key, restart, order_seed=common.seed + 1, logbook=logbook
     )
     StudentCheckpoint(
         spec=trio.spec.to_dict(),
         inputs=inputs,
         settings=dataclasses.asdict(settings),
+        provenance=result_provenance(
+            params,
+            features,
+            common.seed,
+            device,
+            {
+                **method_record(settings.method),
+                "baseline_settings": settings.baseline_settings,
+                "method_constants": constants_record(method.constants),
+            },
+        ),
         state=result.best_state,
         method=settings.method,
         teacher=method.teacher_label,
@@ -121,8 +138,7 @@ def distill(
         stage1=trio.fingerprint,
         method_constants=constants_record(method.constants),
     ).save(out)
-    write_tsv(curves, result.rows)
-    write_tsv(routing, [{"epoch": r["epoch"], **{k: v for k, v in r.items() if "@" in k}} for r in result.rows])
+    logbook.close({"best_epoch": result.best_epoch, "best_val_ce": result.best_score})
     store.clear()
     return {"best_epoch": result.best_epoch, "val_ce": result.best_score}
 

@@ -1,7 +1,15 @@
-"""``mst eval``: the student alone, on its own modality, on the test split of the group it was trained on."""
+"""``mst eval``: the student alone, on its own modality, on the test split of the group it was trained on.
+
+``metrics.json`` keeps the keys ``mst compare`` and the bench scripts read (method, teacher, student, seed,
+accuracy, ...) and adds ``provenance``: the settings the student was trained with (from its checkpoint, so a
+``mst distill --method kd`` student is recorded as kd, whatever params.yaml says now) with this eval's own
+section, the method's constants, the data, and the code, versions and device of this test (those of the training
+under ``provenance.student``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from mstcli.config import Params
@@ -9,12 +17,16 @@ from mstcli.data.store import FeatureFile
 from mstcli.engine.splits import load_splits
 from mstcli.engine.evaluation import classification_metrics, predict
 from mstcli.engine.checkpoints import StudentCheckpoint
+from mstcli.engine.logbook import log_final
+from mstcli.engine.provenance import result_provenance
 from mstcli.engine.outputs import write_json, write_text
 from mstcli.engine.runtime import setup_runtime
 from mstcli.models.trio import ModalNet, RunSpec
 
 
 def evaluate(params: Params, features_path: Path, student_path: Path, metrics_path: Path, confusion_path: Path) -> dict:
+    """Test the student -> ``metrics_path`` (with provenance), ``confusion_path`` and the dvclive summary of the
+    test figures in ``metrics_path``'s folder ``eval/`` (the run's DVC metrics)."""
     checkpoint = StudentCheckpoint.load(student_path)
     features = FeatureFile.open(features_path)
     group = checkpoint.inputs["split_group"]  # a student is tested on the test split of the group it learned on
@@ -41,11 +53,23 @@ def evaluate(params: Params, features_path: Path, student_path: Path, metrics_pa
         "baseline_settings": checkpoint.settings.get("baseline_settings") if checkpoint.method_constants else None,
         "method_constants": checkpoint.method_constants,
         **metrics,
+        "provenance": _provenance(params, features, group, device, checkpoint),
     }
     write_json(metrics_path, report)
+    figures = {k: report[k] for k in ("accuracy", "macro_f1", "per_class_accuracy", "n_test", "best_epoch")}
+    logged = {"common": dataclasses.asdict(params.common), "eval": dataclasses.asdict(params.eval)}
+    log_final(metrics_path.parent / "eval", logged, figures)
     lines = ["actual,predicted"] + [
         f"{spec.class_names[a]},{spec.class_names[p]}" for a, p in zip(actual.tolist(), predicted.tolist())
     ]
     write_text(confusion_path, "\n".join(lines) + "\n")
     report["confusion"] = confusion
     return report
+
+
+def _provenance(params: Params, features: FeatureFile, group: int, device, checkpoint: StudentCheckpoint) -> dict:
+    trained = checkpoint.provenance
+    origin = result_provenance(params, features, group, device, trained.get("method"))
+    origin["settings"] = {**trained.get("settings", origin["settings"]), "eval": dataclasses.asdict(params.eval)}
+    origin["student"] = {key: trained.get(key) for key in ("code", "versions", "device")}
+    return origin

@@ -25,7 +25,6 @@ from mstcli.engine.bank import logit_bank
 from mstcli.engine.checkpoints import MasksCheckpoint
 from mstcli.engine.layer_cache import build_layer_cache, plan_cache
 from mstcli.engine.loop import EpochEnd, EpochTask
-from mstcli.engine.outputs import write_tsv
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.methods.losses import kd_loss
@@ -37,10 +36,15 @@ from mstcli.methods.mst.masked_teachers import (
     selection_score,
     validation_terms,
 )
+from mstcli.methods.mst import experts as experts_module
+from mstcli.methods.mst import masked_teachers as masked_teachers_module
+from mstcli.methods.mst import masknet as masknet_module
 from mstcli.methods.mst.masknet import MaskNet
 from mstcli.models.trio import Trio, load_frozen_trio
-from mstcli.stages.provenance import run_stage, stage_inputs, stage_key
-from mstcli.ui import stderr_console
+from mstcli.methods.hardcoded import stage_record
+from mstcli.engine.provenance import result_provenance
+from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
+from mstcli.ui import logger
 
 
 class MaskFitting(EpochTask):
@@ -74,7 +78,7 @@ class MaskFitting(EpochTask):
 
     def batch_loss(self, batch: Split):
         target = self.targets["train"][batch.rows]
-        losses, total = {}, 0.0
+        losses, total, right = {}, 0.0, []
         for i, slot in enumerate(self.slots):
             logits = self.masked.logits(i, "train", batch)
             kl = kd_loss(logits, target, self.temperature)
@@ -84,26 +88,30 @@ class MaskFitting(EpochTask):
                 ce = F.cross_entropy(logits, batch.labels)
                 losses[f"train_ce_{slot.teacher}@{slot.layer}"] = ce
                 total = total + self.label_weight * ce
-        return total, losses
+            right.append((logits.detach().argmax(1) == batch.labels).float().mean())
+        # the specialized teachers' mean train accuracy: a curve only, it is not part of the loss
+        return total, {**losses, "masked_acc": torch.stack(right).mean()}
 
     def end_epoch(self, epoch: int) -> EpochEnd:
         with autocast(self.device, self.precision):
-            val_kl, val_ce = validation_terms(
+            val_kl, val_ce, val_acc = validation_terms(
                 self.masked, self.val, self.targets["val"], self.temperature, self.batch_size
             )
         score = selection_score(self.slots, [kl + self.label_weight * ce for kl, ce in zip(val_kl, val_ce)])
-        row = {"val_score": score}
+        row = {"val_score": score, "val_masked_acc": sum(val_acc) / len(val_acc)}
         row.update({f"val_kl_{slot.teacher}@{slot.layer}": kl for slot, kl in zip(self.slots, val_kl)})
         row.update({f"val_ce_{slot.teacher}@{slot.layer}": ce for slot, ce in zip(self.slots, val_ce)})
-        return EpochEnd(row, score=score, shown={"val_score": score})
+        row.update({f"val_acc_{slot.teacher}@{slot.layer}": acc for slot, acc in zip(self.slots, val_acc)})
+        return EpochEnd(row, score=score, shown={"val_score": score, "val_masked_acc": row["val_masked_acc"]})
 
     def selected_state(self) -> list[dict]:
         return [net.state_dict() for net in self.nets]
 
 
 def fit_masks(
-    params: Params, features_path: Path, stage1_path: Path, out: Path, curves: Path, restart: bool = False
+    params: Params, features_path: Path, stage1_path: Path, out: Path, log_dir: Path, restart: bool = False
 ) -> dict:
+    """S2 -> ``out`` (MaskNet checkpoint) and its dvclive log in ``log_dir``."""
     settings, common = params.fit_masks, params.common
     features = FeatureFile.open(features_path)
     device = runtime_for(common)
@@ -138,6 +146,7 @@ def fit_masks(
         settings.label_weight,
     )
     inputs = stage_inputs(features, common.seed)
+    logbook = stage_logbook(log_dir, "fit_masks", params, settings)
     result, store = run_stage(
         task,
         splits["train"],
@@ -148,17 +157,20 @@ def fit_masks(
         stage_key("fit_masks", params, settings, inputs, stage1=trio.fingerprint),
         restart,
         order_seed=common.seed,
+        logbook=logbook,
     )
+    record = stage_record("S2", masknet_module, masked_teachers_module, experts_module)
     MasksCheckpoint(
         spec=trio.spec.to_dict(),
         inputs=inputs,
         settings=dataclasses.asdict(settings),
+        provenance=result_provenance(params, features, common.seed, device, record),
         stage1=trio.fingerprint,
         masks=mask_entries(masks, result.best_state, settings.heads, settings.hidden_dim_factor),
         best_epoch=result.best_epoch,
         val_score=result.best_score,
     ).save(out)
-    write_tsv(curves, result.rows)
+    logbook.close({"best_epoch": result.best_epoch, "best_score": result.best_score})
     store.clear()
     return {"best_epoch": result.best_epoch, "val_score": result.best_score}
 
@@ -174,5 +186,5 @@ def _masked_teachers(
         cached = plan_cache([((s.teacher, s.layer), s.shape) for s, _ in masks], teachers, rows, settings.cache_mb)
         cache = {name: build_layer_cache(teachers, cached, split, big) for name, split in splits.items()}
     if cached:
-        stderr_console().print(f"S2: frozen outputs cached at {', '.join(f'{k}@{layer}' for k, layer in cached)}")
+        logger().info(f"S2: frozen outputs cached at {', '.join(f'{k}@{layer}' for k, layer in cached)}")
     return MaskedTeachers(trio, masks, cache)

@@ -1,5 +1,5 @@
 """What a stage records about where its result came from, the key that lets a killed stage resume, and the
-call that runs a stage's epochs on the engine, resumably.
+call that runs a stage's epochs on the engine, resumably, with its dvclive log.
 
 Every checkpoint records its inputs (data set, feature-file fingerprint, split group); the resume key is a digest
 of the stage's settings, the ``common`` settings that change its numbers, and the fingerprints of its inputs, so a
@@ -16,6 +16,7 @@ from mstcli.config import Params
 from mstcli.data.fingerprint import feature_fingerprint
 from mstcli.data.store import FeatureFile
 from mstcli.engine.checkpoints import Inputs
+from mstcli.engine.logbook import Logbook
 from mstcli.engine.loop import EpochTask, LoopConfig, LoopResult, run_epochs
 from mstcli.engine.resume import ResumeStore, resume_key
 from mstcli.engine.splits import Split
@@ -26,6 +27,13 @@ RESULT_COMMON = ("dataset", "student", "seed", "device", "precision", "compile",
 
 def stage_inputs(features: FeatureFile, split_group: int) -> dict[str, Any]:
     return dataclasses.asdict(Inputs(features.dataset, feature_fingerprint(features), split_group))
+
+
+def stage_logbook(folder: Path, stage: str, params: Params, settings: Any, routing: bool = False) -> Logbook:
+    """The dvclive log of a stage run in ``folder``, with the settings it reads (its section and ``common``).
+    ``routing``: keys with "@" are routing shares of specialized teachers (S3)."""
+    logged = {"common": dataclasses.asdict(params.common), stage: dataclasses.asdict(settings)}
+    return Logbook(folder, logged, (lambda key: "@" in key) if routing else None)
 
 
 def stage_key(stage: str, params: Params, settings: Any, inputs: dict[str, Any], **more_inputs: Any) -> str:
@@ -43,6 +51,7 @@ def run_stage(
     key: str,
     restart: bool,
     order_seed: int,
+    logbook: Logbook | None = None,
 ) -> tuple[LoopResult, ResumeStore]:
     """A stage's epochs on the engine, resumable from ``output``'s resume state. The caller writes its outputs,
     then clears the returned store (a state removed earlier would be lost if writing the outputs failed)."""
@@ -55,4 +64,9 @@ def run_stage(
         order_seed=order_seed,
         resume_every=params.common.resume_every,
     )
-    return run_epochs(task, train, config, store), store
+    try:
+        return run_epochs(task, train, config, store, logbook=logbook), store
+    except BaseException:
+        if logbook is not None:
+            logbook.discard()
+        raise

@@ -17,12 +17,14 @@ from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.loop import EpochEnd, EpochTask
-from mstcli.engine.outputs import write_tsv
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
+from mstcli.methods.mst import losses as mst_losses
 from mstcli.methods.mst.losses import mutual_loss
 from mstcli.models.trio import RunSpec, Trio
-from mstcli.stages.provenance import run_stage, stage_inputs, stage_key
+from mstcli.methods.hardcoded import stage_record
+from mstcli.engine.provenance import result_provenance
+from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
 
 
 class CollaborativeTraining(EpochTask):
@@ -40,7 +42,11 @@ class CollaborativeTraining(EpochTask):
 
     def batch_loss(self, batch: Split):
         logits = [self.trio.mm(batch.inputs), self.trio.student(batch.inputs), self.trio.cm(batch.inputs)]
-        return mutual_loss(logits, batch.labels, self.temperature)
+        loss, terms = mutual_loss(logits, batch.labels, self.temperature)
+        with torch.no_grad():  # train accuracy of each net, averaged on the device like the loss terms
+            for key, net_logits in zip(("mm", "student", "cm"), logits):
+                terms[f"{key}_acc"] = (net_logits.argmax(1) == batch.labels).float().mean()
+        return loss, terms
 
     def end_epoch(self, epoch: int) -> EpochEnd:
         self.trio.eval()
@@ -52,7 +58,8 @@ class CollaborativeTraining(EpochTask):
         return EpochEnd(row)  # no score: the last epoch's nets are kept, as in the reference
 
 
-def train(params: Params, features_path: Path, out: Path, curves: Path, restart: bool = False) -> dict:
+def train(params: Params, features_path: Path, out: Path, log_dir: Path, restart: bool = False) -> dict:
+    """S1 -> ``out`` (stage-1 checkpoint) and its dvclive log in ``log_dir``; returns the last epoch's row."""
     settings, common = params.train, params.common
     features = FeatureFile.open(features_path)
     device = runtime_for(common)
@@ -65,6 +72,7 @@ def train(params: Params, features_path: Path, out: Path, curves: Path, restart:
         maybe_compile(net.net, common.compile)
     task = CollaborativeTraining(trio, splits["val"], settings.lr, settings.temperature, device, common.precision)
     inputs = stage_inputs(features, common.seed)
+    logbook = stage_logbook(log_dir, "train", params, settings)
     result, store = run_stage(
         task,
         splits["train"],
@@ -75,8 +83,10 @@ def train(params: Params, features_path: Path, out: Path, curves: Path, restart:
         stage_key("train", params, settings, inputs),
         restart,
         order_seed=common.seed,
+        logbook=logbook,
     )
-    trio.checkpoint(inputs, dataclasses.asdict(settings)).save(out)
-    write_tsv(curves, result.rows)
+    origin = result_provenance(params, features, common.seed, device, stage_record("S1", mst_losses))
+    trio.checkpoint(inputs, dataclasses.asdict(settings), origin).save(out)
+    logbook.close({"best_epoch": result.best_epoch})
     store.clear()
     return result.rows[-1]

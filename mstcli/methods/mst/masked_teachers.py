@@ -83,9 +83,11 @@ def selection_score(slots: list[MaskSlot], val_kl: list[float]) -> float:
 def validation_terms(
     masked: MaskedTeachers, split: Split, targets: torch.Tensor, temperature: float, batch_size: int
 ) -> tuple[list[float], list[float]]:
-    """(mean KL to the student, mean CE on the labels) of every specialized teacher (its own mask only)."""
+    """(mean KL to the student, mean CE on the labels, accuracy on the labels) of every specialized teacher (its
+    own mask only): the CE and the accuracy say what the mask costs the teacher."""
     kl = torch.zeros(len(masked.masks), device=targets.device)
     ce = torch.zeros(len(masked.masks), device=targets.device)
+    right = torch.zeros(len(masked.masks), device=targets.device)
     for i, (_, net) in enumerate(masked.masks):
         net.eval()
         for index in batches(len(split), batch_size, None, targets.device):
@@ -93,4 +95,5 @@ def validation_terms(
             logits = masked.logits(i, "val", batch).float()
             kl[i] += kd_per_sample(logits, targets[index].float(), temperature).sum()
             ce[i] += F.cross_entropy(logits, batch.labels, reduction="sum")
-    return (kl / len(split)).tolist(), (ce / len(split)).tolist()
+            right[i] += (logits.argmax(1) == batch.labels).sum()
+    return (kl / len(split)).tolist(), (ce / len(split)).tolist(), (right / len(split)).tolist()
