@@ -58,8 +58,24 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except Exception as exc:  # under torchrun: a collective failed because another process stopped
+            if "WORLD_SIZE" not in os.environ:
+                raise
+            from mstcli.engine.distributed import failure_message
+
+            message = failure_message(exc)
+            if message is None:
+                raise
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _say(text: str) -> None:
+    """A command's summary line, printed once per torchrun job (by rank 0) and always without torchrun."""
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(text)
 
 
 def _load(params_file: Optional[Path], overrides: Optional[list[str]], extra: dict[str, Any] | None = None):
@@ -118,7 +134,7 @@ def train(params_file: ParamsOption = None, overrides: SetOption = None, restart
 
     paths = _paths(params)
     last = run_train(params, _features(params), paths.stage1, paths.results / "stage1.tsv", restart)
-    typer.echo(
+    _say(
         f"wrote {paths.stage1}: val acc MM {last['val_mm_acc']:.1%}, student {last['val_student_acc']:.1%}, "
         f"CM {last['val_cm_acc']:.1%}"
     )
@@ -135,7 +151,7 @@ def fit_masks(params_file: ParamsOption = None, overrides: SetOption = None, res
 
     paths = _paths(params)
     summary = run_fit_masks(params, _features(params), paths.stage1, paths.masks, paths.results / "masks.tsv", restart)
-    typer.echo(f"wrote {paths.masks}: best epoch {summary['best_epoch']}, val KL score {summary['val_score']:.4f}")
+    _say(f"wrote {paths.masks}: best epoch {summary['best_epoch']}, val KL score {summary['val_score']:.4f}")
 
 
 @app.command()
@@ -181,7 +197,7 @@ def distill(
         results / "routing.tsv",
         restart,
     )
-    typer.echo(f"wrote {out}: best epoch {summary['best_epoch']}, val CE {summary['val_ce']:.4f}")
+    _say(f"wrote {out}: best epoch {summary['best_epoch']}, val CE {summary['val_ce']:.4f}")
 
 
 @app.command("eval")
@@ -206,8 +222,9 @@ def evaluate(
     report = run_evaluate(
         params, _features(params), student or paths.student, results / "metrics.json", results / "confusion.csv"
     )
-    Console().print(metrics_table(report))
-    typer.echo(
+    if os.environ.get("RANK", "0") == "0":
+        Console().print(metrics_table(report))
+    _say(
         f"test accuracy of the {report['student']} student: {report['accuracy']:.2%} (wrote {results / 'metrics.json'})"
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -12,7 +13,8 @@ T = TypeVar("T")
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, soft_wrap=True)
+    """Quiet on all but the first process of a torchrun job (RANK 0), so a job prints its progress once."""
+    return Console(stderr=True, soft_wrap=True, quiet=os.environ.get("RANK", "0") != "0")
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from torch import nn
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
+from mstcli.engine import distributed
 from mstcli.engine.checkpoints import MasksCheckpoint, StudentCheckpoint
 from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.loop import EpochEnd, EpochTask
@@ -106,20 +107,22 @@ def distill(
     result, store = run_stage(
         task, splits["train"], params, settings, device, out, key, restart, order_seed=common.seed + 1
     )
-    StudentCheckpoint(
-        spec=trio.spec.to_dict(),
-        inputs=inputs,
-        settings=dataclasses.asdict(settings),
-        state=result.best_state,
-        method=settings.method,
-        teacher=method.teacher_label,
-        best_epoch=result.best_epoch,
-        val_ce=result.best_score,
-        stage1=trio.fingerprint,
-    ).save(out)
-    write_tsv(curves, result.rows)
-    write_tsv(routing, [{"epoch": r["epoch"], **{k: v for k, v in r.items() if "@" in k}} for r in result.rows])
-    store.clear()
+    if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
+        StudentCheckpoint(
+            spec=trio.spec.to_dict(),
+            inputs=inputs,
+            settings=dataclasses.asdict(settings),
+            state=result.best_state,
+            method=settings.method,
+            teacher=method.teacher_label,
+            best_epoch=result.best_epoch,
+            val_ce=result.best_score,
+            stage1=trio.fingerprint,
+        ).save(out)
+        write_tsv(curves, result.rows)
+        write_tsv(routing, [{"epoch": r["epoch"], **{k: v for k, v in r.items() if "@" in k}} for r in result.rows])
+        store.clear()
+    distributed.barrier()
     return {"best_epoch": result.best_epoch, "val_ce": result.best_score}
 
 

@@ -8,6 +8,7 @@ from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine.splits import load_splits
 from mstcli.engine.evaluation import classification_metrics, predict
+from mstcli.engine import distributed
 from mstcli.engine.checkpoints import StudentCheckpoint
 from mstcli.engine.outputs import write_json, write_text
 from mstcli.engine.runtime import setup_runtime
@@ -39,10 +40,12 @@ def evaluate(params: Params, features_path: Path, student_path: Path, metrics_pa
         "best_epoch": checkpoint.best_epoch,
         **metrics,
     }
-    write_json(metrics_path, report)
-    lines = ["actual,predicted"] + [
-        f"{spec.class_names[a]},{spec.class_names[p]}" for a, p in zip(actual.tolist(), predicted.tolist())
-    ]
-    write_text(confusion_path, "\n".join(lines) + "\n")
+    if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
+        write_json(metrics_path, report)
+        lines = ["actual,predicted"] + [
+            f"{spec.class_names[a]},{spec.class_names[p]}" for a, p in zip(actual.tolist(), predicted.tolist())
+        ]
+        write_text(confusion_path, "\n".join(lines) + "\n")
+    distributed.barrier()
     report["confusion"] = confusion
     return report

@@ -15,6 +15,7 @@ from typing import Any
 from mstcli.config import Params
 from mstcli.data.fingerprint import feature_fingerprint
 from mstcli.data.store import FeatureFile
+from mstcli.engine import distributed
 from mstcli.engine.checkpoints import Inputs
 from mstcli.engine.loop import EpochTask, LoopConfig, LoopResult, run_epochs
 from mstcli.engine.resume import ResumeStore, resume_key
@@ -46,7 +47,8 @@ def run_stage(
 ) -> tuple[LoopResult, ResumeStore]:
     """A stage's epochs on the engine, resumable from ``output``'s resume state. The caller writes its outputs,
     then clears the returned store (a state removed earlier would be lost if writing the outputs failed)."""
-    store = ResumeStore.for_output(output, key, restart)
+    store = ResumeStore.for_output(output, key, restart and distributed.is_main())
+    distributed.barrier()  # under torchrun: no rank reads the resume state before rank 0 has cleared it
     config = LoopConfig(
         settings.epochs,
         settings.batch_size,

@@ -15,6 +15,7 @@ from torch import nn
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
+from mstcli.engine import distributed
 from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.outputs import write_tsv
@@ -76,7 +77,9 @@ def train(params: Params, features_path: Path, out: Path, curves: Path, restart:
         restart,
         order_seed=common.seed,
     )
-    trio.checkpoint(inputs, dataclasses.asdict(settings)).save(out)
-    write_tsv(curves, result.rows)
-    store.clear()
+    if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
+        trio.checkpoint(inputs, dataclasses.asdict(settings)).save(out)
+        write_tsv(curves, result.rows)
+        store.clear()
+    distributed.barrier()
     return result.rows[-1]

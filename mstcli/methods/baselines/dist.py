@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mstcli.engine import distributed
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.teachers import FrozenTeacher
@@ -50,6 +51,7 @@ class DistillationFromStrongerTeacher(DistillMethod):
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
-        inter, intra = dist_terms(student_logits, target, self.TEMPERATURE)
+        # the intra-class relation is over the batch: the global batch under torchrun
+        inter, intra = dist_terms(distributed.global_batch(student_logits), distributed.global_batch(target), self.TEMPERATURE)
         total = ce + self.BETA * inter + self.GAMMA * intra
         return total, {"ce": ce.detach(), "inter": inter.detach(), "intra": intra.detach()}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mstcli.engine import distributed
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.losses import kd_loss
@@ -61,6 +62,7 @@ class MultiLevelLogitKD(DistillMethod):
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
-        terms = mlld_terms(student_logits, target, self.TEMPERATURES)
+        # batch and class relations over the global batch under torchrun (logits are small to gather)
+        terms = mlld_terms(distributed.global_batch(student_logits), distributed.global_batch(target), self.TEMPERATURES)
         total = ce + sum(terms.values())
         return total, {"ce": ce.detach(), **{k: v.detach() for k, v in terms.items()}}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mstcli.engine import distributed
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.feature_taps import TappedPair
@@ -83,7 +84,9 @@ class RelationalKD(DistillMethod):
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         self.pair.teach(batch.inputs)
-        student, teacher = self.pair.student_tap[PENULTIMATE], self.pair.teacher_tap[PENULTIMATE]
+        # relations between every pair and triplet of the global batch under torchrun
+        student = distributed.global_batch(self.pair.student_tap[PENULTIMATE])
+        teacher = distributed.global_batch(self.pair.teacher_tap[PENULTIMATE])
         distance = rkd_distance_loss(student, teacher)
         angle = rkd_angle_loss(student, teacher)
         ce = F.cross_entropy(student_logits, batch.labels)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from mstcli.engine.splits import Split, batches
+from mstcli.engine import distributed
+from mstcli.engine.splits import Split
 from mstcli.errors import UserError
 from mstcli.methods.losses import kd_per_sample
 from mstcli.methods.mst.experts import TEACHER_ORDER, MaskSlot
@@ -86,7 +87,9 @@ def validation_kl(
     totals = torch.zeros(len(masked.masks), device=targets.device)
     for i, (_, net) in enumerate(masked.masks):
         net.eval()
-        for index in batches(len(split), batch_size, None, targets.device):
+        for index in distributed.shard_batches(len(split), batch_size, targets.device):  # this process's share
             logits = masked.logits(i, "val", split.batch(index))
             totals[i] += kd_per_sample(logits.float(), targets[index].float(), temperature).sum()
+    if distributed.shard_range(len(split)) != (0, len(split)):
+        totals = distributed.sum_over_ranks(totals)
     return (totals / len(split)).tolist()
