@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -180,7 +181,7 @@ def test_a_killed_rank_ends_the_job_and_the_rerun_resumes(inside):
         "mstcli",
         "train",
         "-S",
-        "train.epochs=3",
+        "train.epochs=2",
         "-S",
         "common.run=killed",
         "-S",
@@ -190,9 +191,9 @@ def test_a_killed_rank_ends_the_job_and_the_rerun_resumes(inside):
     lines = []
     for line in job.stderr:
         lines.append(line)
-        if line.startswith("S1 epoch 1/3"):
+        if line.startswith("S1 epoch 1/2"):
             break
-    assert lines and lines[-1].startswith("S1 epoch 1/3"), "".join(lines)
+    assert lines and lines[-1].startswith("S1 epoch 1/2"), "".join(lines)
     rank1 = [pid for pid in _children(job.pid) if _environ(pid).get("RANK") == "1"]
     assert len(rank1) == 1
     killed = time.monotonic()
@@ -201,12 +202,13 @@ def test_a_killed_rank_ends_the_job_and_the_rerun_resumes(inside):
     elapsed = time.monotonic() - killed
     assert job.returncode != 0
     assert elapsed < 30
-    assert "Signal 9 (SIGKILL)" in rest and "rank        : 1" in rest, rest
+    assert "error: process 0 of 2: lost the other processes of this torchrun job" in rest, rest
+    assert re.search(r"rank\s*: 1 \(local_rank: 1\)\s*\n\s*exitcode\s*: -9", rest), rest  # torchrun names rank 1
     assert Path("models/killed/.resume/stage1.pt").exists()
 
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    assert "S1: resuming after epoch 1/3" in again.stderr or "S1: resuming after epoch 2/3" in again.stderr
+    assert "S1: resuming after epoch 1/2" in again.stderr, again.stderr
     assert again.stdout.count("wrote models/killed/stage1.pt") == 1  # one summary line, from rank 0
     assert Path("models/killed/stage1.pt").exists() and not Path("models/killed/.resume/stage1.pt").exists()
 

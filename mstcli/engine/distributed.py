@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -329,12 +330,14 @@ def failure_message(exc: BaseException) -> str | None:
         e for e in (getattr(dist, "DistError", None), getattr(dist, "DistBackendError", None)) if e is not None
     )
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]  # gloo's "[file.cc:545] Read error ...: reset by peer"
     lowered = text.lower()
     known = ("connection closed", "connection reset", "timed out", "timeout", "broken pipe", "peer")
     if isinstance(exc, errors) or (isinstance(exc, RuntimeError) and any(k in lowered for k in known)):
         me = os.environ.get("RANK", "?")
         return (
             f"process {me} of {os.environ.get('WORLD_SIZE', '?')}: lost the other processes of this torchrun job"
-            f" ({text[:200]}); another rank stopped or did not answer within {timeout_s():.0f} s ({TIMEOUT_ENV})"
+            f" ({text[:160]}): another process stopped, or did not answer within {timeout_s():.0f} s ({TIMEOUT_ENV});"
+            " torchrun's report names the process that failed first"
         )
     return None
