@@ -1,5 +1,5 @@
 """The comparison benchmark of bench/dvc.yaml in ONE Python process (no DVC, one torch import): for a machine
-without DVC (the GPU target has none) or where a process start costs too much. With DVC, bench/queue.py runs the
+without DVC (the GPU target has none) or where a process start costs too much. With DVC, bench/exp_queue.py runs the
 same matrix as experiments, several at a time.
 
 For each student direction and seed it runs, with the settings of params.yaml plus any ``-S`` overrides:
@@ -129,7 +129,7 @@ def log(line: str) -> None:
 
 def print_comparison(results: Path, out: Path) -> dict:
     """`mst compare` over ``results``: the Rich table, then the compare JSON as the last stdout line (shared with
-    bench/queue.py, which collects the same files from DVC experiments)."""
+    bench/exp_queue.py, which collects the same files from DVC experiments)."""
     from rich.console import Console
 
     from mstcli.reports import compare_table

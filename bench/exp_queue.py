@@ -5,11 +5,11 @@ cells are independent and N of them train at once (`dvc queue start -j N`), each
 repository. Each `mst` stage of a job takes cores // MST_JOBS CPU threads (common.threads: 0, see
 engine/runtime.py), so N jobs share the cores instead of oversubscribing them.
 
-    python bench/queue.py queue [--seeds 0 1 2] [--directions image audio] [--methods kd ...] [--teachers mm cm]
+    python bench/exp_queue.py queue [--seeds 0 1 2] [--directions image audio] [--methods kd ...] [--teachers mm cm]
         [-S train.epochs=6 ...]         # one `dvc exp run --queue` per cell
     MST_JOBS=2 dvc queue start -j 2     # two workers
-    python bench/queue.py wait          # until the queue is empty (or watch `dvc queue status`)
-    python bench/queue.py collect       # the experiments' metrics -> results/bench/**/metrics.json -> the table
+    python bench/exp_queue.py wait          # until the queue is empty (or watch `dvc queue status`)
+    python bench/exp_queue.py collect       # the experiments' metrics -> results/bench/**/metrics.json -> the table
 
 `collect` writes each experiment's metrics files where the matrix pipeline would have written them and ends like
 bench/baseline_table.py (which runs the same matrix in one process, for a machine without DVC): the table, then the
