@@ -82,7 +82,9 @@ def experiment_metrics(shown: list) -> dict[str, dict[str, dict]]:
 
 
 def collect(args: argparse.Namespace) -> dict:
-    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True).stdout)
+    shown = json.loads(
+        subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True).stdout
+    )
     by_experiment = experiment_metrics(shown)
     written = 0
     for name in sorted(by_experiment):  # a later experiment of the same cell overwrites an earlier one

@@ -141,7 +141,7 @@ def test_two_processes_compute_what_one_computes(inside):
     # every trained weight after one epoch (S1's three nets, S2's MaskNets incl. their BatchNorm, the MST student
     # and its GateNet's effect, the CRD student with its memory) as one process gives it
     for name in ("stage1.pt", "masks.pt", *(f"{m}.pt" for m in STUDENTS)):
-        assert max_difference(one / name, two / name) < 2e-4, name  # float rounding: about 1e-5 here; the global-batch rules broken: 6e-3 to 3e-2
+        assert max_difference(one / name, two / name) < 2e-4, name  # rounding: up to 9e-5; rules broken: 6e-3+
     for method in STUDENTS:
         single, double = (json.loads((root / f"{method}.json").read_text()) for root in (one, two))
         assert double["n_test"] == single["n_test"] == 48  # every test sample counted once
@@ -163,6 +163,7 @@ def test_two_processes_compute_what_one_computes(inside):
     assert [Path(p).name for p in finals] == expected
 
 
+@pytest.mark.e2e
 def test_a_killed_rank_ends_the_job_and_the_rerun_resumes(inside):
     """torchrun, two gloo processes: SIGKILL rank 1 in S1's second epoch; the job ends with a message naming the
     killed rank in bounded time; the same command again resumes after the last finished epoch."""
@@ -232,3 +233,14 @@ def _environ(pid: int) -> dict[str, str]:
     except OSError:
         return {}
     return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def test_shards_cover_a_batch_once_in_order():
+    from mstcli.engine.distributed import shard_range
+
+    for n, parts in [(27, 2), (9, 2), (10, 4), (128, 8), (3, 3)]:
+        ranges = [shard_range(n, r, parts) for r in range(parts)]
+        assert [r[0] for r in ranges] == [0] + [r[1] for r in ranges[:-1]] and ranges[-1][1] == n  # contiguous
+        sizes = [stop - start for start, stop in ranges]
+        assert sizes == [n // parts + (1 if r < n % parts else 0) for r in range(parts)]
+    assert shard_range(1, 1, 2) == (0, 1)  # fewer rows than processes: every process takes them all (no split)

@@ -52,6 +52,8 @@ class DistillationFromStrongerTeacher(DistillMethod):
         target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
         # the intra-class relation is over the batch: the global batch under torchrun
-        inter, intra = dist_terms(distributed.global_batch(student_logits), distributed.global_batch(target), self.TEMPERATURE)
+        inter, intra = dist_terms(
+            distributed.global_batch(student_logits), distributed.global_batch(target), self.TEMPERATURE
+        )
         total = ce + self.BETA * inter + self.GAMMA * intra
         return total, {"ce": ce.detach(), "inter": inter.detach(), "intra": intra.detach()}

@@ -63,6 +63,8 @@ class MultiLevelLogitKD(DistillMethod):
         target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
         # batch and class relations over the global batch under torchrun (logits are small to gather)
-        terms = mlld_terms(distributed.global_batch(student_logits), distributed.global_batch(target), self.TEMPERATURES)
+        terms = mlld_terms(
+            distributed.global_batch(student_logits), distributed.global_batch(target), self.TEMPERATURES
+        )
         total = ce + sum(terms.values())
         return total, {"ce": ce.detach(), **{k: v.detach() for k, v in terms.items()}}
