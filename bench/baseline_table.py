@@ -1,4 +1,6 @@
-"""The comparison benchmark of bench/dvc.yaml in ONE Python process (no DVC, one torch import).
+"""The comparison benchmark of bench/dvc.yaml in ONE Python process (no DVC, one torch import): for a machine
+without DVC (the GPU target has none) or where a process start costs too much. With DVC, bench/exp_queue.py runs the
+same matrix as experiments, several at a time.
 
 For each student direction and seed it runs, with the settings of params.yaml plus any ``-S`` overrides:
 S1 (``mst train``) -> S2 (``mst fit-masks``) -> S3 MST-Distill -> eval, the student alone and every method x
@@ -122,11 +124,22 @@ def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def print_comparison(results: Path, out: Path) -> dict:
+    """`mst compare` over ``results``: the Rich table, then the compare JSON as the last stdout line (shared with
+    bench/exp_queue.py, which collects the same files from DVC experiments)."""
     from rich.console import Console
 
     from mstcli.reports import compare_table
 
+    table, grid, warnings = compare(results, out)
+    for warning in warnings:
+        logger().warning(warning)
+    Console().print(compare_table(grid))
+    print(json.dumps(table), flush=True)
+    return table
+
+
+def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     setup_logging(level=logging.INFO if args.verbose else logging.WARNING)  # warnings and errors always show
     bench = Bench(args)
@@ -134,12 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     for student in args.directions:
         for seed in args.seeds:
             bench.cell(features, student, seed)
-    table, grid, warnings = compare(args.results, args.out)
-    for warning in warnings:
-        logger().warning(warning)
-    Console().print(compare_table(grid))
-    print(json.dumps(table), flush=True)
-    return table
+    return print_comparison(args.results, args.out)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,16 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             close_live_displays()
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except Exception as exc:  # under torchrun: a collective failed because another process stopped
+            if "WORLD_SIZE" not in os.environ:
+                raise
+            from mstcli.engine.distributed import failure_message
+
+            message = failure_message(exc)
+            if message is None:
+                raise
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(1) from None
         finally:
             close_live_displays()
 
@@ -87,20 +97,20 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def say(text: str) -> None:
-    """A command's summary line on stdout (none under --quiet)."""
+    """A command's summary line on stdout: none under --quiet, and once per torchrun job (by rank 0)."""
     from mstcli.ui import is_quiet
 
-    if not is_quiet():
+    if not is_quiet() and os.environ.get("RANK", "0") == "0":
         typer.echo(text)
 
 
 def show(renderable: Any) -> None:
-    """A Rich table on stdout (none under --quiet)."""
+    """A Rich table on stdout: none under --quiet, and once per torchrun job (by rank 0)."""
     from rich.console import Console
 
     from mstcli.ui import is_quiet
 
-    if not is_quiet():
+    if not is_quiet() and os.environ.get("RANK", "0") == "0":
         Console().print(renderable)
 
 

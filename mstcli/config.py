@@ -47,7 +47,12 @@ class CommonParams:
         pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*",
     )
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
-    threads: int = _opt(0, "CPU threads for torch (0: all cores)", min=0)
+    threads: int = _opt(
+        0,
+        "CPU threads for torch per process (0: this process's share, cores // (torchrun processes on the machine"
+        " x MST_JOBS, the jobs run side by side))",
+        min=0,
+    )
     precision: Literal["fp32", "tf32", "bf16"] = _opt(
         "tf32", "CUDA math: fp32, tf32 (TF32 matmuls and convolutions) or bf16 (autocast); the CPU always uses fp32"
     )

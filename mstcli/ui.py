@@ -10,6 +10,7 @@ stderr is not a terminal (DVC, CI, ``nohup``) it is a plain handler: one unpadde
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -49,7 +50,8 @@ def stderr_console() -> Console:
     """The one stderr console of this process (progress bars and the terminal log handler share it)."""
     global _console
     if _console is None:
-        _console = Console(stderr=True, soft_wrap=True)
+        # quiet on all but the first process of a torchrun job (RANK 0), so a job prints its progress once
+        _console = Console(stderr=True, soft_wrap=True, quiet=os.environ.get("RANK", "0") != "0")
     return _console
 
 

@@ -12,16 +12,19 @@ from typing import Callable
 
 import torch
 
-from mstcli.engine.splits import Split, batches
+from mstcli.engine import distributed
+from mstcli.engine.splits import Split
 
 
 @torch.no_grad()
 def logit_bank(
     net: Callable[[dict[str, torch.Tensor]], torch.Tensor], split: Split, batch_size: int, row_dim: int = 0
 ) -> torch.Tensor:
-    """``net``'s outputs for every row of ``split``, in order, concatenated along ``row_dim`` (1 for E x B x C)."""
-    device = split.labels.device
-    return torch.cat([net(split.batch(rows).inputs) for rows in batches(len(split), batch_size, None, device)], row_dim)
+    """``net``'s outputs for every row of ``split``, in order, concatenated along ``row_dim`` (1 for E x B x C).
+    Under torchrun each process computes its share of the rows and gets the whole bank."""
+    device, n = split.labels.device, len(split)
+    parts = [net(split.batch(rows).inputs) for rows in distributed.shard_batches(n, batch_size, device)]
+    return distributed.gather_rows(torch.cat(parts, row_dim), n, row_dim)
 
 
 def rows_of(batch: Split) -> torch.Tensor:

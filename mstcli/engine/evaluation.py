@@ -8,14 +8,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mstcli.engine.splits import Split, batches
+from mstcli.engine import distributed
+from mstcli.engine.splits import Split
 
 
 @torch.no_grad()
 def predict(net: Callable[[dict[str, torch.Tensor]], torch.Tensor], split: Split, batch_size: int) -> torch.Tensor:
-    """Logits of ``net`` (in eval mode) for every row of ``split``, in order."""
-    outs = [net(split.batch(rows).inputs) for rows in batches(len(split), batch_size, None, split.labels.device)]
-    return torch.cat(outs)
+    """Logits of ``net`` (in eval mode) for every row of ``split``, in order; under torchrun each process computes
+    its share of the rows and every process gets all of them (each sample counted once)."""
+    n = len(split)
+    outs = [net(split.batch(rows).inputs) for rows in distributed.shard_batches(n, batch_size, split.labels.device)]
+    return distributed.gather_rows(torch.cat(outs), n)
 
 
 def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

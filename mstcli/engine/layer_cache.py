@@ -14,7 +14,8 @@ from typing import Sequence
 
 import torch
 
-from mstcli.engine.splits import Split, batches
+from mstcli.engine import distributed
+from mstcli.engine.splits import Split
 from mstcli.models.trio import ModalNet
 
 SlotKey = tuple[str, str]  # (teacher key, layer name)
@@ -35,7 +36,8 @@ def plan_cache(
 
 @torch.no_grad()
 def layer_outputs(teacher: ModalNet, layers: Sequence[str], split: Split, batch_size: int) -> dict[str, torch.Tensor]:
-    """The outputs of ``layers`` of ``teacher`` for every row of ``split``, in order (one pass)."""
+    """The outputs of ``layers`` of ``teacher`` for every row of ``split``, in order (one pass; under torchrun each
+    process computes its share of the rows and gets all of them)."""
     modules = dict(teacher.net.named_modules())
     current: dict[str, torch.Tensor] = {}
     handles = [
@@ -44,14 +46,14 @@ def layer_outputs(teacher: ModalNet, layers: Sequence[str], split: Split, batch_
     ]
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     try:
-        for rows in batches(len(split), batch_size, None, split.labels.device):
+        for rows in distributed.shard_batches(len(split), batch_size, split.labels.device):
             teacher(split.batch(rows).inputs)
             for name in layers:
                 parts[name].append(current[name])
     finally:
         for handle in handles:
             handle.remove()
-    return {name: torch.cat(chunks) for name, chunks in parts.items()}
+    return {name: distributed.gather_rows(torch.cat(chunks), len(split)) for name, chunks in parts.items()}
 
 
 def build_layer_cache(

@@ -96,6 +96,23 @@ class Logbook:
         shutil.rmtree(live_folder(self.folder), ignore_errors=True)
 
 
+class SilentLogbook(Logbook):
+    """The log of a torchrun process other than rank 0: the epochs are the same on every rank, so only rank 0
+    writes them (two processes renaming the same folder would race)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
 def log_final(folder: Path, params: dict[str, Any], values: dict[str, Any]) -> None:
     """A result without epochs (the test figures of ``mst eval``): its numbers, nested dicts as ``a/b``, and the
     settings, as a dvclive summary in ``folder``."""

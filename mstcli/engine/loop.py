@@ -29,6 +29,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from mstcli.engine import distributed
 from mstcli.engine.checkpoints import ResumeState
 from mstcli.engine.logbook import Logbook
 from mstcli.engine.meters import EpochMeans
@@ -136,21 +137,24 @@ def run_epochs(
         logbook.epoch(row)
     n_batches = -(-len(train) // config.batch_size)
     progress = EpochProgress(task.name, config.epochs, n_batches, start, console)
+    distributed.check_batches(len(train), config.batch_size, task.name)
+    step = distributed.training_step(task.modules(), task.batch_loss)  # DDP under torchrun
     for epoch in range(start, config.epochs):
         started = time.perf_counter()
         task.start_epoch(epoch)
         task.train_mode()
         means = EpochMeans()
         for index, rows_of_batch in enumerate(batches(len(train), config.batch_size, generator, config.device)):
+            rows_of_batch, scale = distributed.shard(rows_of_batch)  # this rank's part of the global batch
             batch = train.batch(rows_of_batch)
             with autocast(config.device, config.precision):
-                loss, terms = task.batch_loss(batch)
+                loss, terms = step(batch)
             task.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * scale if scale != 1.0 else loss).backward()
             task.optimizer.step()
             means.add({"loss": loss, **terms}, len(rows_of_batch))
             progress.batch(index, len(rows_of_batch), loss, terms)
-        totals = means.means()
+        totals = means.means(distributed.sum_over_ranks)
         _guard(task.name, epoch, totals, store, last_saved)
         end = task.end_epoch(epoch)
         row = {"epoch": epoch, **totals, **end.row, "epoch_s": time.perf_counter() - started}
@@ -160,21 +164,22 @@ def run_epochs(
         elif best_state is None or _better(end.score, best_score):
             best_epoch, best_score, best_state = epoch, end.score, copy.deepcopy(task.selected_state())
         if store is not None and config.resume_every and (epoch + 1) % config.resume_every == 0:
-            store.save(
-                ResumeState(
-                    stage=task.name,
-                    key=store.key,
-                    epoch=epoch,
-                    modules={name: module.state_dict() for name, module in task.modules().items()},
-                    optimizer=task.optimizer.state_dict(),
-                    task=task.state_dict(),
-                    rng=capture_rng(generator),
-                    best_epoch=best_epoch,
-                    best_score=best_score,
-                    best_state=best_state,
-                    rows=rows,
+            if distributed.is_main():
+                store.save(
+                    ResumeState(
+                        stage=task.name,
+                        key=store.key,
+                        epoch=epoch,
+                        modules={name: module.state_dict() for name, module in task.modules().items()},
+                        optimizer=task.optimizer.state_dict(),
+                        task=task.state_dict(),
+                        rng=capture_rng(generator),
+                        best_epoch=best_epoch,
+                        best_score=best_score,
+                        best_state=best_state,
+                        rows=rows,
+                    )
                 )
-            )
             last_saved = epoch
         shown = {"loss": totals["loss"], **(end.shown if end.shown is not None else end.row)}
         progress.epoch(epoch, shown)

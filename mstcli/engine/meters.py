@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 
@@ -18,5 +20,11 @@ class EpochMeans:
             self._sums[name] = self._sums.get(name, 0.0) + value * weight
         self._weight += weight
 
-    def means(self) -> dict[str, float]:
-        return {name: float(total) / max(self._weight, 1e-12) for name, total in self._sums.items()}
+    def means(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+        """The weighted means; ``reduce`` (e.g. a sum over the processes of a torchrun job) combines the sums and
+        weights of several meters first, in one call."""
+        names = list(self._sums)
+        totals = [float(self._sums[name]) for name in names] + [self._weight]
+        if reduce is not None:
+            totals = reduce(torch.tensor(totals, dtype=torch.float64)).tolist()
+        return {name: total / max(totals[-1], 1e-12) for name, total in zip(names, totals)}

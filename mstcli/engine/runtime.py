@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mstcli.engine import distributed
 from mstcli.errors import UserError
 
 
@@ -35,12 +36,11 @@ def setup_runtime(
     On the CPU a run with the same settings repeats itself exactly. On a GPU that needs ``deterministic``:
     deterministic algorithms (torch warns where an op has none), no cuDNN autotuning (it may pick another kernel
     on every run) and the cuBLAS workspace setting that makes its reductions repeatable."""
-    if threads > 0:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads if threads > 0 else share_of_cores())
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    chosen = pick_device(device)
+    chosen = distributed.init_from_env(pick_device(device))  # cuda:LOCAL_RANK and the process group under torchrun
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)  # global in torch: set either way
@@ -51,6 +51,21 @@ def setup_runtime(
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cudnn.benchmark = not deterministic  # fixed shapes: let cuDNN pick its fastest kernels
     return chosen
+
+
+JOBS_ENV = "MST_JOBS"
+
+
+def share_of_cores() -> int:
+    """This process's share of the CPU cores: cores // (torchrun processes on this machine x MST_JOBS, the number
+    of jobs run side by side, e.g. by `dvc queue start -j N`). torch's thread pools oversubscribe otherwise: two
+    jobs of all cores each on 2 cores made an S1 epoch 8x slower."""
+    try:
+        jobs = max(1, int(os.environ.get(JOBS_ENV, "1")))
+    except ValueError:
+        raise UserError(f"{JOBS_ENV}={os.environ[JOBS_ENV]!r} is not a whole number of jobs") from None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // (jobs * distributed.local_ranks()))
 
 
 def runtime_for(common, seed: int | None = None) -> torch.device:

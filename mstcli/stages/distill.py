@@ -17,6 +17,7 @@ from torch import nn
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
+from mstcli.engine import distributed
 from mstcli.engine.checkpoints import MasksCheckpoint, StudentCheckpoint
 from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.loop import EpochEnd, EpochTask
@@ -115,31 +116,33 @@ def distill(
     result, store = run_stage(
         task, splits["train"], params, settings, device, out, key, restart, order_seed=common.seed + 1, logbook=logbook
     )
-    StudentCheckpoint(
-        spec=trio.spec.to_dict(),
-        inputs=inputs,
-        settings=dataclasses.asdict(settings),
-        provenance=result_provenance(
-            params,
-            features,
-            common.seed,
-            device,
-            {
-                **method_record(settings.method),
-                "baseline_settings": settings.baseline_settings,
-                "method_constants": constants_record(method.constants),
-            },
-        ),
-        state=result.best_state,
-        method=settings.method,
-        teacher=method.teacher_label,
-        best_epoch=result.best_epoch,
-        val_ce=result.best_score,
-        stage1=trio.fingerprint,
-        method_constants=constants_record(method.constants),
-    ).save(out)
-    logbook.close({"best_epoch": result.best_epoch, "best_val_ce": result.best_score})
-    store.clear()
+    if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
+        StudentCheckpoint(
+            spec=trio.spec.to_dict(),
+            inputs=inputs,
+            settings=dataclasses.asdict(settings),
+            provenance=result_provenance(
+                params,
+                features,
+                common.seed,
+                device,
+                {
+                    **method_record(settings.method),
+                    "baseline_settings": settings.baseline_settings,
+                    "method_constants": constants_record(method.constants),
+                },
+            ),
+            state=result.best_state,
+            method=settings.method,
+            teacher=method.teacher_label,
+            best_epoch=result.best_epoch,
+            val_ce=result.best_score,
+            stage1=trio.fingerprint,
+            method_constants=constants_record(method.constants),
+        ).save(out)
+        logbook.close({"best_epoch": result.best_epoch, "best_val_ce": result.best_score})
+        store.clear()
+    distributed.barrier()
     return {"best_epoch": result.best_epoch, "val_ce": result.best_score}
 
 

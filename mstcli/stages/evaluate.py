@@ -16,6 +16,7 @@ from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine.splits import load_splits
 from mstcli.engine.evaluation import classification_metrics, predict
+from mstcli.engine import distributed
 from mstcli.engine.checkpoints import StudentCheckpoint
 from mstcli.engine.logbook import log_final
 from mstcli.engine.provenance import result_provenance
@@ -55,14 +56,16 @@ def evaluate(params: Params, features_path: Path, student_path: Path, metrics_pa
         **metrics,
         "provenance": _provenance(params, features, group, device, checkpoint),
     }
-    write_json(metrics_path, report)
-    figures = {k: report[k] for k in ("accuracy", "macro_f1", "per_class_accuracy", "n_test", "best_epoch")}
-    logged = {"common": dataclasses.asdict(params.common), "eval": dataclasses.asdict(params.eval)}
-    log_final(metrics_path.parent / "eval", logged, figures)
-    lines = ["actual,predicted"] + [
-        f"{spec.class_names[a]},{spec.class_names[p]}" for a, p in zip(actual.tolist(), predicted.tolist())
-    ]
-    write_text(confusion_path, "\n".join(lines) + "\n")
+    if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
+        write_json(metrics_path, report)
+        figures = {k: report[k] for k in ("accuracy", "macro_f1", "per_class_accuracy", "n_test", "best_epoch")}
+        logged = {"common": dataclasses.asdict(params.common), "eval": dataclasses.asdict(params.eval)}
+        log_final(metrics_path.parent / "eval", logged, figures)
+        lines = ["actual,predicted"] + [
+            f"{spec.class_names[a]},{spec.class_names[p]}" for a, p in zip(actual.tolist(), predicted.tolist())
+        ]
+        write_text(confusion_path, "\n".join(lines) + "\n")
+    distributed.barrier()
     report["confusion"] = confusion
     return report
 

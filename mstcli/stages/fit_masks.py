@@ -21,6 +21,7 @@ from torch import nn
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
+from mstcli.engine import distributed
 from mstcli.engine.bank import logit_bank
 from mstcli.engine.checkpoints import MasksCheckpoint
 from mstcli.engine.layer_cache import build_layer_cache, plan_cache
@@ -160,18 +161,20 @@ def fit_masks(
         logbook=logbook,
     )
     record = stage_record("S2", masknet_module, masked_teachers_module, experts_module)
-    MasksCheckpoint(
-        spec=trio.spec.to_dict(),
-        inputs=inputs,
-        settings=dataclasses.asdict(settings),
-        provenance=result_provenance(params, features, common.seed, device, record),
-        stage1=trio.fingerprint,
-        masks=mask_entries(masks, result.best_state, settings.heads, settings.hidden_dim_factor),
-        best_epoch=result.best_epoch,
-        val_score=result.best_score,
-    ).save(out)
-    logbook.close({"best_epoch": result.best_epoch, "best_score": result.best_score})
-    store.clear()
+    if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
+        MasksCheckpoint(
+            spec=trio.spec.to_dict(),
+            inputs=inputs,
+            settings=dataclasses.asdict(settings),
+            provenance=result_provenance(params, features, common.seed, device, record),
+            stage1=trio.fingerprint,
+            masks=mask_entries(masks, result.best_state, settings.heads, settings.hidden_dim_factor),
+            best_epoch=result.best_epoch,
+            val_score=result.best_score,
+        ).save(out)
+        logbook.close({"best_epoch": result.best_epoch, "best_score": result.best_score})
+        store.clear()
+    distributed.barrier()
     return {"best_epoch": result.best_epoch, "val_score": result.best_score}
 
 

@@ -15,8 +15,9 @@ from typing import Any
 from mstcli.config import Params
 from mstcli.data.fingerprint import feature_fingerprint
 from mstcli.data.store import FeatureFile
+from mstcli.engine import distributed
 from mstcli.engine.checkpoints import Inputs
-from mstcli.engine.logbook import Logbook
+from mstcli.engine.logbook import Logbook, SilentLogbook
 from mstcli.engine.loop import EpochTask, LoopConfig, LoopResult, run_epochs
 from mstcli.engine.resume import ResumeStore, resume_key
 from mstcli.engine.splits import Split
@@ -32,6 +33,8 @@ def stage_inputs(features: FeatureFile, split_group: int) -> dict[str, Any]:
 def stage_logbook(folder: Path, stage: str, params: Params, settings: Any, routing: bool = False) -> Logbook:
     """The dvclive log of a stage run in ``folder``, with the settings it reads (its section and ``common``).
     ``routing``: keys with "@" are routing shares of specialized teachers (S3)."""
+    if not distributed.is_main():
+        return SilentLogbook()
     logged = {"common": dataclasses.asdict(params.common), stage: dataclasses.asdict(settings)}
     return Logbook(folder, logged, (lambda key: "@" in key) if routing else None)
 
@@ -55,7 +58,8 @@ def run_stage(
 ) -> tuple[LoopResult, ResumeStore]:
     """A stage's epochs on the engine, resumable from ``output``'s resume state. The caller writes its outputs,
     then clears the returned store (a state removed earlier would be lost if writing the outputs failed)."""
-    store = ResumeStore.for_output(output, key, restart)
+    store = ResumeStore.for_output(output, key, restart and distributed.is_main())
+    distributed.barrier()  # under torchrun: no rank reads the resume state before rank 0 has cleared it
     config = LoopConfig(
         settings.epochs,
         settings.batch_size,

@@ -15,6 +15,7 @@ from torch import nn
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
+from mstcli.engine import distributed
 from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
@@ -85,8 +86,10 @@ def train(params: Params, features_path: Path, out: Path, log_dir: Path, restart
         order_seed=common.seed,
         logbook=logbook,
     )
-    origin = result_provenance(params, features, common.seed, device, stage_record("S1", mst_losses))
-    trio.checkpoint(inputs, dataclasses.asdict(settings), origin).save(out)
-    logbook.close({"best_epoch": result.best_epoch})
-    store.clear()
+    if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
+        origin = result_provenance(params, features, common.seed, device, stage_record("S1", mst_losses))
+        trio.checkpoint(inputs, dataclasses.asdict(settings), origin).save(out)
+        logbook.close({"best_epoch": result.best_epoch})
+        store.clear()
+    distributed.barrier()
     return result.rows[-1]

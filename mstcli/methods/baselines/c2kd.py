@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mstcli.engine import distributed
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.dkd import non_target_kd_per_sample
@@ -51,10 +52,11 @@ def kendall_tau(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def selected_non_target_kd(
     trained: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """Mean non-target-class KD (target detached) over the samples in ``keep``; 0 when none is kept."""
-    if not keep.any():
-        return trained.sum() * 0.0
-    return non_target_kd_per_sample(trained[keep], target[keep].detach(), labels[keep], temperature).mean()
+    """Mean non-target-class KD (target detached) over the samples in ``keep``; 0 when none is kept. Under
+    torchrun the mean is over the kept samples of the global batch."""
+    values = non_target_kd_per_sample(trained[keep], target[keep].detach(), labels[keep], temperature)
+    kept = distributed.global_sum(keep.sum().to(trained.dtype))
+    return distributed.global_sum(values.sum() + trained.sum() * 0.0) / kept.clamp_min(1)
 
 
 def c2kd_terms(

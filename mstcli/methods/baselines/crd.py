@@ -28,6 +28,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from mstcli.engine import distributed
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.feature_taps import TappedPair, l2_normalized_embedding
@@ -113,13 +114,16 @@ class ContrastiveRD(DistillMethod):
         self.pair.teach(batch.inputs)
         student = self.student_head(self.pair.student_tap[PENULTIMATE])
         teacher = self.teacher_head(self.pair.teacher_tap[PENULTIMATE])
-        negatives = other_rows(batch.rows, self.negatives, self.rows)
+        # under torchrun every process draws the negatives of the global batch (the same random numbers as one
+        # process) and updates the memory with the global batch's embeddings, so the banks stay equal
+        negatives = distributed.local_part(other_rows(distributed.global_rows(batch.rows), self.negatives, self.rows))
         crd = self._direction(0, student, self.teacher_bank, batch.rows, negatives) + self._direction(
             1, teacher, self.student_bank, batch.rows, negatives
         )
         with torch.no_grad():
-            self.student_bank.update(batch.rows, student)
-            self.teacher_bank.update(batch.rows, teacher)
+            rows = distributed.global_rows(batch.rows)
+            self.student_bank.update(rows, distributed.global_batch(student.detach()))
+            self.teacher_bank.update(rows, distributed.global_batch(teacher.detach()))
         ce = F.cross_entropy(student_logits, batch.labels)
         c = self.constants
         return c.ce_weight * ce + c.crd_weight * crd, {"ce": ce.detach(), "crd": crd.detach()}
@@ -140,6 +144,7 @@ class ContrastiveRD(DistillMethod):
     def _direction(self, index: int, anchors, bank: "MemoryBank", rows, negatives) -> torch.Tensor:
         """NCE of one net's embeddings against the other net's memory; Z is fixed at the first batch."""
         positive, negative = contrast_scores(anchors, bank.vectors, rows, negatives, self.constants.tau)
-        if self.log_z[index] is None:
-            self.log_z[index] = log_normalizer(positive, negative, self.rows)
+        if self.log_z[index] is None:  # from the global first batch under torchrun
+            whole = (distributed.global_batch(positive.detach()), distributed.global_batch(negative.detach()))
+            self.log_z[index] = log_normalizer(*whole, self.rows)
         return crd_nce_loss(positive, negative, self.rows, self.log_z[index])

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from mstcli.engine import distributed
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.teachers import FrozenTeacher
@@ -61,6 +62,9 @@ class DistillationFromStrongerTeacher(DistillMethod):
         target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
         c = self.constants
-        inter, intra = dist_terms(student_logits, target, c.temperature)
+        # the intra-class relation is over the batch: the global batch under torchrun
+        inter, intra = dist_terms(
+            distributed.global_batch(student_logits), distributed.global_batch(target), c.temperature
+        )
         total = ce + c.beta * inter + c.gamma * intra
         return total, {"ce": ce.detach(), "inter": inter.detach(), "intra": intra.detach()}

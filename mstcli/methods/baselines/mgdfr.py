@@ -27,6 +27,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from mstcli.engine import distributed
 from mstcli.engine.splits import Split, seeded_generator
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.losses import kd_loss
@@ -65,7 +66,7 @@ def permutation_salience(
 
 def freeze_to_batch_mean(features: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Units not in ``keep`` (a D-long bool mask) replaced by their mean over the batch."""
-    return torch.where(keep, features, features.mean(dim=0, keepdim=True))
+    return torch.where(keep, features, distributed.global_batch(features).mean(dim=0, keepdim=True))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from mstcli.engine import distributed
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.losses import kd_loss
@@ -93,6 +94,9 @@ class MultiLevelLogitKD(DistillMethod):
         target = self.teacher(batch)
         ce = F.cross_entropy(student_logits, batch.labels)
         c = self.constants
-        terms = mlld_terms(student_logits, target, c.temperatures, c.correlation)
+        # batch and class relations over the global batch under torchrun (logits are small to gather)
+        terms = mlld_terms(
+            distributed.global_batch(student_logits), distributed.global_batch(target), c.temperatures, c.correlation
+        )
         total = c.ce_weight * ce + c.distill_weight * sum(terms.values()) / c.divisor
         return total, {"ce": ce.detach(), **{k: v.detach() for k, v in terms.items()}}

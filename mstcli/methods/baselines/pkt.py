@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from mstcli.engine import distributed
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.feature_taps import TappedPair
@@ -56,6 +57,10 @@ class ProbabilisticKT(DistillMethod):
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         self.pair.teach(batch.inputs)
-        pkt = pkt_loss(self.pair.student_tap[PENULTIMATE], self.pair.teacher_tap[PENULTIMATE])
+        # neighbours among the global batch under torchrun
+        pkt = pkt_loss(
+            distributed.global_batch(self.pair.student_tap[PENULTIMATE]),
+            distributed.global_batch(self.pair.teacher_tap[PENULTIMATE]),
+        )
         ce = F.cross_entropy(student_logits, batch.labels)
         return ce + self.constants.weight * pkt, {"ce": ce.detach(), "pkt": pkt.detach()}

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from mstcli.engine import distributed
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.feature_taps import TappedPair, l2_normalized_embedding
@@ -108,7 +109,9 @@ class RelationalKD(DistillMethod):
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         self.pair.teach(batch.inputs)
-        student, teacher = self.pair.student_tap[PENULTIMATE], self.pair.teacher_tap[PENULTIMATE]
+        # relations between every pair and triplet of the global batch under torchrun
+        student = distributed.global_batch(self.pair.student_tap[PENULTIMATE])
+        teacher = distributed.global_batch(self.pair.teacher_tap[PENULTIMATE])
         if len(self.heads):
             student, teacher = self.heads[0](student), self.heads[1](teacher)
         distance = rkd_distance_loss(student, teacher)

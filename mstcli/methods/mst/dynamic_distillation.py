@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mstcli.engine import distributed
 from mstcli.engine.bank import logit_bank, rows_of
 from mstcli.engine.splits import Split
 from mstcli.errors import UserError
@@ -80,10 +81,11 @@ class MSTDistill(DistillMethod):
         top = gate.topk(s.k, dim=1)
         weights = top.values / top.values.sum(dim=1, keepdim=True) if s.gate_signal == "weighted" else None
         distill = routed_kd(student_logits, expert_logits, top.indices, s.temperature, weights)
+        whole = distributed.global_batch(gate)  # the router's mean over the global batch under torchrun
         if s.lb_mode == "kl":
-            balance = load_balance_kl(gate, divide_by_experts=s.lb_scale == "per_expert")
+            balance = load_balance_kl(whole, divide_by_experts=s.lb_scale == "per_expert")
         else:
-            balance = load_balance_cv(gate)
+            balance = load_balance_cv(whole)
         ce = F.cross_entropy(student_logits, batch.labels)
         chosen = top.indices.flatten()  # index_add_, not bincount: bincount's output size costs a GPU sync
         self.counts.index_add_(0, chosen, torch.ones_like(chosen, dtype=self.counts.dtype))
@@ -91,7 +93,8 @@ class MSTDistill(DistillMethod):
         return total, {"ce": ce.detach(), "distill": distill.detach(), "balance": balance.detach()}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
-        frequency = (self.counts / self.counts.sum().clamp_min(1)).tolist()
+        counts = distributed.sum_over_ranks(self.counts)  # every process's choices
+        frequency = (counts / counts.sum().clamp_min(1)).tolist()
         stats = {"w_kl": self.w_kl, "w_lb": self.w_lb, **dict(zip(self.expert_names, frequency))}
         if decayed(self.settings.decay, epoch, 10):
             self.w_lb *= 0.9

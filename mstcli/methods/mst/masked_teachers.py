@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mstcli.engine.splits import Split, batches
+from mstcli.engine import distributed
+from mstcli.engine.splits import Split
 from mstcli.errors import UserError
 from mstcli.methods.losses import kd_per_sample
 from mstcli.methods.mst.experts import TEACHER_ORDER, MaskSlot
@@ -90,10 +91,12 @@ def validation_terms(
     right = torch.zeros(len(masked.masks), device=targets.device)
     for i, (_, net) in enumerate(masked.masks):
         net.eval()
-        for index in batches(len(split), batch_size, None, targets.device):
+        for index in distributed.shard_batches(len(split), batch_size, targets.device):  # this process's share
             batch = split.batch(index)
             logits = masked.logits(i, "val", batch).float()
             kl[i] += kd_per_sample(logits, targets[index].float(), temperature).sum()
             ce[i] += F.cross_entropy(logits, batch.labels, reduction="sum")
             right[i] += (logits.argmax(1) == batch.labels).sum()
+    if distributed.shard_range(len(split)) != (0, len(split)):
+        kl, ce, right = (distributed.sum_over_ranks(t) for t in (kl, ce, right))
     return (kl / len(split)).tolist(), (ce / len(split)).tolist(), (right / len(split)).tolist()
