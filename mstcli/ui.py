@@ -102,7 +102,10 @@ def setup_logging(quiet: bool = False, verbose: bool = False, level: int | None 
         handler = _CurrentStderr()
     handler.setFormatter(_Prefixed("%(message)s"))
     log.addHandler(handler)
-    log.setLevel(level if level is not None else QUIET if quiet else VERBOSE if verbose else NORMAL)
+    chosen = level if level is not None else QUIET if quiet else VERBOSE if verbose else NORMAL
+    if os.environ.get("RANK", "0") != "0":  # under torchrun the first process alone reports; errors from every one
+        chosen = max(chosen, logging.ERROR)
+    log.setLevel(chosen)
     log.propagate = False
 
 
