@@ -74,24 +74,30 @@ def run_cell(args, features: Path, direction: str, seed: int) -> dict[str, float
     started = time.perf_counter()
     if not (args.skip_done and stage1.exists()):
         train(params, features, stage1, results / "train")
-    needed = {VARIANTS[v][0] for v in args.variants}
-    for masks_name in needed:
-        path = models / f"{masks_name}.pt"
-        extra = [o.replace("{double}", str(2 * params.fit_masks.epochs)) for o in MASKS[masks_name]]
-        if not (args.skip_done and path.exists()):
-            fit_masks(load_params(args.params, base + extra), features, stage1, path, results / masks_name)
-    log(f"{name}: S1 + S2 runs in {time.perf_counter() - started:.0f} s")
+    fitted: dict[str, Path] = {}
+
+    def masks_file(masks_name: str) -> Path:
+        """The S2 run ``masks_name`` on this S1, fitted the first time a variant needs it."""
+        if masks_name not in fitted:
+            path = models / ("masks.pt" if masks_name == "masks" else f"masks_{masks_name}.pt")
+            extra = [o.replace("{double}", str(2 * params.fit_masks.epochs)) for o in MASKS[masks_name]]
+            if not (args.skip_done and path.exists()):
+                fit_masks(load_params(args.params, base + extra), features, stage1, path, results / masks_name)
+            fitted[masks_name] = path
+        return fitted[masks_name]
+
+    log(f"{name}: S1 in {time.perf_counter() - started:.0f} s")
     accuracy = {}
 
-    def student(label: str, p, masks: Path | None) -> None:
-        out, folder = models / f"{label}.pt", results / label
+    def student(label: str, p, masks: str | None) -> None:
+        out, folder = models / f"student_{label}.pt", results / label
         if args.reuse is not None and label in TABLE_NAMES:  # the same run, made by bench/baseline_table.py
             reused = args.reuse / name / TABLE_NAMES[label]
             if (reused / "metrics.json").exists():
                 folder = reused
         if not (args.skip_done and (folder / "metrics.json").exists()):
             t0 = time.perf_counter()
-            distill(p, features, stage1, masks, out, folder / "distill")
+            distill(p, features, stage1, None if masks is None else masks_file(masks), out, folder / "distill")
             evaluate(p, features, out, folder / "metrics.json", folder / "confusion.csv")
             log(f"  {name} {label:<28} ({time.perf_counter() - t0:.0f} s)")
         accuracy[label] = 100 * json.loads((folder / "metrics.json").read_text())["accuracy"]
@@ -100,7 +106,7 @@ def run_cell(args, features: Path, direction: str, seed: int) -> dict[str, float
         student(label, with_baseline_budget(load_params(args.params, base + extra)), None)
     for variant in args.variants:
         masks_name, extra = VARIANTS[variant]
-        student(variant, load_params(args.params, base + extra), models / f"{masks_name}.pt")
+        student(variant, load_params(args.params, base + extra), masks_name)
     log(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()))
     return accuracy
 
