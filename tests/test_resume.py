@@ -90,6 +90,14 @@ def curves_without_times(path: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "epoch_s"} for row in read_curves(path)]
 
 
+def _differences(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in set(a) | set(b):
+            yield from _differences(a.get(key), b.get(key), f"{prefix}.{key}")
+    elif a != b:
+        yield f"{prefix}: {a!r} != {b!r}"
+
+
 def without_run_name(metrics: dict) -> dict:
     """metrics.json without the run name in its provenance (two runs of the same settings differ only there)."""
     settings = metrics["provenance"]["settings"]
@@ -147,7 +155,9 @@ def test_killed_stages_resume_to_the_uninterrupted_result(inside):
     invoke("eval", "-S", "common.run=killed")
     whole = json.loads((inside / "results/whole/metrics.json").read_text())
     killed = json.loads((inside / "results/killed/metrics.json").read_text())
-    assert without_run_name(whole) == without_run_name(killed)
+    a, b = without_run_name(whole), without_run_name(killed)
+    differing = sorted(_differences(a, b))
+    assert a == b, differing
 
 
 def poisoned_after_first_epoch(mutual_loss):
