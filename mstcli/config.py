@@ -274,6 +274,12 @@ def _parse_section(section: str, cls: type, values: dict[str, Any]) -> Any:
 _BOOL_WORDS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
 
 
+def check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any] | None = None) -> Any:
+    """``value`` checked against the type ``hint`` (and ``meta``'s range), as the settings are: the value to keep,
+    or a one-line :class:`UserError` naming ``name``. Also used for the methods' constants (methods/constants.py)."""
+    return _check_value(name, hint, value, meta or {})
+
+
 def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any]) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -299,6 +305,10 @@ def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any
                 if item is not None and not isinstance(item, dict):
                     raise UserError(f"{name}.{key} must be a mapping, got {item!r}")
         return {k: (v or {}) if typing.get_origin(inner) is dict else v for k, v in value.items()}
+    if origin is tuple:  # tuple[X, ...]: a non-empty list in YAML
+        if not isinstance(value, (list, tuple)) or not value:
+            raise UserError(f"{name} must be a non-empty list, got {value!r}")
+        return tuple(_check_value(f"{name}[{i}]", args[0], v, meta) for i, v in enumerate(value))
     if origin is list:
         (item,) = args
         if not isinstance(value, list):

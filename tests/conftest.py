@@ -146,3 +146,17 @@ def _few_threads():
 
     torch.set_num_threads(1)
     yield
+
+
+def tensors(value, prefix=""):
+    """(path, tensor) for every tensor inside a checkpoint's nested dicts and lists, in a fixed order."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        yield prefix, value
+    elif isinstance(value, dict):
+        for k in sorted(value):
+            yield from tensors(value[k], f"{prefix}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from tensors(v, f"{prefix}[{i}]")

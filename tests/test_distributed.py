@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import invoke, tiny_workdir
+from conftest import invoke, tensors, tiny_workdir
 from mstcli.config import load_params
 from mstcli.engine.checkpoints import read_checkpoint_file
 
@@ -85,17 +85,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def tensors(value, prefix=""):
-    if isinstance(value, torch.Tensor):
-        yield prefix, value
-    elif isinstance(value, dict):
-        for k in sorted(value):
-            yield from tensors(value[k], f"{prefix}.{k}")
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            yield from tensors(v, f"{prefix}[{i}]")
 
 
 def max_difference(a: Path, b: Path) -> float:

@@ -65,3 +65,30 @@ def test_the_student_alone_and_mst_learn(stage1, monkeypatch, method, student):
     monkeypatch.chdir(stage1)
     got = accuracy(stage1, student, "--method", method)
     assert got >= LEARNED, f"{method}, {student} student: {got:.1%} (chance 10%)"
+
+
+def test_the_constants_set_is_chosen_changed_and_recorded(stage1, monkeypatch):
+    """distill.baseline_settings picks the set, distill.constants changes one value, metrics.json records both; a
+    wrong method or constant is one line and exit code 2, before anything is written."""
+    from typer.testing import CliRunner
+
+    from mstcli.cli import app
+
+    monkeypatch.chdir(stage1)
+    run = ["-S", "common.student=image", "-S", "common.run=image", "-S", "distill.epochs=1"]
+    out, results = stage1 / "models/image/kd-paper.pt", stage1 / "results/image/kd-paper"
+    invoke("distill", "--method", "kd", *run, "-S", "distill.baseline_settings=paper",
+           "-S", "distill.constants={kd: {alpha: 0.7}, rkd: {angle_weight: 3}}", "--out", str(out), "--results", str(results))  # fmt: skip
+    invoke("eval", *run, "--student", str(out), "--results", str(results))
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert metrics["baseline_settings"] == "paper" and metrics["method_constants"] == {"alpha": 0.7}
+    for bad, says in (
+        ("distill.constants={kd: {alpha: high}}", "distill.constants.kd.alpha must be a number"),
+        ("distill.constants={kd: {beta: 1}}", "unknown constant distill.constants.kd.beta"),
+        ("distill.constants={kdd: {alpha: 1}}", "unknown method(s) kdd"),
+        ("distill.kd_alpha=0.3", "distill.constants={kd: {alpha: ...}}"),
+    ):
+        target = stage1 / "models/image/never.pt"
+        result = CliRunner().invoke(app, ["distill", "--method", "kd", *run, "-S", bad, "--out", str(target)])
+        assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output, result.output
+        assert not target.exists()

@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import invoke, tiny_workdir
+from conftest import invoke, tensors, tiny_workdir
 from mstcli.cli import app
 from mstcli.engine.checkpoints import ResumeState, read_checkpoint_file
 from mstcli.engine.logbook import read_curves
@@ -70,16 +70,6 @@ def inside(workdir, monkeypatch):
 
 def states_equal(a: Path, b: Path) -> bool:
     """Every tensor of two checkpoints equal (the weights; settings and fingerprints follow from them)."""
-
-    def tensors(value, prefix=""):
-        if isinstance(value, torch.Tensor):
-            yield prefix, value
-        elif isinstance(value, dict):
-            for k in sorted(value):
-                yield from tensors(value[k], f"{prefix}.{k}")
-        elif isinstance(value, (list, tuple)):
-            for i, v in enumerate(value):
-                yield from tensors(v, f"{prefix}[{i}]")
 
     left, right = dict(tensors(read_checkpoint_file(a, "x"))), dict(tensors(read_checkpoint_file(b, "x")))
     return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)

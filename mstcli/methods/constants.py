@@ -19,10 +19,10 @@ dataclass of its constants and one instance per set:
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from typing import Any, Mapping
 
+from mstcli.config import check_value
 from mstcli.errors import UserError
 
 SET_NAMES = ("reference", "paper")
@@ -44,7 +44,7 @@ def resolve_constants(method: str, sets: Mapping[str, Any], chosen: str, overrid
     for key, value in overrides.items():
         if key not in fields:
             raise UserError(f"unknown constant distill.constants.{method}.{key} (known: {', '.join(fields)})")
-        changed[key] = _coerce(f"distill.constants.{method}.{key}", hints[key], value)
+        changed[key] = check_value(f"distill.constants.{method}.{key}", hints[key], value)
     return dataclasses.replace(base, **changed)
 
 
@@ -60,38 +60,3 @@ def constants_record(constants: Any) -> dict[str, Any]:
     if constants is None:
         return {}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(constants).items()}
-
-
-def _coerce(name: str, hint: Any, value: Any) -> Any:
-    """Check ``value`` against a constant's type (bool, int, float, str, a Literal, a tuple of floats, or optional)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(name, inner, value)
-    if origin is typing.Literal:
-        if value not in args:
-            raise UserError(f"{name} must be one of {', '.join(map(str, args))}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or not value:
-            raise UserError(f"{name} must be a non-empty list, got {value!r}")
-        return tuple(_coerce(f"{name}[{i}]", args[0], v) for i, v in enumerate(value))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"{name} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{name} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{name} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise UserError(f"{name} must be a string, got {value!r}")
-        return value
-    return value
