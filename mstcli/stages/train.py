@@ -18,6 +18,7 @@ from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
 from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.loop import EpochEnd, EpochTask
+from mstcli.engine.optimizers import adam
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.methods.mst import losses as mst_losses
@@ -36,7 +37,7 @@ class CollaborativeTraining(EpochTask):
     def __init__(self, trio: Trio, val: Split, lr: float, temperature: float, device: torch.device, precision: str):
         self.trio, self.val, self.temperature = trio, val, temperature
         self.device, self.precision = device, precision
-        self.optimizer = torch.optim.Adam(trio.parameters(), lr=lr)
+        self.optimizer = adam(trio.parameters(), lr)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"trio": self.trio}

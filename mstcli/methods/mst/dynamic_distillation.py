@@ -21,7 +21,7 @@ from mstcli.engine.bank import logit_bank, rows_of
 from mstcli.engine.splits import Split
 from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
-from mstcli.methods.mst.losses import load_balance_cv, load_balance_kl, routed_kd
+from mstcli.methods.mst.losses import chosen_kd, load_balance_cv, load_balance_kl
 from mstcli.methods.mst.experts import SpecializedTeachers
 from mstcli.methods.mst.router import GateNet
 from mstcli.models.taps import PENULTIMATE, FeatureTap, penultimate_size
@@ -63,6 +63,7 @@ class MSTDistill(DistillMethod):
         self.gate = GateNet(width, len(self.experts)).to(context.device)
         self.w_kl, self.w_lb = settings.w_kl, settings.w_lb
         self.counts = torch.zeros(len(self.experts), device=context.device)
+        self._ones = torch.ones(settings.batch_size * settings.k, device=context.device)  # the counts' increments
 
     @property
     def expert_names(self) -> list[str]:
@@ -76,11 +77,15 @@ class MSTDistill(DistillMethod):
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         s = self.settings
-        expert_logits = self.bank[:, rows_of(batch)] if self.bank is not None else self.experts(batch.inputs)
         gate = self.gate(self.tap[PENULTIMATE] if self.tap is not None else student_logits)
         top = gate.topk(s.k, dim=1)
+        if self.bank is not None:  # only the chosen experts' rows, B x k x C, in one gather
+            chosen_logits = self.bank[top.indices, rows_of(batch)[:, None]]
+        else:
+            experts = self.experts(batch.inputs)
+            chosen_logits = experts[top.indices, torch.arange(len(student_logits), device=experts.device)[:, None]]
         weights = top.values / top.values.sum(dim=1, keepdim=True) if s.gate_signal == "weighted" else None
-        distill = routed_kd(student_logits, expert_logits, top.indices, s.temperature, weights)
+        distill = chosen_kd(student_logits, chosen_logits, s.temperature, weights)
         whole = distributed.global_batch(gate)  # the router's mean over the global batch under torchrun
         if s.lb_mode == "kl":
             balance = load_balance_kl(whole, divide_by_experts=s.lb_scale == "per_expert")
@@ -88,7 +93,9 @@ class MSTDistill(DistillMethod):
             balance = load_balance_cv(whole)
         ce = F.cross_entropy(student_logits, batch.labels)
         chosen = top.indices.flatten()  # index_add_, not bincount: bincount's output size costs a GPU sync
-        self.counts.index_add_(0, chosen, torch.ones_like(chosen, dtype=self.counts.dtype))
+        if len(self._ones) < len(chosen):
+            self._ones = torch.ones(len(chosen), device=self.counts.device)
+        self.counts.index_add_(0, chosen, self._ones[: len(chosen)])
         total = s.w_task * ce + self.w_kl * distill + self.w_lb * balance
         return total, {"ce": ce.detach(), "distill": distill.detach(), "balance": balance.detach()}
 
