@@ -52,6 +52,7 @@ class DistillContext:
     splits: dict[str, Split]  # train and val; a batch's ``rows`` index into its split
     device: torch.device
     masks: list | None = None  # [(MaskSlot, MaskNet)] from masks.pt, loaded by the stage for ``needs_masks``
+    compile: bool = False  # common.compile: a method may compile its own per-batch step too
 
 
 class DistillMethod(ABC):

@@ -115,7 +115,7 @@ def setup_distillation(
         features, common.seed, list(trio.spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
     )
     student = _initial_student(trio, settings.student_init, cls.continues_stage1, device)
-    method = cls(DistillContext(settings, trio, student, splits, device, masks))
+    method = cls(DistillContext(settings, trio, student, splits, device, masks, common.compile))
     maybe_compile(student.net, common.compile)
     task = Distillation(method, student, splits["val"], settings.lr, device, common.precision)
     return DistillSetup(task, splits["train"], trio, method, features, device, masks_fingerprint)
