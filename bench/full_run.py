@@ -1,4 +1,4 @@
-"""The whole pipeline, prepare -> S1 -> S2 -> S3 -> eval, at a given size and schedule, timed stage by stage.
+"""The whole pipeline, prepare -> S1 -> S2 -> S3 -> eval -> report, at a given size and schedule, timed per stage.
 
 Issue 15's end-to-end figure: how long a full MST-Distill run takes, measured, not extrapolated from epoch times.
 Two ways to run it, printed in the summary as ``mode``:
@@ -48,9 +48,9 @@ from mstcli.ui import setup_logging
 
 from synthetic import synthetic_features
 
-STAGES = ("prepare", "train", "fit_masks", "distill", "eval")
+STAGES = ("prepare", "train", "fit_masks", "distill", "eval", "report")
 TRAINING = {"train": "train", "fit_masks": "fit_masks", "distill": "distill"}  # stage -> its log folder
-CLI_NAMES = {"prepare": "prepare", "train": "train", "fit_masks": "fit-masks", "distill": "distill", "eval": "eval"}
+CLI_NAMES = {stage: stage.replace("_", "-") for stage in STAGES}  # the commands: mst fit-masks, ...
 
 
 def settings_file(args: argparse.Namespace, workdir: Path) -> Path:
@@ -77,6 +77,7 @@ def run_in_process(stage: str, params_path: Path, overrides: list[str], features
     from mstcli.stages.fit_masks import fit_masks
     from mstcli.stages.paths import RunPaths
     from mstcli.stages.prepare import prepare
+    from mstcli.stages.report import report
     from mstcli.stages.train import train
 
     params = load_params(params_path, overrides)
@@ -89,8 +90,10 @@ def run_in_process(stage: str, params_path: Path, overrides: list[str], features
         fit_masks(params, features, paths.stage1, paths.masks, paths.results / "fit_masks")
     elif stage == "distill":
         distill(params, features, paths.stage1, paths.masks, paths.student, paths.results / "distill")
-    else:
+    elif stage == "eval":
         evaluate(params, features, paths.student, paths.results / "metrics.json", paths.results / "confusion.csv")
+    else:
+        report(paths, features, params.eval.batch_size)
 
 
 def run_as_cli(stage: str, params_path: Path, overrides: list[str], features: Path) -> None:
@@ -117,6 +120,7 @@ def main() -> None:
     parser.add_argument("--scale-to", type=int, nargs=3, metavar=("S1", "S2", "S3"), help="also extrapolate")
     parser.add_argument("--synthetic", action="store_true", help="random features instead of prepare")
     parser.add_argument("--mode", choices=("process", "cli"), default="process")
+    parser.add_argument("--no-report", action="store_true", help="leave out the report stage (figures)")
     parser.add_argument("--workdir", type=Path, help="where the run's files go (default: a new temporary folder)")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="params override")
     args = parser.parse_args()
@@ -128,7 +132,7 @@ def main() -> None:
     dataset = load_params(params_path, args.overrides).common.dataset
     features = workdir / "data" / "features" / f"{dataset}.h5"  # where `mst train` etc. look for it
     features.parent.mkdir(parents=True, exist_ok=True)
-    stages = list(STAGES)
+    stages = [stage for stage in STAGES if not (args.no_report and stage == "report")]
     if args.synthetic:
         synthetic_features(features, args.n, args.spec_size)
         stages.remove("prepare")
