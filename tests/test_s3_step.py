@@ -1,4 +1,4 @@
-"""S3's router step compiled (common.compile) gives the eager step's loss and gradients, and a compiler that
+"""S3's own step compiled (common.compile) gives the eager step's loss and gradients, and a compiler that
 fails leaves the stage running eagerly with a warning."""
 
 import dataclasses
@@ -27,10 +27,10 @@ def _loss_and_grads(tmp_path, compile: bool, k: int = 2):
     loss, terms = method.loss(train.batch(torch.tensor([5, 17, 2, 23, 8, 0])), student_logits)
     loss.backward()
     grads = [p.grad for p in method.gate.parameters()]
-    return loss.detach(), terms, student_logits.grad, grads, method.counts, method.route.compiled
+    return loss.detach(), terms, student_logits.grad, grads, method.counts, method.terms.compiled
 
 
-def test_the_compiled_router_step_equals_the_eager_one(tmp_path):
+def test_the_compiled_s3_step_equals_the_eager_one(tmp_path):
     eager = _loss_and_grads(tmp_path, compile=False)
     compiled = _loss_and_grads(tmp_path, compile=True)
     assert float(eager[1]["distill"]) > 0

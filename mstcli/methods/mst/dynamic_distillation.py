@@ -10,6 +10,7 @@ logits: ten logits say little about *why* a sample is hard, the features say mor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,27 +38,43 @@ def decayed(schedule: str, epoch: int, every: int) -> bool:
     return False
 
 
-def routed_step(
+@dataclass(frozen=True)
+class RouterSettings:
+    """The settings ``s3_terms`` reads, fixed for a run (a compiled step is specialised on them once)."""
+
+    k: int
+    temperature: float
+    weighted: bool
+    lb_mode: str
+    divide_by_experts: bool
+
+
+def s3_terms(
     gate_net: GateNet,
     signal: torch.Tensor,
     student_logits: torch.Tensor,
+    labels: torch.Tensor,
     table: torch.Tensor,
     rows: torch.Tensor,
-    k: int,
-    temperature: float,
-    weighted: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The router's part of S3's loss: (gate probabilities B x E, the routed KD term, the chosen experts B x k).
+    settings: RouterSettings,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """S3's loss terms of a batch: (CE, the routed KD, the load balancing, the chosen experts B x k).
 
     ``table`` holds the experts' logits, E x N x C, and ``rows`` the batch's rows in it (the expert bank and the
-    batch's split rows, or this batch's experts and 0..B-1). The gate probabilities weight the KD only when
-    ``weighted``; in the reference they only pick the experts. No side effects: it may be compiled.
+    batch's split rows, or this batch's experts and 0..B-1). The gate probabilities weight the KD only with
+    ``gate_signal: weighted``; in the reference they only pick the experts. No side effects, and the loss
+    weights (which decay) stay outside, so that it can be compiled once for the whole run.
     """
     gate = gate_net(signal)
-    top = gate.topk(k, dim=1)
-    weights = top.values / top.values.sum(dim=1, keepdim=True) if weighted else None
-    distill = chosen_kd(student_logits, table[top.indices, rows[:, None]], temperature, weights)
-    return gate, distill, top.indices
+    top = gate.topk(settings.k, dim=1)
+    weights = top.values / top.values.sum(dim=1, keepdim=True) if settings.weighted else None
+    distill = chosen_kd(student_logits, table[top.indices, rows[:, None]], settings.temperature, weights)
+    whole = distributed.global_batch(gate)  # the router's mean over the global batch under torchrun
+    if settings.lb_mode == "kl":
+        balance = load_balance_kl(whole, divide_by_experts=settings.divide_by_experts)
+    else:
+        balance = load_balance_cv(whole)
+    return F.cross_entropy(student_logits, labels), distill, balance, top.indices
 
 
 class MSTDistill(DistillMethod):
@@ -88,9 +105,16 @@ class MSTDistill(DistillMethod):
         self.w_kl, self.w_lb = settings.w_kl, settings.w_lb
         self.counts = torch.zeros(len(self.experts), device=context.device)
         self._ones = torch.ones(settings.batch_size * settings.k, device=context.device)  # the counts' increments
-        # the router's step (GateNet, top-k, the chosen experts' KD): a dozen small kernels, compiled into a few
-        # with common.compile (measured on the 2-core CPU: 0.50 -> 0.32 ms a step, after 26 s of compiling)
-        self.route = CompiledOrEager(routed_step, context.compile, "S3 routing step")
+        # S3's own step (GateNet, top-k, the chosen experts' KD, balancing, CE): a few dozen small kernels, compiled
+        # into a few with common.compile (measured on the 2-core CPU: 0.50 -> 0.32 ms a step after 26 s of compiling)
+        self.router = RouterSettings(
+            settings.k,
+            settings.temperature,
+            settings.gate_signal == "weighted",
+            settings.lb_mode,
+            settings.lb_scale == "per_expert",
+        )
+        self.terms = CompiledOrEager(s3_terms, context.compile, "S3 step")
 
     @property
     def expert_names(self) -> list[str]:
@@ -110,14 +134,9 @@ class MSTDistill(DistillMethod):
         else:
             table = self.experts(batch.inputs)
             rows = torch.arange(len(student_logits), device=table.device)
-        weighted = s.gate_signal == "weighted"
-        gate, distill, chosen = self.route(self.gate, signal, student_logits, table, rows, s.k, s.temperature, weighted)
-        whole = distributed.global_batch(gate)  # the router's mean over the global batch under torchrun
-        if s.lb_mode == "kl":
-            balance = load_balance_kl(whole, divide_by_experts=s.lb_scale == "per_expert")
-        else:
-            balance = load_balance_cv(whole)
-        ce = F.cross_entropy(student_logits, batch.labels)
+        ce, distill, balance, chosen = self.terms(
+            self.gate, signal, student_logits, batch.labels, table, rows, self.router
+        )
         chosen = chosen.flatten()  # index_add_, not bincount: bincount's output size costs a GPU sync
         if len(self._ones) < len(chosen):
             self._ones = torch.ones(len(chosen), device=self.counts.device)
