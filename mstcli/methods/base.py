@@ -51,6 +51,7 @@ class DistillContext:
     splits: dict[str, Split]  # train and val; a batch's ``rows`` index into its split
     device: torch.device
     masks: list | None = None  # [(MaskSlot, MaskNet)] from masks.pt, loaded by the stage for ``needs_masks``
+    memory_mb: float = 4096  # common.memory_mb: the largest dense bank kept in memory (methods/tasks.py)
 
 
 class DistillMethod(ABC):

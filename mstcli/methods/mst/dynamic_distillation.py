@@ -13,17 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mstcli.engine import distributed
-from mstcli.engine.bank import logit_bank, rows_of
+from mstcli.engine.bank import rows_of
 from mstcli.engine.splits import Split
 from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.mst.losses import load_balance_cv, load_balance_kl, routed_kd
 from mstcli.methods.mst.experts import SpecializedTeachers
-from mstcli.methods.mst.router import GateNet
+from mstcli.methods.tasks import logit_shape, task_kind
 from mstcli.models.taps import PENULTIMATE, FeatureTap, penultimate_size
 
 
@@ -54,13 +53,27 @@ class MSTDistill(DistillMethod):
         # E x N_train x C, computed once (see engine/bank.py); None recomputes every batch as the reference does
         # batches of the training size: the MaskNets' attention maps grow with the batch (B x D x D per head)
         train = context.splits["train"]
-        self.bank = logit_bank(self.experts, train, settings.batch_size, row_dim=1) if settings.bank else None
+        self.kind = task_kind(context.trio.spec.task)  # per-sample or per-pixel (methods/tasks.py)
+        self.bank = (
+            self.kind.frozen_outputs(
+                self.experts,
+                train,
+                settings.batch_size,
+                context.memory_mb,
+                len(self.experts),
+                logit_shape(context.trio.spec),
+            )
+            if settings.bank
+            else None
+        )
+        if settings.gate_input == "features" and self.kind.dense:
+            raise UserError("distill.gate_input=features is for per-sample logits; dense data sets use logits")
         if settings.gate_input == "features":  # the features of the forward that made the logits, not detached
             self.tap: FeatureTap | None = FeatureTap(context.student.net, penultimate=True)
             width = penultimate_size(context.student.net)
         else:
             self.tap, width = None, context.trio.spec.num_classes
-        self.gate = GateNet(width, len(self.experts)).to(context.device)
+        self.gate = self.kind.gate(width, len(self.experts)).to(context.device)
         self.w_kl, self.w_lb = settings.w_kl, settings.w_lb
         self.counts = torch.zeros(len(self.experts), device=context.device)
 
@@ -80,13 +93,13 @@ class MSTDistill(DistillMethod):
         gate = self.gate(self.tap[PENULTIMATE] if self.tap is not None else student_logits)
         top = gate.topk(s.k, dim=1)
         weights = top.values / top.values.sum(dim=1, keepdim=True) if s.gate_signal == "weighted" else None
-        distill = routed_kd(student_logits, expert_logits, top.indices, s.temperature, weights)
+        distill = routed_kd(student_logits, expert_logits, top.indices, s.temperature, weights, self.kind.kd_per_sample)
         whole = distributed.global_batch(gate)  # the router's mean over the global batch under torchrun
         if s.lb_mode == "kl":
             balance = load_balance_kl(whole, divide_by_experts=s.lb_scale == "per_expert")
         else:
             balance = load_balance_cv(whole)
-        ce = F.cross_entropy(student_logits, batch.labels)
+        ce = self.kind.ce(student_logits, batch.labels)
         chosen = top.indices.flatten()  # index_add_, not bincount: bincount's output size costs a GPU sync
         self.counts.index_add_(0, chosen, torch.ones_like(chosen, dtype=self.counts.dtype))
         total = s.w_task * ce + self.w_kl * distill + self.w_lb * balance

@@ -13,13 +13,16 @@ import torch.nn.functional as F
 from mstcli.methods.losses import kd_loss, kd_per_sample
 
 
-def mutual_loss(logits: list[torch.Tensor], labels: torch.Tensor, temperature: float) -> tuple[torch.Tensor, dict]:
+def mutual_loss(
+    logits: list[torch.Tensor], labels: torch.Tensor, temperature: float, ce_fn=F.cross_entropy, kd_fn=kd_loss
+) -> tuple[torch.Tensor, dict]:
     """S1: sum of each member's CE plus KD over every ordered pair (u, v), u != v, without detaching.
 
     With three members that is three CE terms and six KL terms; every member gets gradients from all.
+    ``ce_fn``/``kd_fn``: the run's task kind's (methods/tasks.py; per-pixel for dense data sets).
     """
-    ce = sum(F.cross_entropy(z, labels) for z in logits)
-    align = sum(kd_loss(zu, zv, temperature) for zu, zv in itertools.permutations(logits, 2))
+    ce = sum(ce_fn(z, labels) for z in logits)
+    align = sum(kd_fn(zu, zv, temperature) for zu, zv in itertools.permutations(logits, 2))
     return ce + align, {"ce": ce.detach(), "align": align.detach()}
 
 
@@ -48,16 +51,17 @@ def routed_kd(
     chosen: torch.Tensor,
     temperature: float,
     weights: torch.Tensor | None = None,
+    per_sample=kd_per_sample,
 ) -> torch.Tensor:
     """S3's distillation term: each sample learns from its own chosen experts.
 
     ``experts`` is E x B x C (detached), ``chosen`` B x k expert indices. Without ``weights`` the k terms are
     averaged (the reference); with ``weights`` (B x k) they are weighted, which lets a router learn from
-    the distillation loss.
+    the distillation loss. ``per_sample``: the task kind's per-sample KD (methods/tasks.py).
     """
     batch = torch.arange(student.shape[0], device=student.device)
     per_choice = torch.stack(
-        [kd_per_sample(student, experts[chosen[:, r], batch].detach(), temperature) for r in range(chosen.shape[1])],
+        [per_sample(student, experts[chosen[:, r], batch].detach(), temperature) for r in range(chosen.shape[1])],
         dim=1,
     )
     if weights is None:
