@@ -111,6 +111,9 @@ def test_both_student_directions_run_every_stage(tmp_path, monkeypatch, mat):
     mst = json.loads((tmp_path / "cmp/compare.json").read_text())["mst"]["mm+cm"]
     assert mst["rgb"][0] == pytest.approx(round(100 * json.loads((tmp_path / "results/rgb/metrics.json").read_text())["miou"], 2))
 
+    invoke("report", "-S", "common.run=rgb")
+    assert "mIoU" in (tmp_path / "results/rgb/report.md").read_text()
+
     refused = runner.invoke(app, ["distill", "-S", "common.run=rgb", "-S", "distill.method=kd", *TINY])
     assert refused.exit_code == 2 and "does not support segmentation" in refused.output.strip().splitlines()[-1]
 
@@ -189,3 +192,21 @@ def test_malformed_mat_is_refused_in_one_line(tmp_path, keys, message):
 def test_not_an_hdf5_mat_is_refused(tmp_path):
     (tmp_path / "old.mat").write_bytes(b"MATLAB 5.0 MAT-file" + bytes(200))
     assert "not a MATLAB v7.3 (HDF5)" in prepare_fails("--dataset", "nyudepth", "--source", str(tmp_path / "old.mat"))
+
+
+def test_dense_bank_is_float16_where_it_fits_else_recomputed():
+    from mstcli.engine.splits import Split
+    from mstcli.methods.tasks import SEGMENTATION
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 5, 1)
+    split = Split({"rgb": torch.randn(7, 3, 4, 6)}, torch.zeros(7, 4, 6, dtype=torch.uint8))
+    experts = lambda inputs: torch.stack([net(inputs["rgb"]), 2 * net(inputs["rgb"])])  # noqa: E731  E x B x C x H x W
+    bank = SEGMENTATION.frozen_outputs(experts, split, 3, memory_mb=1, outputs=2, per_row=(5, 4, 6))
+    assert bank.data.dtype == torch.float16 and bank.nbytes == 2 * 2 * 7 * 5 * 4 * 6
+    rows = torch.tensor([6, 0, 3])
+    with torch.no_grad():
+        exact = experts({"rgb": split.inputs["rgb"][rows]})
+    got = bank[:, rows]
+    assert got.dtype == torch.float32 and torch.allclose(got, exact, atol=2e-3, rtol=1e-3)
+    assert SEGMENTATION.frozen_outputs(experts, split, 3, memory_mb=0, outputs=2, per_row=(5, 4, 6)) is None
