@@ -53,13 +53,24 @@ def synthetic_features(path: Path, frames: int, height: int, width: int, seed: i
     return path
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not ``ru_maxrss``: Linux carries that over from the parent
+    through fork and exec, so a child would report the parent's S2 peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def epoch_seconds(log_dir: Path) -> float:
     times = [row["epoch_s"] for row in read_curves(log_dir)]
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
-    sets = ["common.run=speed", f"common.student={args.student}", f"train.width_divisor={args.divisor}"]
+    # no resume states: writing S2's MaskNets and their Adam state (4.3 GB at VGG16 widths) is not what is timed
+    sets = ["common.run=speed", "common.resume_every=0", f"common.student={args.student}"]
+    sets += [f"train.width_divisor={args.divisor}"]
     for stage in ("train", "fit_masks", "distill"):
         sets += [f"{stage}.epochs={args.epochs}", f"{stage}.batch_size={args.batch_size}"]
     return sets + [f"fit_masks.hidden_dim_factor={args.factor}", *args.overrides]
@@ -77,7 +88,7 @@ def s3_child(args: argparse.Namespace) -> None:
     print(json.dumps({
         "epoch_s": round(epoch_seconds(workdir / args.child), 3),
         "wall_s": round(time.perf_counter() - started, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
         "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
     }))  # fmt: skip
 
@@ -94,6 +105,7 @@ def main() -> None:
     parser.add_argument("--student", default="rgb")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="params override")
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--reuse", action="store_true", help="keep --workdir's data, S1 and S2; time S3 only")
     parser.add_argument("--child", choices=("bank", "recompute"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     setup_logging(level=logging.WARNING)
@@ -105,10 +117,13 @@ def main() -> None:
 
     args.workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dense_speed-"))
     args.workdir.mkdir(parents=True, exist_ok=True)
-    features = synthetic_features(args.workdir / "features.h5", args.frames, args.height, args.width)
+    features = args.workdir / "features.h5"
+    if not (args.reuse and features.exists()):
+        synthetic_features(features, args.frames, args.height, args.width)
     params = load_params(None, overrides(args))
-    walls = {}
-    for name, stage, paths in (
+    walls: dict[str, float | None] = {"s1": None, "s2": None}  # None: reused from an earlier run
+    reuse = args.reuse and (args.workdir / "masks.pt").exists()  # S1 and S2 of an earlier run of the same sizes
+    for name, stage, paths in () if reuse else (
         ("s1", train, (features, args.workdir / "stage1.pt", args.workdir / "s1")),
         ("s2", fit_masks, (features, args.workdir / "stage1.pt", args.workdir / "masks.pt", args.workdir / "s2")),
     ):
@@ -136,8 +151,7 @@ def main() -> None:
         "hidden_dim_factor": args.factor,
         "n_train": n_train,
         "batch_size": args.batch_size,
-        "s1_wall_s": round(walls["s1"], 1),
-        "s2_wall_s": round(walls["s2"], 1),
+        **{f"{name}_wall_s": None if wall is None else round(wall, 1) for name, wall in walls.items()},
         "s3_bank_epoch_s": runs["bank"]["epoch_s"],
         "s3_recompute_epoch_s": runs["recompute"]["epoch_s"],
         "bank_speedup": round(runs["recompute"]["epoch_s"] / runs["bank"]["epoch_s"], 2),

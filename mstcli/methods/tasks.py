@@ -158,6 +158,21 @@ class TaskKind:
             return logit_bank(net, split, batch_size, row_dim=1 if outputs > 1 else 0)
         return _dense_frozen(net, split, batch_size, memory_mb, outputs, per_row, "frozen outputs")
 
+    def student_targets(self, trio, split: Split, batch_size: int, memory_mb: float):
+        """S2's targets: the frozen student's logits over ``split``, a bank (``targets[rows]``), or for dense logits
+        beyond ``memory_mb`` a :class:`Recomputed` that computes a batch's rows when asked."""
+        if not self.dense:
+            return logit_bank(trio.student, split, max(batch_size, 1024))
+        bank = self.frozen_outputs(trio.student, split, batch_size, memory_mb, 1, logit_shape(trio.spec))
+        return bank if bank is not None else Recomputed(trio.student, split)
+
+    def expert_bank(self, experts: Net, train: Split, context) -> torch.Tensor | HalfBank | None:
+        """S3's E x N_train x ... bank of the specialized teachers' logits (a DistillContext gives the batch size,
+        the run's spec and common.memory_mb), or None for a dense one too large to keep."""
+        return self.frozen_outputs(
+            experts, train, context.settings.batch_size, context.memory_mb, len(experts), logit_shape(context.trio.spec)
+        )
+
 
 CLASSIFICATION = TaskKind(
     name="classification",

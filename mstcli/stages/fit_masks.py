@@ -27,7 +27,7 @@ from mstcli.engine.layer_cache import build_layer_cache, plan_cache
 from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
-from mstcli.methods.tasks import CLASSIFICATION, Recomputed, TaskKind, logit_shape, task_kind
+from mstcli.methods.tasks import CLASSIFICATION, TaskKind, task_kind
 from mstcli.methods.mst.experts import TEACHER_ORDER, MaskSlot
 from mstcli.methods.mst.masked_teachers import (
     MaskedTeachers,
@@ -134,7 +134,10 @@ def fit_masks(
     masked = _masked_teachers(trio, masks, splits, settings, common.precision, device)
     kind = task_kind(trio.spec.task)
     with autocast(device, common.precision):  # the frozen student's logits, once (or per batch when too large)
-        targets = {name: _student_targets(kind, trio, split, settings, common) for name, split in splits.items()}
+        targets = {
+            name: kind.student_targets(trio, split, settings.batch_size, common.memory_mb)
+            for name, split in splits.items()
+        }
     task = MaskFitting(
         masked,
         targets,
@@ -177,14 +180,6 @@ def fit_masks(
         store.clear()
     distributed.barrier()
     return {"best_epoch": result.best_epoch, "val_score": result.best_score}
-
-
-def _student_targets(kind: TaskKind, trio: Trio, split: Split, settings, common):
-    """The frozen student's logits over ``split``: a bank, or for dense logits beyond common.memory_mb a
-    :class:`~mstcli.methods.tasks.Recomputed` that computes a batch's rows when asked."""
-    batch_size = max(settings.batch_size, 1024) if not kind.dense else settings.batch_size
-    bank = kind.frozen_outputs(trio.student, split, batch_size, common.memory_mb, 1, logit_shape(trio.spec))
-    return bank if bank is not None else Recomputed(trio.student, split)
 
 
 def _masked_teachers(

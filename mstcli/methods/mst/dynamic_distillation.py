@@ -22,7 +22,7 @@ from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.mst.losses import load_balance_cv, load_balance_kl, routed_kd
 from mstcli.methods.mst.experts import SpecializedTeachers
-from mstcli.methods.tasks import logit_shape, task_kind
+from mstcli.methods.tasks import task_kind
 from mstcli.models.taps import PENULTIMATE, FeatureTap, penultimate_size
 
 
@@ -54,18 +54,7 @@ class MSTDistill(DistillMethod):
         # batches of the training size: the MaskNets' attention maps grow with the batch (B x D x D per head)
         train = context.splits["train"]
         self.kind = task_kind(context.trio.spec.task)  # per-sample or per-pixel (methods/tasks.py)
-        self.bank = (
-            self.kind.frozen_outputs(
-                self.experts,
-                train,
-                settings.batch_size,
-                context.memory_mb,
-                len(self.experts),
-                logit_shape(context.trio.spec),
-            )
-            if settings.bank
-            else None
-        )
+        self.bank = self.kind.expert_bank(self.experts, train, context) if settings.bank else None
         if settings.gate_input == "features" and self.kind.dense:
             raise UserError("distill.gate_input=features is for per-sample logits; dense data sets use logits")
         if settings.gate_input == "features":  # the features of the forward that made the logits, not detached
