@@ -38,6 +38,8 @@ class CollaborativeTraining(EpochTask):
         self.trio, self.val, self.temperature = trio, val, temperature
         self.device, self.precision = device, precision
         self.kind = task_kind(trio.spec.task)  # per-sample or per-pixel losses (methods/tasks.py)
+        # the classification call stays the plain three-argument one; dense runs pass their per-pixel CE and KD
+        self.loss_options = {"ce_fn": self.kind.ce, "kd_fn": self.kind.kd} if self.kind.dense else {}
         self.optimizer = torch.optim.Adam(trio.parameters(), lr=lr)
 
     def modules(self) -> dict[str, nn.Module]:
@@ -45,7 +47,7 @@ class CollaborativeTraining(EpochTask):
 
     def batch_loss(self, batch: Split):
         logits = [self.trio.mm(batch.inputs), self.trio.student(batch.inputs), self.trio.cm(batch.inputs)]
-        loss, terms = mutual_loss(logits, batch.labels, self.temperature, self.kind.ce, self.kind.kd)
+        loss, terms = mutual_loss(logits, batch.labels, self.temperature, **self.loss_options)
         with torch.no_grad():  # train accuracy of each net, averaged on the device like the loss terms
             for key, net_logits in zip(("mm", "student", "cm"), logits):
                 terms[f"{key}_acc"] = self.kind.accuracy(net_logits, batch.labels)
