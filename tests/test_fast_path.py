@@ -167,3 +167,45 @@ def test_feature_rows_are_gathered_in_the_requested_order(tmp_path, count):
         indices = rng.permutation(1000)[:count] if count != 300 else rng.integers(0, 1000, count)  # with repeats
         for block_bytes in (100, 1 << 20):  # several blocks, one block
             assert np.array_equal(gather_rows(f["x"], indices, block_bytes), data[indices])
+
+
+@pytest.mark.parametrize("student", ["image", "audio"])
+@pytest.mark.parametrize("compose", ["cumulative", "single"])
+def test_shared_teacher_forward_gives_each_experts_own_plugged_forward(tmp_path, student, compose):
+    """S3's experts from one forward per teacher (mask outputs recorded, the rest continued by ``tail``) equal
+    one hooked forward per expert, the reference's way, for both compositions and both students' CM teachers."""
+    from mstcli.methods.mst.experts import SpecializedTeachers
+
+    trio = tiny_trio(student)
+    split = random_split(9)
+    masks_checkpoint(trio, tmp_path / "masks.pt", split)
+    experts = SpecializedTeachers(
+        {key: trio.teacher(key) for key in TEACHER_ORDER}, loaded_masks(tmp_path / "masks.pt"), compose
+    )
+    shared, plugged = experts(split.inputs), experts.forward_plugged(split.inputs)
+    assert shared.shape == plugged.shape == (4, 9, 10)
+    assert torch.allclose(shared, plugged, atol=1e-5)
+    assert not torch.allclose(plugged[0], plugged[1], atol=1e-3)  # the experts differ: the test can tell them apart
+
+
+def test_the_three_linear_head_tail_continues_its_forward():
+    """RAVDESS', VGGSound's and CrisisMMD's nets end in the same head; its tail lets S2 cache and S3 share."""
+    from mstcli.models.crisismmd import MLPI, MLPBranch
+
+    torch.manual_seed(0)
+    for net, inputs in (
+        (MLPBranch((16,), 8), (torch.randn(5, 16),)),
+        (MLPI(((16,), (12,)), 8), (torch.randn(5, 16), torch.randn(5, 12))),
+    ):
+        outs = {}
+        handles = [
+            getattr(net, name).register_forward_hook(lambda _m, _i, out, name=name: outs.__setitem__(name, out))
+            for name in net.mask_layers
+        ]
+        full = net(*inputs)
+        for handle in handles:
+            handle.remove()
+        for layer in net.mask_layers:
+            assert torch.allclose(net.tail(layer, outs[layer]), full, atol=1e-6), layer
+        with pytest.raises(KeyError):
+            net.tail("fc3", outs["fc2"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from typing import ContextManager
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
@@ -91,3 +91,28 @@ def maybe_compile(module: nn.Module, enabled: bool) -> nn.Module:
     if enabled:
         module.compile()
     return module
+
+
+class CompiledOrEager:
+    """A pure function run through ``torch.compile`` when enabled, and run as it is when compiling fails.
+
+    Compiling happens on the first call; a torch without a working compiler (no C++ toolchain for the CPU
+    backend, an old Triton for the GPU one) raises there. The stage then goes on eagerly, with one warning,
+    instead of stopping: compiling only changes the speed. The function must have no side effects, so that a
+    failed compiled call can be repeated eagerly.
+    """
+
+    def __init__(self, fn: Callable[..., Any], enabled: bool, what: str) -> None:
+        self.fn, self.what = fn, what
+        self.compiled: Callable[..., Any] | None = torch.compile(fn, dynamic=False) if enabled else None
+
+    def __call__(self, *args: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, the maths are the same
+                from mstcli.ui import logger
+
+                logger().warning(f"{self.what}: torch.compile failed ({type(exc).__name__}: {exc}); running eagerly")
+                self.compiled = None
+        return self.fn(*args)

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from mstcli.config import DistillParams
+from mstcli.engine.optimizers import adam
 from mstcli.engine.splits import Split
 from mstcli.models.trio import ModalNet, Trio
 
@@ -51,6 +52,7 @@ class DistillContext:
     splits: dict[str, Split]  # train and val; a batch's ``rows`` index into its split
     device: torch.device
     masks: list | None = None  # [(MaskSlot, MaskNet)] from masks.pt, loaded by the stage for ``needs_masks``
+    compile: bool = False  # common.compile: a method may compile its own per-batch step too
     memory_mb: float = 4096  # common.memory_mb: the largest dense bank kept in memory (methods/tasks.py)
 
 
@@ -77,7 +79,7 @@ class DistillMethod(ABC):
     def make_optimizer(self, parameters: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         """The optimizer of the student and the extra modules: Adam at ``distill.lr`` (as every reference script
         but C2KD's and MGDFR's, which override this when their set asks for SGD)."""
-        return torch.optim.Adam(parameters, lr=lr)
+        return adam(parameters, lr)
 
     @property
     def teacher_label(self) -> str | None:

@@ -49,9 +49,10 @@ def dense_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def dense_kd_per_sample(trained: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
-    """B x C x H x W logits -> B: the per-pixel KD (class axis) averaged over all pixels, void included."""
-    per_pixel = kd_per_sample(trained.movedim(1, -1), target.movedim(1, -1), temperature)
-    return per_pixel.flatten(1).mean(dim=1)
+    """... x C x H x W logits -> ...: the per-pixel KD (class axis -3) averaged over all pixels, void included;
+    B x C x H x W gives B, and S3's B x 1 x C x H x W against the chosen B x k x C x H x W gives B x k."""
+    per_pixel = kd_per_sample(trained.movedim(-3, -1), target.movedim(-3, -1), temperature)
+    return per_pixel.flatten(-2).mean(dim=-1)
 
 
 def dense_kd(trained: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:

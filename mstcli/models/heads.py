@@ -23,7 +23,16 @@ class ThreeLinearHead(nn.Module):
         self.act = nn.ReLU()
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc3(self.act(self.fc2(self.act(self.fc1(x)))))
+        return self.tail("fc1", self.fc1(x))
+
+    def tail(self, layer: str, z: torch.Tensor) -> torch.Tensor:
+        """The rest of the forward from the output ``z`` of mask layer ``layer``: what lets S2 cache the frozen part
+        before a mask and S3 share one teacher forward among its specialized teachers."""
+        if layer == "fc1":
+            z = self.fc2(self.act(z))
+        elif layer != "fc2":
+            raise KeyError(layer)
+        return self.fc3(self.act(z))
 
 
 def flat_size(module: nn.Module, shape: tuple[int, ...]) -> int:

@@ -93,16 +93,24 @@ class Distillation(EpochTask):
         self.method.load_state_dict(state["method"])
 
 
-def distill(
-    params: Params,
-    features_path: Path,
-    stage1_path: Path,
-    masks_path: Path | None,
-    out: Path,
-    log_dir: Path,
-    restart: bool = False,
-) -> dict:
-    """S3 (or a comparison method) -> ``out`` (student checkpoint) and its dvclive log in ``log_dir``."""
+@dataclasses.dataclass
+class DistillSetup:
+    """Everything S3 has built before its first epoch: the task on the engine and what it was made from."""
+
+    task: Distillation
+    train: Split
+    trio: Trio
+    method: DistillMethod
+    features: FeatureFile
+    device: torch.device
+    masks_fingerprint: str | None
+
+
+def setup_distillation(
+    params: Params, features_path: Path, stage1_path: Path, masks_path: Path | None
+) -> DistillSetup:
+    """The stage's set-up (nets, MaskNets, splits, the method with its banks, the task), apart from its epochs so
+    that ``bench/stage_speed.py`` can time the epochs of two methods side by side."""
     settings, common = params.distill, params.common
     features = FeatureFile.open(features_path)
     device = runtime_for(common)
@@ -116,14 +124,31 @@ def distill(
         features, common.seed, list(trio.spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
     )
     student = _initial_student(trio, settings.student_init, cls.continues_stage1, device)
-    method = cls(DistillContext(settings, trio, student, splits, device, masks, common.memory_mb))
+    method = cls(DistillContext(settings, trio, student, splits, device, masks, common.compile, common.memory_mb))
     maybe_compile(student.net, common.compile)
     task = Distillation(method, student, splits["val"], settings.lr, device, common.precision, trio.spec.task)
+    return DistillSetup(task, splits["train"], trio, method, features, device, masks_fingerprint)
+
+
+def distill(
+    params: Params,
+    features_path: Path,
+    stage1_path: Path,
+    masks_path: Path | None,
+    out: Path,
+    log_dir: Path,
+    restart: bool = False,
+) -> dict:
+    """S3 (or a comparison method) -> ``out`` (student checkpoint) and its dvclive log in ``log_dir``."""
+    settings, common = params.distill, params.common
+    setup = setup_distillation(params, features_path, stage1_path, masks_path)
+    task, trio, method, features, device = setup.task, setup.trio, setup.method, setup.features, setup.device
+    masks_fingerprint = setup.masks_fingerprint
     inputs = stage_inputs(features, common.seed)
     key = stage_key("distill", params, settings, inputs, stage1=trio.fingerprint, masks=masks_fingerprint)
     logbook = stage_logbook(log_dir, "distill", params, settings, routing=True)
     result, store = run_stage(
-        task, splits["train"], params, settings, device, out, key, restart, order_seed=common.seed + 1, logbook=logbook
+        task, setup.train, params, settings, device, out, key, restart, order_seed=common.seed + 1, logbook=logbook
     )
     if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
         StudentCheckpoint(

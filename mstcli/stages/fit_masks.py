@@ -25,6 +25,7 @@ from mstcli.engine import distributed
 from mstcli.engine.checkpoints import MasksCheckpoint
 from mstcli.engine.layer_cache import build_layer_cache, plan_cache
 from mstcli.engine.loop import EpochEnd, EpochTask
+from mstcli.engine.optimizers import adam
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.methods.tasks import CLASSIFICATION, TaskKind, task_kind
@@ -73,7 +74,7 @@ class MaskFitting(EpochTask):
         self.slots: list[MaskSlot] = [slot for slot, _ in masked.masks]
         # each loss reaches only its own MaskNet and Adam is per parameter, so one backward of the sum and one
         # Adam over all MaskNets take exactly the steps of one Adam per MaskNet, with fewer kernel launches
-        self.optimizer = torch.optim.Adam(self.nets.parameters(), lr=lr)
+        self.optimizer = adam(self.nets.parameters(), lr)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"masknets": self.nets}

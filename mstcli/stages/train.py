@@ -17,6 +17,7 @@ from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
 from mstcli.engine.loop import EpochEnd, EpochTask
+from mstcli.engine.optimizers import adam
 from mstcli.engine.runtime import maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.methods.mst import losses as mst_losses
@@ -40,7 +41,7 @@ class CollaborativeTraining(EpochTask):
         self.kind = task_kind(trio.spec.task)  # per-sample or per-pixel losses (methods/tasks.py)
         # the classification call stays the plain three-argument one; dense runs pass their per-pixel CE and KD
         self.loss_options = {"ce_fn": self.kind.ce, "kd_fn": self.kind.kd} if self.kind.dense else {}
-        self.optimizer = torch.optim.Adam(trio.parameters(), lr=lr)
+        self.optimizer = adam(trio.parameters(), lr)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"trio": self.trio}

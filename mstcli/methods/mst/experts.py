@@ -67,10 +67,74 @@ class SpecializedTeachers(nn.Module):
 
     @torch.no_grad()
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """E x B x C logits of every specialized teacher."""
-        outs = []
-        for key, active in self.experts:
+        """E x B x C logits of every specialized teacher.
+
+        A teacher's experts share their work: one forward of the teacher gives every mask's output, and each
+        expert but the last continues from its own with the teacher's ``tail``. With cumulative masks the single
+        forward runs with all of the teacher's masks plugged in (expert j's input at its layer has the masks
+        before it applied, as in expert j's own forward) and is the last expert; with single masks it runs
+        unmasked and every expert applies its one mask to the recorded layer output. Against one plugged forward
+        per expert this saves, per teacher, a forward up to the first masked layer and, with cumulative masks,
+        the first (for the MM teacher, the largest) MaskNet. A net without ``tail`` runs one forward per expert.
+        """
+        outs: list[torch.Tensor] = []
+        for key, experts in self._by_teacher():
             teacher = self.teachers[key]
+            shared = self._shared(teacher, experts, inputs) if hasattr(teacher.net, "tail") else None
+            outs.extend(shared if shared is not None else self._plugged(teacher, experts, inputs))
+        return torch.stack(outs)
+
+    @torch.no_grad()
+    def forward_plugged(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The same logits, one full forward per expert with its masks plugged in by hooks, as the reference
+        computes them: the definition that ``forward`` is tested against."""
+        return torch.stack(
+            [out for key, experts in self._by_teacher() for out in self._plugged(self.teachers[key], experts, inputs)]
+        )
+
+    def _by_teacher(self) -> list[tuple[str, list[list[int]]]]:
+        """Each teacher's experts (their mask indices), in the expert order."""
+        keys = dict.fromkeys(key for key, _ in self.experts)
+        return [(key, [active for k, active in self.experts if k == key]) for key in keys]
+
+    def _plugged(
+        self, teacher: ModalNet, experts: list[list[int]], inputs: dict[str, torch.Tensor]
+    ) -> list[torch.Tensor]:
+        outs = []
+        for active in experts:
             with plugged(teacher.net, [(self.slots[i].layer, self.masknets[i]) for i in active]):
                 outs.append(teacher(inputs))
-        return torch.stack(outs)
+        return outs
+
+    def _shared(
+        self, teacher: ModalNet, experts: list[list[int]], inputs: dict[str, torch.Tensor]
+    ) -> list[torch.Tensor] | None:
+        """The experts of one teacher from one forward (see ``forward``); None when their masks are neither
+        cumulative nor single."""
+        cumulative = all(active == experts[-1][: len(active)] for active in experts)
+        single = all(len(active) == 1 for active in experts)
+        if not (cumulative or single):
+            return None
+        indices = list(dict.fromkeys(i for active in experts for i in active))
+        modules = dict(teacher.net.named_modules())
+        recorded: dict[int, torch.Tensor] = {}
+
+        def record(index: int):
+            net = self.masknets[index]
+
+            def hook(_module, _inputs, out):
+                recorded[index] = net(out) if cumulative else out
+                return recorded[index] if cumulative else None  # None: the forward goes on unmasked
+
+            return hook
+
+        handles = [modules[self.slots[i].layer].register_forward_hook(record(i)) for i in indices]
+        try:
+            full = teacher(inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        tail = teacher.net.tail
+        if cumulative:  # the full forward is the last expert; the others continue from their own masked output
+            return [tail(self.slots[a[-1]].layer, recorded[a[-1]]) for a in experts[:-1]] + [full]
+        return [tail(self.slots[a[0]].layer, self.masknets[a[0]](recorded[a[0]])) for a in experts]

@@ -6,6 +6,7 @@ being trained, the second the target; KL terms are scaled by tau^2 with batchmea
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +31,11 @@ def load_balance_kl(gate: torch.Tensor, divide_by_experts: bool) -> torch.Tensor
     """KL(U || mean_b gate_b), with U uniform over E experts.
 
     The reference evaluates KLDivLoss(batchmean) on a 1-D tensor, which divides the KL by E;
-    ``divide_by_experts`` reproduces that, False gives the paper's formula.
+    ``divide_by_experts`` reproduces that, False gives the paper's formula. With U uniform the KL is
+    -log E - mean_e log(mean gate_e): written so, it takes a third of the operations of the sum over u log(u/g).
     """
     experts = gate.shape[-1]
-    mean_gate = gate.mean(dim=0)
-    uniform = torch.full_like(mean_gate, 1.0 / experts)
-    kl = (uniform * (uniform.log() - mean_gate.clamp_min(1e-12).log())).sum()
+    kl = -gate.mean(dim=0).clamp_min(1e-12).log().mean() - math.log(experts)
     return kl / experts if divide_by_experts else kl
 
 
@@ -60,10 +60,20 @@ def routed_kd(
     the distillation loss. ``per_sample``: the task kind's per-sample KD (methods/tasks.py).
     """
     batch = torch.arange(student.shape[0], device=student.device)
-    per_choice = torch.stack(
-        [per_sample(student, experts[chosen[:, r], batch].detach(), temperature) for r in range(chosen.shape[1])],
-        dim=1,
-    )
+    return chosen_kd(student, experts[chosen, batch[:, None]], temperature, weights, per_sample)
+
+
+def chosen_kd(
+    student: torch.Tensor,
+    chosen_logits: torch.Tensor,
+    temperature: float,
+    weights: torch.Tensor | None = None,
+    per_sample=kd_per_sample,
+) -> torch.Tensor:
+    """``routed_kd`` from the chosen experts' logits, B x k x C, already gathered (from the expert bank in one
+    index operation: S3's step stays a handful of kernels whatever k is). ``per_sample``: the task kind's KD
+    (methods/tasks.py; dense: B x k x C x H x W)."""
+    per_choice = per_sample(student.unsqueeze(1), chosen_logits.detach(), temperature)  # B x k
     if weights is None:
         return per_choice.mean()
     return (per_choice * weights).sum(dim=1).mean()
