@@ -87,12 +87,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def max_difference(a: Path, b: Path) -> float:
+def differences(a: Path, b: Path) -> tuple[float, float]:
+    """(the largest, the 99.9th percentile) absolute difference over every float tensor of two checkpoints.
+
+    Adam turns a near-zero gradient into a step of about lr whatever its size, so the rounding of the two sums
+    of one and two processes can flip the step of a handful of weights: one of 48,000 conv weights moved by
+    2.4e-4 after an epoch at lr 3e-3 (fused Adam). A broken rule moves most weights; the percentile sees that."""
     left, right = dict(tensors(read_checkpoint_file(a, "x"))), dict(tensors(read_checkpoint_file(b, "x")))
     assert left.keys() == right.keys()
     floats = [k for k in left if left[k].is_floating_point()]
     assert floats
-    return max(float((left[k] - right[k]).abs().max()) for k in floats)
+    import torch
+
+    diffs = torch.cat([(left[k] - right[k]).abs().flatten().double() for k in floats])
+    return float(diffs.max()), float(diffs.quantile(0.999))
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +138,10 @@ def test_two_processes_compute_what_one_computes(inside):
     # every trained weight after one epoch (S1's three nets, S2's MaskNets incl. their BatchNorm, the MST student
     # and its GateNet's effect, the CRD student with its memory) as one process gives it
     for name in ("stage1.pt", "masks.pt", *(f"{m}.pt" for m in STUDENTS)):
-        assert max_difference(one / name, two / name) < 2e-4, name  # rounding: up to 9e-5; rules broken: 6e-3+
+        largest, percentile = differences(one / name, two / name)
+        # rounding: largest up to 2.4e-4 (a few Adam steps flipped), 99.9 % of weights within 1e-5; rules broken:
+        # 6e-3 and more
+        assert largest < 2e-3 and percentile < 2e-5, (name, largest, percentile)
     for method in STUDENTS:
         single, double = (json.loads((root / f"{method}.json").read_text()) for root in (one, two))
         assert double["n_test"] == single["n_test"] == 48  # every test sample counted once
