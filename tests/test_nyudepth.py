@@ -77,6 +77,12 @@ def test_mat_is_read_untransposed_and_scaled_as_the_reference(tmp_path, monkeypa
     invoke("prepare", "--dataset", "nyudepth", "--source", str(official), "--out", str(out),
            "-S", f"prepare.label_map={tmp_path / 'map.npy'}")  # fmt: skip
     np.testing.assert_array_equal(FeatureFile.open(out).labels(), labels)
+    from scipy.io import savemat  # Gupta et al.'s classMapping40.mat holds the table as mapClass, 1 x 894
+
+    savemat(tmp_path / "classMapping40.mat", {"mapClass": table[None].astype(np.float64)})
+    invoke("prepare", "--dataset", "nyudepth", "--source", str(official), "--out", str(out),
+           "-S", f"prepare.label_map={tmp_path / 'classMapping40.mat'}")  # fmt: skip
+    np.testing.assert_array_equal(FeatureFile.open(out).labels(), labels)
 
 
 def test_both_student_directions_run_every_stage(tmp_path, monkeypatch, mat):
