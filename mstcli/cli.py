@@ -266,9 +266,8 @@ def evaluate(
         typer.echo(json.dumps({k: v for k, v in report.items() if k != "confusion"}))
         return
     show(metrics_table(report))
-    say(
-        f"test accuracy of the {report['student']} student: {report['accuracy']:.2%} (wrote {results / 'metrics.json'})"
-    )
+    figure = f"mIoU {report['miou']:.2%}, pixel accuracy" if "miou" in report else "test accuracy"
+    say(f"{figure} of the {report['student']} student: {report['accuracy']:.2%} (wrote {results / 'metrics.json'})")
 
 
 @app.command()

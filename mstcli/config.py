@@ -99,6 +99,10 @@ class PrepareParams:
     )
     label_column: str = _opt("label", "CrisisMMD: the TSV column holding the humanitarian class")
     encode_batch: int = _opt(32, "CrisisMMD: images or tweets per encoder forward pass", min=1)
+    label_map: str | None = _opt(
+        None,
+        "NYU-Depth-V2: the 894 -> 40 class mapping for a .mat without labels40 (classMapping40.mat, .npy or .txt)",
+    )
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,14 @@ class TrainParams:
     batch_size: int = _opt(128, "batch size (reference: 512 for AV-MNIST)", min=1)
     lr: float = _opt(1e-3, "Adam learning rate over all three nets (reference: 1e-4)", min=0.0)
     temperature: float = _opt(4.0, "temperature of the KL alignment terms", min=0.01)
+    width_divisor: int = _opt(
+        1, "NYU-Depth-V2's FuseNets: every channel width divided by this (1: VGG16's; tests use 16)", min=1
+    )
+    vgg16_weights: str | None = _opt(
+        None,
+        "NYU-Depth-V2: a local torchvision VGG16 ImageNet state_dict loaded into the FuseNet encoders (null: none,"
+        " as the reference's re-initialisation leaves it)",
+    )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 
 def metrics_table(report: dict) -> Table:
+    if "miou" in report:
+        return segmentation_table(report)
     method = report["method"] + (f" ({report['teacher']} teacher)" if report.get("teacher") else "")
     table = Table(
         title="test accuracy",
@@ -26,12 +28,33 @@ def metrics_table(report: dict) -> Table:
     return table
 
 
+def segmentation_table(report: dict) -> Table:
+    """Per-class IoU and accuracy (recall) of a dense student, then pixel accuracy, mean class accuracy, mIoU."""
+    method = report["method"] + (f" ({report['teacher']} teacher)" if report.get("teacher") else "")
+    table = Table(
+        title="test segmentation",
+        caption=f"{report['student']} student, {method}, split group {report['split_group']}, "
+        f"{report['n_test']} frames, {report['n_pixels']} labelled pixels",
+    )
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    table.add_column("accuracy", justify="right")
+    for name, iou in report["per_class_iou"].items():
+        recall = report["per_class_accuracy"][name]
+        table.add_row(name, "-" if iou is None else f"{iou:.1%}", "-" if recall is None else f"{recall:.1%}")
+    table.add_section()
+    table.add_row("[bold]mIoU", f"[bold]{report['miou']:.2%}", "")
+    table.add_row("pixel accuracy", "", f"{report['accuracy']:.2%}")
+    table.add_row("mean class accuracy", "", f"{report['mean_class_accuracy']:.2%}")
+    return table
+
+
 def compare_table(grid) -> Table:
     """The benchmark grid of `mst compare` (mstcli.stages.compare.Grid), best mean per column in bold."""
     from mstcli.stages.compare import cell_text
 
     table = Table(
-        title="test accuracy (%), mean ± std over seeds",
+        title=f"test {grid.metric} (%), mean ± std over seeds",
         caption=f"seeds {', '.join(map(str, grid.seeds))}; best per column in bold; "
         "the student alone and MST-Distill stand under both teacher groups",
     )

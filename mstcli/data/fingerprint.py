@@ -33,7 +33,12 @@ def feature_fingerprint(features: FeatureFile) -> str:
     }
     digest.update(json.dumps(header, sort_keys=True).encode())
     with h5py.File(features.path, "r") as f:
-        digest.update(np.ascontiguousarray(f["labels"][:], dtype=np.int64).tobytes())
+        labels = f["labels"]
+        if labels.ndim == 1:
+            digest.update(np.ascontiguousarray(labels[:], dtype=np.int64).tobytes())
+        else:  # per-pixel labels (NYU: 445 MB as uint8), hashed frame block by frame block in their own dtype
+            for start in range(0, labels.shape[0], 64):
+                digest.update(np.ascontiguousarray(labels[start : start + 64]).tobytes())
         rows = np.unique(np.linspace(0, max(features.num_samples - 1, 0), SAMPLED_ROWS).round().astype(np.int64))
         for modality in features.modalities:
             digest.update(np.ascontiguousarray(f["modalities"][modality][rows], dtype=np.float32).tobytes())

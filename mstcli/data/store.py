@@ -3,7 +3,9 @@
 Layout (schema 1)::
 
     /modalities/<name>      float32, N x <per-sample shape>   one array per modality, row i = sample i
-    /labels                 int64, N
+    /labels                 int64, N (classification), or an integer type (uint8 when C <= 256), N x H x W:
+                            one class per pixel for dense data sets (NYU-Depth-V2, class 0 = void); files with
+                            1-D labels are read as before
     /class_names            strings, C
     /splits/permutations    int64, 20 x N    the reference split groups (see splits.py)
     /transforms/<name>      optional: the fitted state of a modality's feature step (arrays as datasets,
@@ -101,9 +103,11 @@ class FeatureWriter:
         class_names: list[str],
         params: dict[str, Any],
         transforms: dict[str, dict[str, Any]] | None = None,
+        label_shape: tuple[int, ...] = (),
     ) -> None:
         self.path = Path(path)
         self.transforms = transforms or {}
+        self.label_shape = tuple(label_shape)  # (H, W) for per-pixel labels, written block by block
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.dataset = dataset
         self.modalities = modalities
@@ -130,6 +134,11 @@ class FeatureWriter:
                 shape=(self.num_samples, *shape),
                 dtype="float32",
                 chunks=(max(1, min(_chunk_rows(shape), self.num_samples)), *shape),
+            )
+        if self.label_shape:
+            dtype = np.uint8 if len(self.class_names) <= 256 else np.int16
+            self._file.create_dataset(
+                "labels", shape=(self.num_samples, *self.label_shape), dtype=dtype, chunks=(1, *self.label_shape)
             )
         return self
 
@@ -159,6 +168,21 @@ class FeatureWriter:
             rows = np.asarray(transform(data[start : start + block]), dtype=np.float32)
             self._refuse_non_finite(modality, start, rows)  # e.g. a min-max over a constant modality
             data[start : start + block] = rows
+
+    def write_label_rows(self, start: int, block: np.ndarray) -> None:
+        """Per-pixel labels of rows ``start``.. (a writer made with ``label_shape``); classes are checked here, as
+        the 1-D labels are when a feature file is opened."""
+        assert self._file is not None and self.label_shape
+        block = np.asarray(block)
+        if tuple(block.shape[1:]) != self.label_shape:
+            raise ValueError(f"label block shape {block.shape[1:]} != {self.label_shape}")
+        if block.size and (block.min() < 0 or block.max() >= len(self.class_names)):
+            bad = int(block.max() if block.max() >= len(self.class_names) else block.min())
+            raise UserError(
+                f"{self.dataset}: label {bad} outside 0..{len(self.class_names) - 1}; not writing {self.path}"
+            )
+        self._file["labels"][start : start + len(block)] = block
+        self._labels_written = True
 
     def write_labels(self, labels: np.ndarray) -> None:
         assert self._file is not None
@@ -234,6 +258,11 @@ class FeatureFile:
     class_names: list[str]
     num_samples: int
     params: dict[str, Any] = field(default_factory=dict)
+    label_shape: tuple[int, ...] = ()  # (H, W) when every sample has a label per pixel (a dense data set)
+
+    @property
+    def dense(self) -> bool:
+        return bool(self.label_shape)
 
     @classmethod
     def open(cls, path: Path | str) -> "FeatureFile":
@@ -271,18 +300,25 @@ class FeatureFile:
         if missing:
             raise UserError(f"{path}: malformed feature file, missing {', '.join(missing)}")
 
-        labels = f["labels"][()]
-        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise UserError(f"{path}: labels must be a list of integers, got {labels.dtype} of shape {labels.shape}")
         class_names = [s.decode() if isinstance(s, bytes) else str(s) for s in np.atleast_1d(f["class_names"][()])]
-        num_samples, num_classes = len(labels), len(class_names)
-        bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-        if bad.size:
-            row = int(bad[0])
-            raise UserError(
-                f"{path}: label {int(labels[row])} in row {row} is outside 0..{num_classes - 1} "
-                f"(the file has {num_classes} class names)"
-            )
+        num_classes = len(class_names)
+        label_shape: tuple[int, ...] = ()
+        if f["labels"].ndim == 3:  # per-pixel labels, checked block by block (NYU's are 445 MB)
+            num_samples, label_shape = _checked_dense_labels(path, f["labels"], num_classes), f["labels"].shape[1:]
+        else:
+            labels = f["labels"][()]
+            if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+                raise UserError(
+                    f"{path}: labels must be a list of integers, got {labels.dtype} of shape {labels.shape}"
+                )
+            num_samples = len(labels)
+            bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+            if bad.size:
+                row = int(bad[0])
+                raise UserError(
+                    f"{path}: label {int(labels[row])} in row {row} is outside 0..{num_classes - 1} "
+                    f"(the file has {num_classes} class names)"
+                )
 
         modalities = {}
         for name in names:
@@ -306,6 +342,7 @@ class FeatureFile:
             class_names=class_names,
             num_samples=num_samples,
             params=params,
+            label_shape=tuple(label_shape),
         )
 
     @property
@@ -364,6 +401,22 @@ class FeatureFile:
             data = f["modalities"][modality]
             for start in range(0, self.num_samples, block):
                 yield start, data[start : start + block]
+
+
+def _checked_dense_labels(path: Path, labels: h5py.Dataset, num_classes: int, block: int = 64) -> int:
+    """The number of samples of N x H x W per-pixel labels, once every class is checked to be in range."""
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f"{path}: per-pixel labels must be integers, got {labels.dtype}")
+    for start in range(0, labels.shape[0], block):
+        rows = labels[start : start + block]
+        bad = np.flatnonzero(((rows < 0) | (rows >= num_classes)).reshape(len(rows), -1).any(axis=1))
+        if bad.size:
+            row = start + int(bad[0])
+            raise UserError(
+                f"{path}: a pixel label in row {row} is outside 0..{num_classes - 1} "
+                f"(the file has {num_classes} class names)"
+            )
+    return int(labels.shape[0])
 
 
 def _missing_part(f: h5py.File, key: str) -> str:

@@ -53,6 +53,7 @@ class DistillContext:
     device: torch.device
     masks: list | None = None  # [(MaskSlot, MaskNet)] from masks.pt, loaded by the stage for ``needs_masks``
     compile: bool = False  # common.compile: a method may compile its own per-batch step too
+    memory_mb: float = 4096  # common.memory_mb: the largest dense bank kept in memory (methods/tasks.py)
 
 
 class DistillMethod(ABC):

@@ -14,6 +14,7 @@ from torch import nn
 
 from mstcli.data.store import FeatureFile
 from mstcli.engine.checkpoints import Stage1Checkpoint, state_fingerprint
+from mstcli.errors import UserError
 from mstcli.models.zoo import build_multimodal, build_unimodal, family, other_modality
 
 
@@ -31,11 +32,18 @@ class RunSpec:
     multimodal_net: str
     student_net: str
     cm_net: str
+    task: str = "classification"  # "segmentation" for per-pixel data sets (methods/tasks.py); older files lack it
+    width_divisor: int = 1  # channel widths divided by this (scalable families only, e.g. FuseNet)
 
     @classmethod
-    def from_features(cls, features: FeatureFile, student: str) -> "RunSpec":
+    def from_features(cls, features: FeatureFile, student: str, width_divisor: int = 1) -> "RunSpec":
         fam = family(features.dataset)
         cm = other_modality(fam, student)
+        if width_divisor != 1 and not fam.scalable:
+            raise UserError(f"train.width_divisor applies to scalable nets only; {features.dataset}'s are not")
+        if (fam.task == "segmentation") != features.dense:
+            kind = "per-pixel" if features.dense else "per-sample"
+            raise UserError(f"{features.path}: {kind} labels do not fit data set {features.dataset}'s {fam.task} nets")
         return cls(
             dataset=features.dataset,
             modalities=fam.modalities,
@@ -47,6 +55,8 @@ class RunSpec:
             multimodal_net=fam.multimodal,
             student_net=fam.unimodal[student],
             cm_net=fam.unimodal[cm],
+            task=fam.task,
+            width_divisor=width_divisor,
         )
 
     @classmethod
@@ -60,8 +70,13 @@ class RunSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def net_options(self) -> dict:
+        """Keyword arguments of the nets' constructors beyond shape and classes (none for most families)."""
+        return {"width_divisor": self.width_divisor} if self.width_divisor != 1 else {}
+
     def build_student(self) -> nn.Module:
-        return build_unimodal(self.student_net, self.shapes[self.student], self.num_classes)
+        return build_unimodal(self.student_net, self.shapes[self.student], self.num_classes, **self.net_options)
 
 
 class ModalNet(nn.Module):
@@ -85,11 +100,14 @@ class Trio(nn.Module):
                 spec.multimodal_net,
                 (spec.shapes[spec.modalities[0]], spec.shapes[spec.modalities[1]]),
                 spec.num_classes,
+                **spec.net_options,
             ),
             spec.modalities,
         )
         self.student = ModalNet(spec.build_student(), (spec.student,))
-        self.cm = ModalNet(build_unimodal(spec.cm_net, spec.shapes[spec.cm], spec.num_classes), (spec.cm,))
+        self.cm = ModalNet(
+            build_unimodal(spec.cm_net, spec.shapes[spec.cm], spec.num_classes, **spec.net_options), (spec.cm,)
+        )
 
     def teacher(self, key: str) -> ModalNet:
         return {"mm": self.mm, "cm": self.cm}[key]

@@ -14,11 +14,12 @@ from torch import nn
 from mstcli.errors import UserError
 from mstcli.models.avmnist import CNNI, LeNet5, ThreeLayerCNNA
 from mstcli.models.crisismmd import MLPI, MLPBranch
+from mstcli.models.nyudepth import FuseNetDepthBranch, FuseNetI, FuseNetRGBBranch
 from mstcli.models.ravdess import DSCNNI, AudioBranchNet, VisualBranchNet
 from mstcli.models.vggsound import DSCNNVGGSI, AudioBranchNetVGGS, VisualBranchNetVGGS
 
-UnimodalFactory = Callable[[tuple[int, ...], int], nn.Module]
-MultimodalFactory = Callable[[tuple[tuple[int, ...], tuple[int, ...]], int], nn.Module]
+UnimodalFactory = Callable[..., nn.Module]  # (per-sample shape, classes, **options) -> net
+MultimodalFactory = Callable[..., nn.Module]  # ((shape 1, shape 2), classes, **options) -> net
 
 UNIMODAL_NETS: dict[str, UnimodalFactory] = {
     "lenet5": LeNet5,
@@ -29,12 +30,15 @@ UNIMODAL_NETS: dict[str, UnimodalFactory] = {
     "audio_branch_net_vggs": AudioBranchNetVGGS,
     "mlp_vb": MLPBranch,
     "mlp_tb": MLPBranch,
+    "fusenet_rgb_branch": FuseNetRGBBranch,
+    "fusenet_depth_branch": FuseNetDepthBranch,
 }
 MULTIMODAL_NETS: dict[str, MultimodalFactory] = {
     "cnn_i": CNNI,
     "dscnn_i": DSCNNI,
     "dscnn_vggs_i": DSCNNVGGSI,
     "mlp_i": MLPI,
+    "fusenet_i": FuseNetI,
 }
 
 
@@ -46,6 +50,8 @@ class Family:
     modalities: tuple[str, str]
     multimodal: str
     unimodal: dict[str, str]
+    task: str = "classification"  # or "segmentation": logits and labels per pixel (methods/tasks.py)
+    scalable: bool = False  # the nets take ``width_divisor`` (train.width_divisor)
 
 
 FAMILIES: dict[str, Family] = {
@@ -56,6 +62,13 @@ FAMILIES: dict[str, Family] = {
         ("visual", "audio"), "dscnn_vggs_i", {"visual": "visual_branch_net_vggs", "audio": "audio_branch_net_vggs"}
     ),
     "crisismmd": Family(("image", "text"), "mlp_i", {"image": "mlp_vb", "text": "mlp_tb"}),
+    "nyudepth": Family(
+        ("rgb", "depth"),
+        "fusenet_i",
+        {"rgb": "fusenet_rgb_branch", "depth": "fusenet_depth_branch"},
+        task="segmentation",
+        scalable=True,
+    ),
 }
 
 
@@ -71,9 +84,11 @@ def other_modality(fam: Family, student: str) -> str:
     return fam.modalities[1 - fam.modalities.index(student)]
 
 
-def build_unimodal(name: str, shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return UNIMODAL_NETS[name](tuple(shape), num_classes)
+def build_unimodal(name: str, shape: tuple[int, ...], num_classes: int, **options) -> nn.Module:
+    return UNIMODAL_NETS[name](tuple(shape), num_classes, **options)
 
 
-def build_multimodal(name: str, shapes: tuple[tuple[int, ...], tuple[int, ...]], num_classes: int) -> nn.Module:
-    return MULTIMODAL_NETS[name]((tuple(shapes[0]), tuple(shapes[1])), num_classes)
+def build_multimodal(
+    name: str, shapes: tuple[tuple[int, ...], tuple[int, ...]], num_classes: int, **options
+) -> nn.Module:
+    return MULTIMODAL_NETS[name]((tuple(shapes[0]), tuple(shapes[1])), num_classes, **options)

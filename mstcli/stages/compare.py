@@ -32,7 +32,7 @@ TEACHERLESS = {e.name: (e.fixed_teacher or "-") for e in ENTRIES if e.fixed_teac
 #: row order and names: the registry's order (the paper's baselines in its order, then the extras); unknown methods
 #: follow by name
 DISPLAY_NAMES = {e.name: e.display for e in ENTRIES}
-DIRECTION_ORDER = ("image", "audio")
+DIRECTION_ORDER = ("image", "audio", "rgb", "depth")
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,9 @@ class Run:
     teacher: str
     direction: str
     seed: int
-    accuracy: float  # in %
+    accuracy: float  # in %: the test accuracy, or the mIoU for a dense (segmentation) data set
     path: Path
+    metric: str = "accuracy"  # what ``accuracy`` holds: "accuracy" or "mIoU"
 
 
 def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
@@ -57,7 +58,9 @@ def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
             data = json.loads(path.read_text())
             if isinstance(data, dict) and "method" not in data and (path.parent / "params.yaml").exists():
                 continue  # a dvclive summary of a stage or of eval (engine/logbook.py), not a test result
-            method, direction, accuracy = data["method"], data["student"], float(data["accuracy"])
+            method, direction = data["method"], data["student"]
+            metric = "mIoU" if "miou" in data else "accuracy"  # dense data sets are compared by their mIoU
+            accuracy = float(data["miou"] if metric == "mIoU" else data["accuracy"])
             seed = int(data.get("seed", data["split_group"]))
         except (ValueError, KeyError, TypeError):
             warnings.append(f"skipped {path}: not a metrics file of `mst eval`")
@@ -69,7 +72,7 @@ def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
                 f"skipped {path}: seed {seed} of {method}/{teacher}/{direction} already read from {runs[key].path}"
             )
             continue
-        runs[key] = Run(method, teacher, direction, seed, 100.0 * accuracy, path)
+        runs[key] = Run(method, teacher, direction, seed, 100.0 * accuracy, path, metric)
     if not runs:
         raise UserError(f"no metrics.json of `mst eval` under {folder}")
     return list(runs.values()), warnings
@@ -114,6 +117,7 @@ class Grid:
     columns: list[tuple[str, str]]
     rows: list[tuple[str, list[tuple[float, float, int, bool] | None]]]
     seeds: list[int]
+    metric: str = "accuracy"  # "mIoU" when every run is of a dense data set, "accuracy or mIoU" when mixed
 
 
 def layout(runs: list[Run]) -> Grid:
@@ -139,7 +143,8 @@ def layout(runs: list[Run]) -> Grid:
         )
         for method, cells in raw.items()
     ]
-    return Grid(columns, rows, sorted({r.seed for r in runs}))
+    metrics = sorted({r.metric for r in runs})
+    return Grid(columns, rows, sorted({r.seed for r in runs}), metrics[0] if len(metrics) == 1 else "accuracy or mIoU")
 
 
 def cell_text(cell: tuple[float, float, int, bool] | None, seeds: int) -> str:
@@ -160,7 +165,7 @@ def render_markdown(grid: Grid) -> str:
         texts = [f"**{t}**" if c is not None and c[3] else t for t, c in zip(texts, cells)]
         lines.append(f"| {name} | " + " | ".join(texts) + " |")
     caption = (
-        f"Test accuracy (%) of the student, mean ± std over seeds {', '.join(map(str, grid.seeds))}; "
+        f"Test {grid.metric} (%) of the student, mean ± std over seeds {', '.join(map(str, grid.seeds))}; "
         "best per column in bold. The student alone and MST-Distill (MM + CM teachers) appear under both teacher "
         "groups."
     )

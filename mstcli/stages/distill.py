@@ -19,9 +19,8 @@ from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
 from mstcli.engine.checkpoints import MasksCheckpoint, StudentCheckpoint
-from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.loop import EpochEnd, EpochTask
-from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
+from mstcli.engine.runtime import maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod
@@ -29,6 +28,7 @@ from mstcli.methods.constants import constants_record
 from mstcli.methods.records import method_record
 from mstcli.methods.mst.experts import masks_from_entries
 from mstcli.methods.registry import method_class
+from mstcli.methods.tasks import task_kind
 from mstcli.models.trio import ModalNet, Trio, load_frozen_trio
 from mstcli.engine.provenance import result_provenance
 from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
@@ -39,10 +39,18 @@ class Distillation(EpochTask):
     lowest validation CE is kept."""
 
     def __init__(
-        self, method: DistillMethod, student: ModalNet, val: Split, lr: float, device: torch.device, precision: str
+        self,
+        method: DistillMethod,
+        student: ModalNet,
+        val: Split,
+        lr: float,
+        device: torch.device,
+        precision: str,
+        task: str = "classification",
     ) -> None:
         self.method, self.student, self.val = method, student, val
         self.device, self.precision = device, precision
+        self.kind = task_kind(task)  # per-sample or per-pixel accuracy and validation (methods/tasks.py)
         self.name = f"S3 {method.name}"
         trainable = [p for m in [student, *method.extra_modules()] for p in m.parameters()]
         self.optimizer = method.make_optimizer(trainable, lr)
@@ -61,16 +69,16 @@ class Distillation(EpochTask):
         logits = self.student(batch.inputs)
         loss, terms = self.method.loss(batch, logits)
         with torch.no_grad():  # the student's train accuracy, a curve only
-            acc = (logits.argmax(1) == batch.labels).float().mean()
+            acc = self.kind.accuracy(logits, batch.labels)
         return loss, {**terms, "acc": acc}
 
     def end_epoch(self, epoch: int) -> EpochEnd:
         stats = self.method.end_epoch(epoch)
         self.student.eval()
         self.method.train(False)
-        with autocast(self.device, self.precision):
-            val_logits = predict(self.student, self.val, 1024).float()
-        val_ce, val_acc = loss_and_accuracy(val_logits, self.val.labels)
+        val_ce, val_acc = self.kind.val_loss_and_accuracy(
+            self.student, self.val, self.kind.val_batch, self.device, self.precision
+        )
         row = {**stats, "val_ce": val_ce, "val_acc": val_acc}
         shown = {k: v for k, v in row.items() if "@" not in k}  # routing shares: the routing plot, not the line
         return EpochEnd(row, score=val_ce, shown=shown)
@@ -108,6 +116,7 @@ def setup_distillation(
     device = runtime_for(common)
     trio = load_frozen_trio(stage1_path, features, common.seed, device)
     cls = method_class(settings.method)
+    task_kind(trio.spec.task).check_method(settings.method)
     for name in settings.constants:  # every override is checked before anything slow, not only the chosen one's
         method_class(name).constants_for(settings)
     masks, masks_fingerprint = _masks(cls, masks_path, trio) if cls.needs_masks else (None, None)
@@ -115,9 +124,9 @@ def setup_distillation(
         features, common.seed, list(trio.spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
     )
     student = _initial_student(trio, settings.student_init, cls.continues_stage1, device)
-    method = cls(DistillContext(settings, trio, student, splits, device, masks, common.compile))
+    method = cls(DistillContext(settings, trio, student, splits, device, masks, common.compile, common.memory_mb))
     maybe_compile(student.net, common.compile)
-    task = Distillation(method, student, splits["val"], settings.lr, device, common.precision)
+    task = Distillation(method, student, splits["val"], settings.lr, device, common.precision, trio.spec.task)
     return DistillSetup(task, splits["train"], trio, method, features, device, masks_fingerprint)
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
-from mstcli.engine.splits import load_splits
+from mstcli.engine.segmentation import confusion_csv, dense_confusion, segmentation_metrics
+from mstcli.engine.splits import Split, load_splits
 from mstcli.engine.evaluation import classification_metrics, predict
 from mstcli.engine import distributed
 from mstcli.engine.checkpoints import StudentCheckpoint
@@ -39,9 +40,7 @@ def evaluate(params: Params, features_path: Path, student_path: Path, metrics_pa
     student.to(device).eval()
     test = load_splits(features, group, [spec.student], device, names=("test",), memory_mb=params.common.memory_mb)
     test = test["test"]
-    predicted = predict(student, test, params.eval.batch_size).argmax(1).cpu().numpy()
-    actual = test.labels.cpu().numpy()
-    metrics = classification_metrics(predicted, actual, list(spec.class_names))
+    metrics, confusion_text = TESTS[spec.task](student, test, params.eval.batch_size, list(spec.class_names))
     confusion = metrics.pop("confusion")
     report = {
         "student": spec.student,
@@ -58,16 +57,35 @@ def evaluate(params: Params, features_path: Path, student_path: Path, metrics_pa
     }
     if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
         write_json(metrics_path, report)
-        figures = {k: report[k] for k in ("accuracy", "macro_f1", "per_class_accuracy", "n_test", "best_epoch")}
+        keys = ("accuracy", "macro_f1", "per_class_accuracy", "n_test", "best_epoch", *DENSE_KEYS)
+        figures = {k: report[k] for k in keys if k in report}
         logged = {"common": dataclasses.asdict(params.common), "eval": dataclasses.asdict(params.eval)}
         log_final(metrics_path.parent / "eval", logged, figures)
-        lines = ["actual,predicted"] + [
-            f"{spec.class_names[a]},{spec.class_names[p]}" for a, p in zip(actual.tolist(), predicted.tolist())
-        ]
-        write_text(confusion_path, "\n".join(lines) + "\n")
+        write_text(confusion_path, confusion_text)
     distributed.barrier()
     report["confusion"] = confusion
     return report
+
+
+def _classification_test(student: ModalNet, test: Split, batch_size: int, names: list[str]) -> tuple[dict, str]:
+    """Per-sample figures and confusion.csv as one (actual, predicted) row per test sample."""
+    predicted = predict(student, test, batch_size).argmax(1).cpu().numpy()
+    actual = test.labels.cpu().numpy()
+    lines = ["actual,predicted"] + [f"{names[a]},{names[p]}" for a, p in zip(actual.tolist(), predicted.tolist())]
+    return classification_metrics(predicted, actual, names), "\n".join(lines) + "\n"
+
+
+def _segmentation_test(student: ModalNet, test: Split, batch_size: int, names: list[str]) -> tuple[dict, str]:
+    """Per-pixel figures (engine/segmentation.py) and confusion.csv as the class x class matrix; ``eval.batch_size``
+    frames per forward are capped at 8 (a batch of logits is B x 41 x H x W)."""
+    confusion = dense_confusion(student, test, min(batch_size, 8), len(names)).numpy()
+    metrics = {"task": "segmentation", **segmentation_metrics(confusion, names, len(test))}
+    return metrics, confusion_csv(confusion, names)
+
+
+#: how a student is tested, by its run's task kind (methods/tasks.py)
+TESTS = {"classification": _classification_test, "segmentation": _segmentation_test}
+DENSE_KEYS = ("mean_class_accuracy", "miou", "per_class_iou", "n_pixels")
 
 
 def _provenance(params: Params, features: FeatureFile, group: int, device, checkpoint: StudentCheckpoint) -> dict:

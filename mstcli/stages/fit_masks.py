@@ -22,14 +22,13 @@ from torch import nn
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
-from mstcli.engine.bank import logit_bank
 from mstcli.engine.checkpoints import MasksCheckpoint
 from mstcli.engine.layer_cache import build_layer_cache, plan_cache
 from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.optimizers import adam
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
-from mstcli.methods.losses import kd_loss
+from mstcli.methods.tasks import CLASSIFICATION, TaskKind, task_kind
 from mstcli.methods.mst.experts import TEACHER_ORDER, MaskSlot
 from mstcli.methods.mst.masked_teachers import (
     MaskedTeachers,
@@ -65,8 +64,10 @@ class MaskFitting(EpochTask):
         device: torch.device,
         precision: str,
         label_weight: float = 0.0,
+        kind: TaskKind = CLASSIFICATION,
     ) -> None:
         self.masked, self.targets, self.val = masked, targets, val
+        self.kind = kind  # per-sample or per-pixel losses (methods/tasks.py)
         self.label_weight = label_weight
         self.temperature, self.batch_size, self.device, self.precision = temperature, batch_size, device, precision
         self.nets = nn.ModuleList(net for _, net in masked.masks)
@@ -83,21 +84,21 @@ class MaskFitting(EpochTask):
         losses, total, right = {}, 0.0, []
         for i, slot in enumerate(self.slots):
             logits = self.masked.logits(i, "train", batch)
-            kl = kd_loss(logits, target, self.temperature)
+            kl = self.kind.kd(logits, target, self.temperature)
             losses[f"train_kl_{slot.teacher}@{slot.layer}"] = kl
             total = total + kl
             if self.label_weight:
-                ce = F.cross_entropy(logits, batch.labels)
+                ce = self.kind.ce(logits, batch.labels)
                 losses[f"train_ce_{slot.teacher}@{slot.layer}"] = ce
                 total = total + self.label_weight * ce
-            right.append((logits.detach().argmax(1) == batch.labels).float().mean())
+            right.append(self.kind.accuracy(logits.detach(), batch.labels))
         # the specialized teachers' mean train accuracy: a curve only, it is not part of the loss
         return total, {**losses, "masked_acc": torch.stack(right).mean()}
 
     def end_epoch(self, epoch: int) -> EpochEnd:
         with autocast(self.device, self.precision):
             val_kl, val_ce, val_acc = validation_terms(
-                self.masked, self.val, self.targets["val"], self.temperature, self.batch_size
+                self.masked, self.val, self.targets["val"], self.temperature, self.batch_size, self.kind
             )
         score = selection_score(self.slots, [kl + self.label_weight * ce for kl, ce in zip(val_kl, val_ce)])
         row = {"val_score": score, "val_masked_acc": sum(val_acc) / len(val_acc)}
@@ -132,9 +133,11 @@ def fit_masks(
         net.to(device)
         maybe_compile(net, common.compile)
     masked = _masked_teachers(trio, masks, splits, settings, common.precision, device)
-    with autocast(device, common.precision):
+    kind = task_kind(trio.spec.task)
+    with autocast(device, common.precision):  # the frozen student's logits, once (or per batch when too large)
         targets = {
-            name: logit_bank(trio.student, split, max(settings.batch_size, 1024)) for name, split in splits.items()
+            name: kind.student_targets(trio, split, settings.batch_size, common.memory_mb)
+            for name, split in splits.items()
         }
     task = MaskFitting(
         masked,
@@ -146,6 +149,7 @@ def fit_masks(
         device,
         common.precision,
         settings.label_weight,
+        kind,
     )
     inputs = stage_inputs(features, common.seed)
     logbook = stage_logbook(log_dir, "fit_masks", params, settings)

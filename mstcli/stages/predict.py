@@ -75,6 +75,8 @@ class Student:
     def load(cls, path: Path) -> Student:
         checkpoint = StudentCheckpoint.load(path)
         spec = RunSpec.from_dict(checkpoint.spec)
+        if spec.task != "classification":
+            raise UserError(f"{path}: a per-pixel ({spec.task}) student; mst predict and export take per-sample ones")
         net = ModalNet(spec.build_student(), (spec.student,))
         net.net.load_state_dict(checkpoint.state)
         net.eval()

@@ -59,7 +59,16 @@ def read_confusion(path: Path, class_names: list[str]) -> np.ndarray:
     """Counts (actual x predicted) from eval's ``confusion.csv``."""
     index = {name: i for i, name in enumerate(class_names)}
     counts = np.zeros((len(class_names), len(class_names)), dtype=np.int64)
-    for line in path.read_text().splitlines()[1:]:
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",") if lines else []
+    if len(header) > 2:  # a dense run's class x class matrix (engine/segmentation.py); void is not a class here
+        for line in lines[1:]:
+            actual, *values = line.split(",")
+            for predicted, value in zip(header[1:], values):
+                if actual in index and predicted in index:
+                    counts[index[actual], index[predicted]] += int(value)
+        return counts
+    for line in lines[1:]:
         actual, predicted = line.rsplit(",", 1) if line.count(",") > 1 else line.split(",")
         counts[index[actual], index[predicted]] += 1
     return counts
@@ -123,6 +132,8 @@ def _mask_means(run: RunPaths, features_path: Path, group: int, batch_size: int)
     device = torch.device("cpu")
     features = FeatureFile.open(features_path)
     trio = load_frozen_trio(run.stage1, features, group, device)
+    if trio.spec.task != "classification":
+        batch_size = min(batch_size, 8)  # a dense batch is B x C x H x W per layer
     checkpoint = MasksCheckpoint.load(run.masks)
     checkpoint.check_stage1(run.masks, trio.fingerprint)
     masks = masks_from_entries(checkpoint.masks)
@@ -149,6 +160,11 @@ def render_page(run: RunPaths, metrics: dict[str, Any], out: Report) -> str:
         "|---|---:|",
     ]
     lines += [f"| {name} | {'–' if v is None else f'{v:.1%}'} |" for name, v in metrics["per_class_accuracy"].items()]
+    if "miou" in metrics:  # a dense run: accuracy is per labelled pixel, samples are frames
+        lines[2] += (
+            f" Per pixel: mIoU **{metrics['miou']:.2%}**, mean class accuracy {metrics['mean_class_accuracy']:.2%}"
+            f" over {metrics['n_pixels']} labelled pixels."
+        )
     lines += ["", "## Key settings", "", "| setting | value |", "|---|---|"]
     for section, key in KEY_SETTINGS:
         if key in settings.get(section, {}):

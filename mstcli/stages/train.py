@@ -16,13 +16,14 @@ from torch import nn
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
-from mstcli.engine.evaluation import loss_and_accuracy, predict
 from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.optimizers import adam
-from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
+from mstcli.engine.runtime import maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.methods.mst import losses as mst_losses
 from mstcli.methods.mst.losses import mutual_loss
+from mstcli.methods.tasks import task_kind
+from mstcli.models.pretrained import load_pretrained
 from mstcli.models.trio import RunSpec, Trio
 from mstcli.methods.hardcoded import stage_record
 from mstcli.engine.provenance import result_provenance
@@ -37,6 +38,9 @@ class CollaborativeTraining(EpochTask):
     def __init__(self, trio: Trio, val: Split, lr: float, temperature: float, device: torch.device, precision: str):
         self.trio, self.val, self.temperature = trio, val, temperature
         self.device, self.precision = device, precision
+        self.kind = task_kind(trio.spec.task)  # per-sample or per-pixel losses (methods/tasks.py)
+        # the classification call stays the plain three-argument one; dense runs pass their per-pixel CE and KD
+        self.loss_options = {"ce_fn": self.kind.ce, "kd_fn": self.kind.kd} if self.kind.dense else {}
         self.optimizer = adam(trio.parameters(), lr)
 
     def modules(self) -> dict[str, nn.Module]:
@@ -44,19 +48,20 @@ class CollaborativeTraining(EpochTask):
 
     def batch_loss(self, batch: Split):
         logits = [self.trio.mm(batch.inputs), self.trio.student(batch.inputs), self.trio.cm(batch.inputs)]
-        loss, terms = mutual_loss(logits, batch.labels, self.temperature)
+        loss, terms = mutual_loss(logits, batch.labels, self.temperature, **self.loss_options)
         with torch.no_grad():  # train accuracy of each net, averaged on the device like the loss terms
             for key, net_logits in zip(("mm", "student", "cm"), logits):
-                terms[f"{key}_acc"] = (net_logits.argmax(1) == batch.labels).float().mean()
+                terms[f"{key}_acc"] = self.kind.accuracy(net_logits, batch.labels)
         return loss, terms
 
     def end_epoch(self, epoch: int) -> EpochEnd:
         self.trio.eval()
         row = {}
         for key in ("mm", "student", "cm"):
-            with autocast(self.device, self.precision):
-                logits = predict(getattr(self.trio, key), self.val, 1024).float()
-            _, row[f"val_{key}_acc"] = loss_and_accuracy(logits, self.val.labels)
+            net = getattr(self.trio, key)
+            _, row[f"val_{key}_acc"] = self.kind.val_loss_and_accuracy(
+                net, self.val, self.kind.val_batch, self.device, self.precision
+            )
         return EpochEnd(row)  # no score: the last epoch's nets are kept, as in the reference
 
 
@@ -65,8 +70,11 @@ def train(params: Params, features_path: Path, out: Path, log_dir: Path, restart
     settings, common = params.train, params.common
     features = FeatureFile.open(features_path)
     device = runtime_for(common)
-    spec = RunSpec.from_features(features, common.student)
-    trio = Trio(spec).to(device)
+    spec = RunSpec.from_features(features, common.student, settings.width_divisor)
+    trio = Trio(spec)
+    if settings.vgg16_weights:
+        load_pretrained(trio, Path(settings.vgg16_weights).expanduser())
+    trio = trio.to(device)
     splits = load_splits(
         features, common.seed, list(spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
     )

@@ -41,7 +41,7 @@ class DataSource:
     feature_steps: dict[str, FeatureStep] = field(default_factory=dict)  # modality -> step; empty: only .npy
 
 
-_MODULES = ("avdigits", "avmnist", "ravdess", "vggsound", "crisismmd")
+_MODULES = ("avdigits", "avmnist", "ravdess", "vggsound", "crisismmd", "nyudepth")
 _REGISTRY: dict[str, DataSource] = {}
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
+from mstcli.methods.tasks import task_kind
 
 
 class StudentAlone(DistillMethod):
@@ -15,7 +15,8 @@ class StudentAlone(DistillMethod):
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
         self.weight = context.settings.w_task
+        self.ce = task_kind(context.trio.spec.task).ce  # per sample, or per labelled pixel (methods/tasks.py)
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
-        ce = F.cross_entropy(student_logits, batch.labels)
+        ce = self.ce(student_logits, batch.labels)
         return self.weight * ce, {"ce": ce.detach()}

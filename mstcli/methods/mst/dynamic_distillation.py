@@ -11,21 +11,23 @@ logits: ten logits say little about *why* a sample is hard, the features say mor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mstcli.engine import distributed
-from mstcli.engine.bank import logit_bank, rows_of
+from mstcli.engine.bank import rows_of
 from mstcli.engine.runtime import CompiledOrEager
 from mstcli.engine.splits import Split
 from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
+from mstcli.methods.losses import kd_per_sample
 from mstcli.methods.mst.losses import chosen_kd, load_balance_cv, load_balance_kl
 from mstcli.methods.mst.experts import SpecializedTeachers
 from mstcli.methods.mst.router import GateNet
+from mstcli.methods.tasks import task_kind
 from mstcli.models.taps import PENULTIMATE, FeatureTap, penultimate_size
 
 
@@ -47,6 +49,9 @@ class RouterSettings:
     weighted: bool
     lb_mode: str
     divide_by_experts: bool
+    # the run's task kind's CE and per-sample KD (methods/tasks.py: per labelled pixel / per-pixel mean if dense)
+    ce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+    kd_per_sample: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = kd_per_sample
 
 
 def s3_terms(
@@ -68,13 +73,14 @@ def s3_terms(
     gate = gate_net(signal)
     top = gate.topk(settings.k, dim=1)
     weights = top.values / top.values.sum(dim=1, keepdim=True) if settings.weighted else None
-    distill = chosen_kd(student_logits, table[top.indices, rows[:, None]], settings.temperature, weights)
+    chosen = table[top.indices, rows[:, None]]
+    distill = chosen_kd(student_logits, chosen, settings.temperature, weights, settings.kd_per_sample)
     whole = distributed.global_batch(gate)  # the router's mean over the global batch under torchrun
     if settings.lb_mode == "kl":
         balance = load_balance_kl(whole, divide_by_experts=settings.divide_by_experts)
     else:
         balance = load_balance_cv(whole)
-    return F.cross_entropy(student_logits, labels), distill, balance, top.indices
+    return settings.ce(student_logits, labels), distill, balance, top.indices
 
 
 class MSTDistill(DistillMethod):
@@ -95,13 +101,16 @@ class MSTDistill(DistillMethod):
         # E x N_train x C, computed once (see engine/bank.py); None recomputes every batch as the reference does
         # batches of the training size: the MaskNets' attention maps grow with the batch (B x D x D per head)
         train = context.splits["train"]
-        self.bank = logit_bank(self.experts, train, settings.batch_size, row_dim=1) if settings.bank else None
+        self.kind = task_kind(context.trio.spec.task)  # per-sample or per-pixel (methods/tasks.py)
+        self.bank = self.kind.expert_bank(self.experts, train, context) if settings.bank else None
+        if settings.gate_input == "features" and self.kind.dense:
+            raise UserError("distill.gate_input=features is for per-sample logits; dense data sets use logits")
         if settings.gate_input == "features":  # the features of the forward that made the logits, not detached
             self.tap: FeatureTap | None = FeatureTap(context.student.net, penultimate=True)
             width = penultimate_size(context.student.net)
         else:
             self.tap, width = None, context.trio.spec.num_classes
-        self.gate = GateNet(width, len(self.experts)).to(context.device)
+        self.gate = self.kind.gate(width, len(self.experts)).to(context.device)
         self.w_kl, self.w_lb = settings.w_kl, settings.w_lb
         self.counts = torch.zeros(len(self.experts), device=context.device)
         self._ones = torch.ones(settings.batch_size * settings.k, device=context.device)  # the counts' increments
@@ -113,6 +122,8 @@ class MSTDistill(DistillMethod):
             settings.gate_signal == "weighted",
             settings.lb_mode,
             settings.lb_scale == "per_expert",
+            self.kind.ce,
+            self.kind.kd_per_sample,
         )
         self.terms = CompiledOrEager(s3_terms, context.compile, "S3 step")
 

@@ -14,13 +14,16 @@ import torch.nn.functional as F
 from mstcli.methods.losses import kd_loss, kd_per_sample
 
 
-def mutual_loss(logits: list[torch.Tensor], labels: torch.Tensor, temperature: float) -> tuple[torch.Tensor, dict]:
+def mutual_loss(
+    logits: list[torch.Tensor], labels: torch.Tensor, temperature: float, ce_fn=F.cross_entropy, kd_fn=kd_loss
+) -> tuple[torch.Tensor, dict]:
     """S1: sum of each member's CE plus KD over every ordered pair (u, v), u != v, without detaching.
 
     With three members that is three CE terms and six KL terms; every member gets gradients from all.
+    ``ce_fn``/``kd_fn``: the run's task kind's (methods/tasks.py; per-pixel for dense data sets).
     """
-    ce = sum(F.cross_entropy(z, labels) for z in logits)
-    align = sum(kd_loss(zu, zv, temperature) for zu, zv in itertools.permutations(logits, 2))
+    ce = sum(ce_fn(z, labels) for z in logits)
+    align = sum(kd_fn(zu, zv, temperature) for zu, zv in itertools.permutations(logits, 2))
     return ce + align, {"ce": ce.detach(), "align": align.detach()}
 
 
@@ -48,23 +51,29 @@ def routed_kd(
     chosen: torch.Tensor,
     temperature: float,
     weights: torch.Tensor | None = None,
+    per_sample=kd_per_sample,
 ) -> torch.Tensor:
     """S3's distillation term: each sample learns from its own chosen experts.
 
     ``experts`` is E x B x C (detached), ``chosen`` B x k expert indices. Without ``weights`` the k terms are
     averaged (the reference); with ``weights`` (B x k) they are weighted, which lets a router learn from
-    the distillation loss.
+    the distillation loss. ``per_sample``: the task kind's per-sample KD (methods/tasks.py).
     """
     batch = torch.arange(student.shape[0], device=student.device)
-    return chosen_kd(student, experts[chosen, batch[:, None]], temperature, weights)
+    return chosen_kd(student, experts[chosen, batch[:, None]], temperature, weights, per_sample)
 
 
 def chosen_kd(
-    student: torch.Tensor, chosen_logits: torch.Tensor, temperature: float, weights: torch.Tensor | None = None
+    student: torch.Tensor,
+    chosen_logits: torch.Tensor,
+    temperature: float,
+    weights: torch.Tensor | None = None,
+    per_sample=kd_per_sample,
 ) -> torch.Tensor:
     """``routed_kd`` from the chosen experts' logits, B x k x C, already gathered (from the expert bank in one
-    index operation: S3's step stays a handful of kernels whatever k is)."""
-    per_choice = kd_per_sample(student.unsqueeze(1), chosen_logits.detach(), temperature)  # B x k
+    index operation: S3's step stays a handful of kernels whatever k is). ``per_sample``: the task kind's KD
+    (methods/tasks.py; dense: B x k x C x H x W)."""
+    per_choice = per_sample(student.unsqueeze(1), chosen_logits.detach(), temperature)  # B x k
     if weights is None:
         return per_choice.mean()
     return (per_choice * weights).sum(dim=1).mean()

@@ -82,10 +82,12 @@ def selection_score(slots: list[MaskSlot], val_kl: list[float]) -> float:
 
 @torch.no_grad()
 def validation_terms(
-    masked: MaskedTeachers, split: Split, targets: torch.Tensor, temperature: float, batch_size: int
+    masked: MaskedTeachers, split: Split, targets, temperature: float, batch_size: int, kind=None
 ) -> tuple[list[float], list[float]]:
     """(mean KL to the student, mean CE on the labels, accuracy on the labels) of every specialized teacher (its
     own mask only): the CE and the accuracy say what the mask costs the teacher."""
+    if kind is not None and kind.dense:
+        return dense_validation_terms(masked, split, targets, temperature, batch_size, kind)
     kl = torch.zeros(len(masked.masks), device=targets.device)
     ce = torch.zeros(len(masked.masks), device=targets.device)
     right = torch.zeros(len(masked.masks), device=targets.device)
@@ -100,3 +102,29 @@ def validation_terms(
     if distributed.shard_range(len(split)) != (0, len(split)):
         kl, ce, right = (distributed.sum_over_ranks(t) for t in (kl, ce, right))
     return (kl / len(split)).tolist(), (ce / len(split)).tolist(), (right / len(split)).tolist()
+
+
+@torch.no_grad()
+def dense_validation_terms(
+    masked: MaskedTeachers, split: Split, targets, temperature: float, batch_size: int, kind
+) -> tuple[list[float], list[float], list[float]]:
+    """:func:`validation_terms` for per-pixel logits: the KL is the per-pixel mean of each frame (void included,
+    as in training) averaged over the frames; CE and accuracy are over the labelled pixels."""
+    device = split.labels.device
+    kl, ce, right = (torch.zeros(len(masked.masks), dtype=torch.float64, device=device) for _ in range(3))
+    labelled = torch.zeros((), dtype=torch.float64, device=device)
+    for i, (_, net) in enumerate(masked.masks):
+        net.eval()
+        for index in distributed.shard_batches(len(split), batch_size, device):
+            batch = split.batch(index)
+            logits = masked.logits(i, "val", batch).float()
+            labels = batch.labels.long()
+            kl[i] += kind.kd_per_sample(logits, targets[index].float(), temperature).sum()
+            ce[i] += F.cross_entropy(logits, labels, ignore_index=0, reduction="sum")
+            valid = labels != 0
+            right[i] += ((logits.argmax(1) == labels) & valid).sum()
+            if i == 0:
+                labelled += valid.sum()
+    kl, ce, right, labelled = (distributed.sum_over_ranks(t) for t in (kl, ce, right, labelled))
+    pixels = labelled.clamp_min(1)
+    return (kl / len(split)).tolist(), (ce / pixels).tolist(), (right / pixels).tolist()
