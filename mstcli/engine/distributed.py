@@ -29,6 +29,8 @@ import atexit
 import datetime
 import os
 import re
+import signal
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -90,7 +92,26 @@ def init_from_env(device: torch.device) -> torch.device:
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s()), **kwargs)
         atexit.register(_close)
+        _stop_on_sigterm()
     return device
+
+
+class StoppedByLauncher(RuntimeError):
+    """torchrun sent SIGTERM: another process of the job ended, and the launcher stops the others."""
+
+
+def _stop_on_sigterm() -> None:
+    """Turn torchrun's SIGTERM into an exception, so that this process ends with the one-line message of a lost
+    job (``failure_message``) and not silently. Without it the message depended on a race: torchrun checks its
+    processes every ``--monitor_interval`` and terminates the survivors, often before their next collective has
+    failed; seen in one of two CI runs on the 2-core machine."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(_signum, _frame) -> None:
+        raise StoppedByLauncher("torchrun stopped this process after another one ended")
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _close() -> None:
@@ -333,7 +354,8 @@ def failure_message(exc: BaseException) -> str | None:
     text = re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]  # gloo's "[file.cc:545] Read error ...: reset by peer"
     lowered = text.lower()
     known = ("connection closed", "connection reset", "timed out", "timeout", "broken pipe", "peer")
-    if isinstance(exc, errors) or (isinstance(exc, RuntimeError) and any(k in lowered for k in known)):
+    stopped = isinstance(exc, StoppedByLauncher)
+    if stopped or isinstance(exc, errors) or (isinstance(exc, RuntimeError) and any(k in lowered for k in known)):
         me = os.environ.get("RANK", "?")
         return (
             f"process {me} of {os.environ.get('WORLD_SIZE', '?')}: lost the other processes of this torchrun job"
