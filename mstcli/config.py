@@ -12,6 +12,7 @@ scalars, so ``-S distill.k=2`` is an int and ``-S prepare.snr_db=[0,10]`` a list
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -338,9 +339,7 @@ def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any
         if isinstance(value, bool) or not isinstance(value, int):
             raise UserError(f"{name} must be an integer, got {value!r}")
     elif hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{name} must be a number, got {value!r}")
-        value = float(value)
+        value = _float_value(name, value)
     elif hint is str:
         if not isinstance(value, str):
             raise UserError(f"{name} must be a string, got {value!r}")
@@ -354,6 +353,25 @@ def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any
     if lo is not None and value < lo or hi is not None and value > hi:
         span = f"[{lo}, {hi}]" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
         raise UserError(f"{name} must be in {span}, got {value!r}")
+    return value
+
+
+def _float_value(name: str, value: Any) -> float:
+    """A float setting as people write it. YAML 1.1 (PyYAML) reads ``1e-3`` and ``1E-4`` as strings (its float rule
+    wants a dot and a signed exponent), so any string Python's ``float`` accepts is taken too; NaN and infinities
+    are refused, as no setting means anything with them."""
+    if isinstance(value, bool):
+        raise UserError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise UserError(f"{name} must be a number, got {value!r}") from None
+    elif not isinstance(value, (int, float)):
+        raise UserError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise UserError(f"{name} must be a finite number, got {value!r}")
     return value
 
 
