@@ -34,7 +34,7 @@ def test_every_float_setting_takes_exponent_spellings_on_the_command_line(settin
     section, key = setting.split(".")
     meta = next(f.metadata for f in dataclasses.fields(SECTIONS[section]) if f.name == key)
     number = max(0.5, meta.get("min") or 0.0)  # inside every float setting's range
-    params = load_params(overrides=[f"{setting}={number * 10:.1f}e-1"])  # e.g. 5.0e-1
+    params = load_params(overrides=[f"{setting}={round(number * 10)}e-1"])  # e.g. 5e-1, a string to YAML 1.1
     assert value_of(params, setting) == pytest.approx(number)
     assert isinstance(value_of(params, setting), float)
 
