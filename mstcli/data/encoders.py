@@ -41,7 +41,7 @@ class TextEncoder:
     """Tweets -> one vector each: the pooler output when the checkpoint has trained pooler weights (BERTweet, as
     the reference), else the attention-masked mean of the last hidden states (sentence encoders such as MiniLM)."""
 
-    def __init__(self, folder: Path, max_length: int) -> None:
+    def __init__(self, folder: Path, max_length: int, tweets: bool = True) -> None:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -57,12 +57,13 @@ class TextEncoder:
         self.model.eval()
         self.use_pooler = not any("pooler" in key for key in info.get("missing_keys", []))
         self.max_length = max_length
+        self.tweets = tweets  # BERTweet's normalization of mentions and links (CrisisMMD); off for other text
         self.width = int(self.model.config.hidden_size)
 
     @torch.no_grad()
     def __call__(self, texts: list[str]) -> np.ndarray:
         tokens = self.tokenizer(
-            [normalize_tweet(t) for t in texts],
+            [normalize_tweet(t) if self.tweets else t for t in texts],
             padding=True,
             truncation=True,
             max_length=self.max_length,

@@ -52,11 +52,12 @@ class FeatureRows(nn.Module):
         return features
 
 
-def feature_rows_graph(shape: tuple[int, ...]) -> FeatureGraph:
+def feature_rows_graph(shape: tuple[int, ...], outside: str | None = None) -> FeatureGraph:
     return FeatureGraph(
         module=FeatureRows(),
         inputs=(GraphInput("features", tuple(shape), "float32", "feature rows as `mst prepare` wrote them"),),
-        outside="compute the feature rows as `mst prepare` does for this data set (the graph holds only the student)",
+        outside=outside
+        or "compute the feature rows as `mst prepare` does for this data set (the graph holds only the student)",
         inside="nothing: the student reads the rows as they are",
         examples=lambda n, rng: (rng.random((n, *shape), dtype=np.float32),),
     )
@@ -128,3 +129,45 @@ def clip_examples(window: int, rate: int) -> Callable[[int, np.random.Generator]
         return waves, lengths
 
     return examples
+
+
+class LogMelClip(nn.Module):
+    """The log-mel step of a folder's audio (folder.kinds.log_mel_rows) on clips already centred in their window:
+    N x window float32 samples -> N x 1 x size x size, the dB floor and the min-max taken per clip."""
+
+    def __init__(self, mel: nn.Module, to_db: nn.Module, size: int) -> None:
+        super().__init__()
+        self.mel, self.to_db, self.size = mel, to_db, size
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        spec = self.to_db(self.mel(wave.to(torch.float32).unsqueeze(1)))[:, :, :, : self.size]
+        return _minmax(spec.flatten(1)).reshape(-1, 1, self.size, self.size)
+
+
+def log_mel_graph(settings: Any) -> FeatureGraph:
+    """A folder's audio step (settings: folder.kinds.KindSettings) from the centred window to the feature rows."""
+    from mstcli.data.audio import log_mel_layers
+
+    rate, window, size = settings.sample_rate, settings.window, settings.spec_size
+    mel, to_db = log_mel_layers(rate, window, size)
+
+    def examples(n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        t = np.arange(window) / rate
+        tones = np.sin(2 * np.pi * rng.uniform(100, 2000, (n, 1)) * t) * rng.uniform(0.05, 0.9, (n, 1))
+        return ((tones + rng.normal(0, 0.01, (n, window))).astype(np.float32),)
+
+    return FeatureGraph(
+        module=LogMelClip(mel, to_db, size),
+        inputs=(GraphInput("wave", (window,), "float32", f"mono samples in [-1, 1] at {rate} Hz, centred"),),
+        outside=(
+            f"decode each clip to mono float samples in [-1, 1] (mean of the channels) at {rate} Hz (resample other "
+            f"rates first); centre it in a window of {window} samples: a shorter clip is zero-padded with "
+            f"(window - n) // 2 zeros before it, a longer one keeps samples (n - window) // 2 onwards"
+        ),
+        inside=(
+            f"a {size}-band log-mel spectrogram of {size} frames (dB, 80 dB floor per clip), min-max per clip, the "
+            "student, softmax"
+        ),
+        parameters={"sample_rate": rate, "window": window, "spec_size": size},
+        examples=examples,
+    )

@@ -5,6 +5,7 @@ go on with the other files."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,10 @@ class BadInput(Exception):
 
 @dataclass(frozen=True)
 class RawInput:
-    kind: str  # "image", "audio" or "features"
-    data: np.ndarray
+    kind: str  # "image", "audio", "text" or "features"
+    data: np.ndarray | str
     rate: int = 0  # samples per second of an audio clip
+    path: Path | None = None  # the file read (steps that decode in their own way read it again, e.g. RGB images)
 
 
 def read_image(path: Path) -> RawInput:
@@ -48,6 +50,16 @@ def read_audio(path: Path) -> RawInput:
     return RawInput("audio", samples.mean(axis=1), int(rate))  # channels mixed down: the features are mono
 
 
+def read_text(path: Path) -> RawInput:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadInput("not a UTF-8 text file") from None
+    if not text.strip():
+        raise BadInput("empty text")
+    return RawInput("text", text)
+
+
 def read_features(path: Path) -> RawInput:
     try:
         array = np.load(path, allow_pickle=False)
@@ -66,8 +78,13 @@ READERS: dict[str, Callable[[Path], RawInput]] = {
     ".png": read_image,
     ".jpg": read_image,
     ".jpeg": read_image,
+    ".bmp": read_image,
+    ".webp": read_image,
     ".wav": read_audio,
     ".flac": read_audio,
+    ".ogg": read_audio,
+    ".mp3": read_audio,
+    ".txt": read_text,
     ".npy": read_features,
 }
 
@@ -81,4 +98,4 @@ def read_input(path: Path) -> RawInput:
         raise BadInput("not found" if not path.exists() else "not a file")
     if path.stat().st_size == 0:
         raise BadInput("empty file")
-    return reader(path)
+    return dataclasses.replace(reader(path), path=path)

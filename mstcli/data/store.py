@@ -7,7 +7,9 @@ Layout (schema 1)::
                             one class per pixel for dense data sets (NYU-Depth-V2, class 0 = void); files with
                             1-D labels are read as before
     /class_names            strings, C
-    /splits/permutations    int64, 20 x N    the reference split groups (see splits.py)
+    /splits/permutations    int64, 20 x N    the reference split groups (see splits.py); attr ``bounds`` (optional):
+                            the ends of train and val in every row, for files whose parts are not 60/20/20
+                            (a user's folder: its given or stratified split)
     /transforms/<name>      optional: the fitted state of a modality's feature step (arrays as datasets,
                             numbers as attrs), e.g. AV-Digits' PCA basis, so `mst predict` can featurize new raw
                             inputs exactly as prepare did; files without it still read (predict then takes
@@ -104,8 +106,11 @@ class FeatureWriter:
         params: dict[str, Any],
         transforms: dict[str, dict[str, Any]] | None = None,
         label_shape: tuple[int, ...] = (),
+        resizable: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.resizable = resizable  # the row count may shrink before closing (rows that failed to decode)
+        self.split_groups: tuple[np.ndarray, tuple[int, int]] | None = None
         self.transforms = transforms or {}
         self.label_shape = tuple(label_shape)  # (H, W) for per-pixel labels, written block by block
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
@@ -134,6 +139,7 @@ class FeatureWriter:
                 shape=(self.num_samples, *shape),
                 dtype="float32",
                 chunks=(max(1, min(_chunk_rows(shape), self.num_samples)), *shape),
+                maxshape=(None, *shape) if self.resizable else None,
             )
         if self.label_shape:
             dtype = np.uint8 if len(self.class_names) <= 256 else np.int16
@@ -168,6 +174,21 @@ class FeatureWriter:
             rows = np.asarray(transform(data[start : start + block]), dtype=np.float32)
             self._refuse_non_finite(modality, start, rows)  # e.g. a min-max over a constant modality
             data[start : start + block] = rows
+
+    def shrink(self, num_samples: int) -> None:
+        """Keep only the first ``num_samples`` rows of every modality (a resizable writer whose source dropped
+        rows while it was written)."""
+        assert self._file is not None and self.resizable and num_samples <= self.num_samples
+        for name in self.modalities:
+            self._file["modalities"][name].resize(num_samples, axis=0)
+        self.num_samples = num_samples
+
+    def set_split_groups(self, permutations: np.ndarray, bounds: tuple[int, int]) -> None:
+        """Store these split groups instead of the reference's 60/20/20 permutations."""
+        permutations = np.asarray(permutations, dtype=np.int64)
+        if permutations.ndim != 2 or permutations.shape[1] != self.num_samples:
+            raise ValueError(f"split groups of shape {permutations.shape} for {self.num_samples} samples")
+        self.split_groups = (permutations, (int(bounds[0]), int(bounds[1])))
 
     def write_label_rows(self, start: int, block: np.ndarray) -> None:
         """Per-pixel labels of rows ``start``.. (a writer made with ``label_shape``); classes are checked here, as
@@ -208,7 +229,12 @@ class FeatureWriter:
 
     def _finish(self, f: h5py.File) -> None:
         f.create_dataset("class_names", data=np.array(self.class_names, dtype=h5py.string_dtype()))
-        f.create_group("splits").create_dataset("permutations", data=reference_permutations(self.num_samples))
+        if self.split_groups is None:
+            f.create_group("splits").create_dataset("permutations", data=reference_permutations(self.num_samples))
+        else:
+            permutations, bounds = self.split_groups
+            f.create_group("splits").create_dataset("permutations", data=permutations)
+            f["splits/permutations"].attrs["bounds"] = np.asarray(bounds, dtype=np.int64)
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["dataset"] = self.dataset
         f.attrs["modalities"] = json.dumps(list(self.modalities))
@@ -358,11 +384,16 @@ class FeatureFile:
             if not 0 <= group < permutations.shape[0]:
                 raise UserError(f"split group {group} out of range 0..{permutations.shape[0] - 1}")
             permutation = permutations[group]
+            bounds = permutations.attrs.get("bounds")
+        if bounds is not None:
+            bounds = (int(bounds[0]), int(bounds[1]))
+            if not 0 <= bounds[0] <= bounds[1] <= self.num_samples:
+                raise UserError(f"{self.path}: splits/permutations has bounds {bounds} outside 0..{self.num_samples}")
         if not np.array_equal(np.sort(permutation), np.arange(self.num_samples)):
             raise UserError(
                 f"{self.path}: splits/permutations row {group} is not a permutation of the {self.num_samples} samples"
             )
-        splits = split_permutation(permutation)
+        splits = split_permutation(permutation, bounds)
         for name in SPLITS:
             if len(splits[name]) == 0:
                 raise UserError(

@@ -23,7 +23,7 @@ class RunSpec:
     """What is needed to rebuild the nets of a run; stored in every checkpoint."""
 
     dataset: str
-    modalities: tuple[str, str]
+    modalities: tuple[str, ...]
     student: str
     cm: str
     shapes: dict[str, tuple[int, ...]]
@@ -37,7 +37,7 @@ class RunSpec:
 
     @classmethod
     def from_features(cls, features: FeatureFile, student: str, width_divisor: int = 1) -> "RunSpec":
-        fam = family(features.dataset)
+        fam = family(features.dataset, features.modalities)
         cm = other_modality(fam, student)
         if width_divisor != 1 and not fam.scalable:
             raise UserError(f"train.width_divisor applies to scalable nets only; {features.dataset}'s are not")
@@ -98,7 +98,7 @@ class Trio(nn.Module):
         self.mm = ModalNet(
             build_multimodal(
                 spec.multimodal_net,
-                (spec.shapes[spec.modalities[0]], spec.shapes[spec.modalities[1]]),
+                tuple(spec.shapes[m] for m in spec.modalities),
                 spec.num_classes,
                 **spec.net_options,
             ),

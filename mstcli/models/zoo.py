@@ -14,12 +14,13 @@ from torch import nn
 from mstcli.errors import UserError
 from mstcli.models.avmnist import CNNI, LeNet5, ThreeLayerCNNA
 from mstcli.models.crisismmd import MLPI, MLPBranch
+from mstcli.models.folder import FolderFusionNet, FolderMapNet, FolderVectorNet, unimodal_net_name
 from mstcli.models.nyudepth import FuseNetDepthBranch, FuseNetI, FuseNetRGBBranch
 from mstcli.models.ravdess import DSCNNI, AudioBranchNet, VisualBranchNet
 from mstcli.models.vggsound import DSCNNVGGSI, AudioBranchNetVGGS, VisualBranchNetVGGS
 
 UnimodalFactory = Callable[..., nn.Module]  # (per-sample shape, classes, **options) -> net
-MultimodalFactory = Callable[..., nn.Module]  # ((shape 1, shape 2), classes, **options) -> net
+MultimodalFactory = Callable[..., nn.Module]  # ((shape of each modality, in order), classes, **options) -> net
 
 UNIMODAL_NETS: dict[str, UnimodalFactory] = {
     "lenet5": LeNet5,
@@ -32,6 +33,8 @@ UNIMODAL_NETS: dict[str, UnimodalFactory] = {
     "mlp_tb": MLPBranch,
     "fusenet_rgb_branch": FuseNetRGBBranch,
     "fusenet_depth_branch": FuseNetDepthBranch,
+    "folder_map_net": FolderMapNet,
+    "folder_vector_net": FolderVectorNet,
 }
 MULTIMODAL_NETS: dict[str, MultimodalFactory] = {
     "cnn_i": CNNI,
@@ -39,6 +42,7 @@ MULTIMODAL_NETS: dict[str, MultimodalFactory] = {
     "dscnn_vggs_i": DSCNNVGGSI,
     "mlp_i": MLPI,
     "fusenet_i": FuseNetI,
+    "folder_fusion_net": FolderFusionNet,
 }
 
 
@@ -47,7 +51,7 @@ class Family:
     """The reference model set of a data set: the MM net (inputs in ``modalities`` order) and a unimodal net per
     modality. The CM teacher of a run is the unimodal net of the modality that is not the student's."""
 
-    modalities: tuple[str, str]
+    modalities: tuple[str, ...]
     multimodal: str
     unimodal: dict[str, str]
     task: str = "classification"  # or "segmentation": logits and labels per pixel (methods/tasks.py)
@@ -72,7 +76,19 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def family(dataset: str) -> Family:
+#: data sets whose modalities the data names (a user's folder): the family is read off the stored shapes
+SHAPED_BY_DATA = {"folder": "folder_fusion_net"}
+
+
+def family(dataset: str, shapes: dict[str, tuple[int, ...]] | None = None) -> Family:
+    """The nets of ``dataset``; for a data set shaped by its data, ``shapes`` (modality -> per-sample shape, in
+    the feature file's order) choose them: maps get a small CNN, everything else an MLP."""
+    if dataset in SHAPED_BY_DATA:
+        if shapes is None:
+            raise ValueError(f"the nets of '{dataset}' depend on its modalities' shapes")
+        return Family(
+            tuple(shapes), SHAPED_BY_DATA[dataset], {m: unimodal_net_name(s) for m, s in shapes.items()}
+        )
     if dataset not in FAMILIES:
         raise UserError(f"no model family for data set '{dataset}' (known: {', '.join(FAMILIES)})")
     return FAMILIES[dataset]
@@ -81,6 +97,11 @@ def family(dataset: str) -> Family:
 def other_modality(fam: Family, student: str) -> str:
     if student not in fam.modalities:
         raise UserError(f"common.student must be one of {', '.join(fam.modalities)}, got '{student}'")
+    if len(fam.modalities) != 2:
+        raise UserError(
+            f"the data have {len(fam.modalities)} modalities ({', '.join(fam.modalities)}); training takes exactly "
+            "two for now (prepare a folder whose metadata names two modality columns)"
+        )
     return fam.modalities[1 - fam.modalities.index(student)]
 
 
@@ -88,7 +109,5 @@ def build_unimodal(name: str, shape: tuple[int, ...], num_classes: int, **option
     return UNIMODAL_NETS[name](tuple(shape), num_classes, **options)
 
 
-def build_multimodal(
-    name: str, shapes: tuple[tuple[int, ...], tuple[int, ...]], num_classes: int, **options
-) -> nn.Module:
-    return MULTIMODAL_NETS[name]((tuple(shapes[0]), tuple(shapes[1])), num_classes, **options)
+def build_multimodal(name: str, shapes: tuple[tuple[int, ...], ...], num_classes: int, **options) -> nn.Module:
+    return MULTIMODAL_NETS[name](tuple(tuple(shape) for shape in shapes), num_classes, **options)

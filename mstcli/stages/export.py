@@ -60,7 +60,8 @@ class ExportedStudent(nn.Module):
 def feature_graph(student: Student, context: FeatureContext) -> FeatureGraph:
     """The data set's feature step as a module, or feature rows when the data set registers none."""
     spec = student.spec
-    step = get_source(spec.dataset).feature_steps.get(spec.student)
+    source = get_source(spec.dataset)
+    step = source.feature_step(spec.student, context.records()[1] if source.steps_need_state else None)
     if step is None or step.graph is None:
         return feature_rows_graph(student.shape)
     try:

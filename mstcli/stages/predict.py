@@ -142,24 +142,55 @@ def feature_rows(item: RawInput, name: str, shape: tuple[int, ...]) -> list[tupl
     raise BadInput(f"array of shape {item.data.shape}, the student reads {shape} (or N x {shape})")
 
 
-def predict_files(inputs: list[Path], student_path: Path, features_path: Path, batch_size: int = 256) -> PredictReport:
-    """Predict every usable input; unusable ones are listed with their reason. Raises UserError when the
-    student cannot be loaded or no input is usable."""
+class StepLookup:
+    """The student modality's feature step, found once: from the registry, or (for data sets whose modalities the
+    data names, a user's folder) from the kind prepare stored, which needs the feature file."""
+
+    def __init__(self, context: FeatureContext) -> None:
+        self.context = context
+        self.source = get_source(context.student.spec.dataset)
+        self._step: FeatureStep | None = None
+        self._found = False
+
+    def __call__(self) -> FeatureStep | None:
+        if not self._found:
+            modality = self.context.student.spec.student
+            state = self.context.records()[1] if self.source.steps_need_state else None
+            self._step, self._found = self.source.feature_step(modality, state), True
+        return self._step
+
+
+def text_inputs(texts: list[str]) -> list[tuple[str, RawInput]]:
+    """``--text`` strings as raw inputs, named by their first words."""
+    named = []
+    for text in texts:
+        name = " ".join(text.split())
+        named.append((f'"{name[:40]}{"..." if len(name) > 40 else ""}"', RawInput("text", text)))
+    return named
+
+
+def predict_files(
+    inputs: list[Path], student_path: Path, features_path: Path, batch_size: int = 256, texts: list[str] = ()
+) -> PredictReport:
+    """Predict every usable input (files, and ``texts`` for a text student); unusable ones are listed with their
+    reason. Raises UserError when the student cannot be loaded or no input is usable."""
     student = Student.load(student_path)
     spec = student.spec
-    step: FeatureStep | None = get_source(spec.dataset).feature_steps.get(spec.student)
     context = FeatureContext(features_path, student)
+    find_step = StepLookup(context)
     report = PredictReport(spec.student, str(student_path), list(spec.class_names))
     files, report.failures = expand(inputs)
 
     named: list[tuple[str, np.ndarray | None]] = []  # feature rows in input order; None: a raw input, below
     raw: list[tuple[int, RawInput]] = []
-    for path in files:
+    readings: list[tuple[str, Any]] = [(str(path), path) for path in files] + list(text_inputs(list(texts)))
+    for name, given in readings:
         try:
-            item = read_input(path)
+            item = read_input(given) if isinstance(given, Path) else given
             if item.kind == "features":
-                named.extend(feature_rows(item, str(path), student.shape))
+                named.extend(feature_rows(item, name, student.shape))
                 continue
+            step = find_step()
             if step is None:
                 raise BadInput(f"no feature step for raw {item.kind} inputs of {spec.dataset}: give .npy features")
             if item.kind != step.reads:
@@ -168,12 +199,13 @@ def predict_files(inputs: list[Path], student_path: Path, features_path: Path, b
                 )
             step.check(item, *context.records())
         except BadInput as exc:
-            report.failures.append((str(path), str(exc)))
+            report.failures.append((name, str(exc)))
             continue
         raw.append((len(named), item))
-        named.append((str(path), None))
+        named.append((name, None))
 
     if raw:
+        step = find_step()
         assert step is not None
         rows = np.concatenate(
             [

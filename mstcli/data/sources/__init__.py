@@ -34,14 +34,27 @@ class FeatureStep:
 @dataclass(frozen=True)
 class DataSource:
     name: str
-    modalities: tuple[str, str]
+    modalities: tuple[str, ...]  # empty: named by the source itself (a user's folder)
     default_source: str | None
     description: str
     build: Builder
     feature_steps: dict[str, FeatureStep] = field(default_factory=dict)  # modality -> step; empty: only .npy
+    # for sources whose modalities are named by the data (a user's folder): the step of a modality, chosen by the
+    # state prepare stored for it (FeatureFile.transform); None: the modality's files are feature rows already
+    step_for: Callable[[str, dict[str, Any] | None], FeatureStep | None] | None = None
+
+    @property
+    def steps_need_state(self) -> bool:
+        """Whether finding a modality's feature step needs the feature file's stored state."""
+        return self.step_for is not None
+
+    def feature_step(self, modality: str, state: dict[str, Any] | None) -> FeatureStep | None:
+        if self.step_for is not None:
+            return self.step_for(modality, state)
+        return self.feature_steps.get(modality)
 
 
-_MODULES = ("avdigits", "avmnist", "ravdess", "vggsound", "crisismmd", "nyudepth")
+_MODULES = ("avdigits", "avmnist", "ravdess", "vggsound", "crisismmd", "nyudepth", "folder")
 _REGISTRY: dict[str, DataSource] = {}
 
 

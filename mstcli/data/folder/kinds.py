@@ -1,0 +1,179 @@
+"""What each kind of file in a user's folder becomes: one fixed-shape float32 feature row per sample.
+
+The same functions serve ``mst prepare`` (in worker processes, chunk by chunk) and ``mst predict`` (one new file
+at a time), so a prediction sees exactly the features training saw:
+
+* image (.png .jpg .jpeg .webp via torchvision.io, .bmp via Pillow): grayscale or RGB, scaled to [0, 1], resized
+  to ``image_size`` x ``image_size`` (bilinear with antialiasing; the aspect ratio is not kept) -> C x S x S;
+* audio (.wav .flac .ogg .mp3, what libsndfile reads): mixed to mono, resampled, centred in a window of
+  ``clip_seconds`` (longer clips keep their middle) -> a log-mel spectrogram min-max scaled per clip, 1 x S x S;
+* array (.npy): as stored, float32; every row of a modality must have the same shape;
+* text (a ``_text`` column or .txt files): the string; the frozen text encoder runs in the parent process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TORCHVISION_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class DecodeError(Exception):
+    """One file cannot become a feature row; the message is the reason shown with the row."""
+
+
+@dataclass(frozen=True)
+class KindSettings:
+    """What featurizing needs, fixed before the first row is decoded (picklable, for the worker processes)."""
+
+    image_size: int = 32
+    image_channels: int = 1
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0
+    spec_size: int = 32
+    array_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # modality -> shape of its .npy rows
+
+    @property
+    def window(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+
+def _reason(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+
+
+def image_channels_of(path: Path) -> int:
+    """1 for a grayscale image (with or without alpha), 3 otherwise: how the folder's images are kept when
+    prepare.image_mode is auto (decided on the first image)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return 1 if image.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+    except OSError as exc:
+        raise DecodeError(f"not a readable image ({_reason(exc)})") from None
+
+
+def decode_image(path: Path, channels: int) -> Any:
+    """C x H x W float tensor in [0, 1] (C = ``channels``)."""
+    import torch
+
+    if path.suffix.lower() in TORCHVISION_IMAGE_SUFFIXES:
+        from torchvision.io import ImageReadMode, decode_image as tv_decode, read_file
+
+        try:
+            pixels = tv_decode(read_file(str(path)), mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
+        except (RuntimeError, ValueError) as exc:
+            raise DecodeError(f"cannot decode the image ({_reason(exc)})") from None
+    else:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+        except (OSError, ValueError) as exc:
+            raise DecodeError(f"cannot decode the image ({_reason(exc)})") from None
+        pixels = torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
+    if pixels.numel() == 0:
+        raise DecodeError("empty image")
+    scale = 65535.0 if pixels.dtype == torch.uint16 else 255.0
+    return pixels.to(torch.float32) / scale
+
+
+def resize_image(pixels: Any, size: int) -> np.ndarray:
+    """C x size x size float32: bilinear with antialiasing, aspect ratio not kept (as ``Resize((S, S))``)."""
+    import torch
+
+    with torch.no_grad():
+        out = torch.nn.functional.interpolate(
+            pixels[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )[0]
+    return out.clamp_(0.0, 1.0).numpy()
+
+
+def image_row(path: Path, settings: KindSettings) -> np.ndarray:
+    return resize_image(decode_image(path, settings.image_channels), settings.image_size)
+
+
+def read_clip(path: Path) -> tuple[np.ndarray, int]:
+    """Mono samples (float64, channels averaged) and the sample rate."""
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
+    except (RuntimeError, OSError, ValueError, TypeError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+        raise DecodeError(f"cannot decode the audio ({_reason(exc)})") from None
+    if len(samples) == 0:
+        raise DecodeError("empty audio (no samples)")
+    return samples.mean(axis=1), int(rate)
+
+
+def clip_window(samples: np.ndarray, rate: int, settings: KindSettings) -> np.ndarray:
+    """The clip at the folder's sample rate, centred in the window: a shorter clip is zero-padded on both sides
+    ((window - n) // 2 zeros before it), a longer one keeps its middle (from (n - window) // 2)."""
+    if rate != settings.sample_rate:
+        import torch
+        import torchaudio
+
+        samples = torchaudio.functional.resample(torch.from_numpy(samples), rate, settings.sample_rate).numpy()
+    window, n = settings.window, len(samples)
+    out = np.zeros(window, dtype=np.float32)
+    if n >= window:
+        start = (n - window) // 2
+        out[:] = samples[start : start + window]
+    else:
+        start = (window - n) // 2
+        out[start : start + n] = samples
+    if not np.isfinite(out).all():
+        raise DecodeError("the audio holds NaN or Inf samples")
+    return out
+
+
+def log_mel_rows(waves: np.ndarray, settings: KindSettings) -> np.ndarray:
+    """N x 1 x S x S log-mel spectrograms (S mel bands x S frames), min-max scaled per clip.
+
+    The spectrogram goes through torchaudio with a channel axis, so that AmplitudeToDB's 80 dB floor is taken per
+    clip: without it the floor is the whole batch's, and a clip's features would depend on its neighbours."""
+    import torch
+
+    from mstcli.data.audio import log_mel_layers, minmax_per_sample
+
+    size = settings.spec_size
+    mel, to_db = log_mel_layers(settings.sample_rate, settings.window, size)
+    with torch.no_grad():
+        spec = to_db(mel(torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32))[:, None]))
+    return minmax_per_sample(spec[:, :, :, :size].numpy())
+
+
+def array_row(path: Path, shape: tuple[int, ...] | None) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DecodeError(f"not a readable .npy array ({_reason(exc)})") from None
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise DecodeError(f"an array of {array.dtype}, not real numbers")
+    if shape is not None and tuple(array.shape) != tuple(shape):
+        raise DecodeError(
+            f"an array of shape {'x'.join(map(str, array.shape)) or 'scalar'}, the modality's first row has "
+            f"{'x'.join(map(str, shape)) or 'scalar'} (every row must have the same shape)"
+        )
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise DecodeError("the array holds NaN or Inf")
+    return array
+
+
+def read_text_file(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DecodeError("not a UTF-8 text file") from None
+    except OSError as exc:
+        raise DecodeError(f"cannot read ({_reason(exc)})") from None
+    if not text.strip():
+        raise DecodeError("empty text")
+    return text

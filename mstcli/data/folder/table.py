@@ -1,0 +1,281 @@
+"""The metadata table of a user's folder of paired files, read and checked before anything is decoded.
+
+The layout follows the Hugging Face ImageFolder / AudioFolder convention, widened to several modalities::
+
+    my_pairs/metadata.csv           (or metadata.jsonl) one row per paired sample
+    my_pairs/pics/0001.png ...      paths relative to the folder of the metadata file
+
+or one metadata file per split folder (``train/``, ``validation/``, ``test/``). A column ``<m>_file_name`` holds
+files of modality ``m`` (its kind comes from the files' suffix), a column ``<m>_text`` inline text; ``label`` is
+a class name or an integer and ``split`` (optional) one of train, validation, test.
+
+Everything that can be known without decoding a file is checked here, for every row, so that a user hears about
+all the broken rows of a large folder at once instead of one per (long) run: a missing or empty value, a path
+that leaves the folder, a missing file, a suffix of another kind, an unknown split. Each problem names the
+metadata file and its line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from mstcli.errors import UserError
+
+METADATA_NAMES = ("metadata.csv", "metadata.jsonl")
+SPLIT_NAMES = ("train", "validation", "test")
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
+FILE_SUFFIX, TEXT_SUFFIX = "_file_name", "_text"
+LABEL_COLUMN, SPLIT_COLUMN = "label", "split"
+
+#: the kind of a modality's files, by suffix; a ``_text`` column is of kind "text" too
+KIND_OF_SUFFIX = {
+    **dict.fromkeys((".png", ".jpg", ".jpeg", ".bmp", ".webp"), "image"),
+    **dict.fromkeys((".wav", ".flac", ".ogg", ".mp3"), "audio"),
+    ".npy": "array",
+    ".txt": "text",
+}
+
+
+@dataclass(frozen=True)
+class Modality:
+    """One modality of the folder: its name (the column prefix), its kind and whether its rows are files."""
+
+    name: str
+    kind: str  # image | audio | array | text
+    column: str
+    from_files: bool  # False: inline text in a ``_text`` column
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a row is written: the metadata file and its line, as the user sees them in an editor."""
+
+    table: str  # the metadata file, relative to the folder (e.g. "metadata.csv", "train/metadata.jsonl")
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.table} line {self.line}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A row that cannot become a sample, with the file concerned (or "") and the reason."""
+
+    place: Place
+    file: str
+    reason: str
+
+    def message(self) -> str:
+        return f"{self.place}" + (f" ({self.file})" if self.file else "") + f": {self.reason}"
+
+
+@dataclass
+class FolderTable:
+    """The rows of the folder that passed every check, column by column (compact for large folders)."""
+
+    root: Path
+    modalities: list[Modality]
+    places: list[Place] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)  # "" everywhere when the folder gives no split
+    values: dict[str, list[str]] = field(default_factory=dict)  # modality -> path (absolute) or inline text
+    problems: list[Problem] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def has_split(self) -> bool:
+        return any(self.splits)
+
+
+def find_tables(root: Path) -> list[tuple[Path, str]]:
+    """The metadata files of ``root`` and the split each one gives to its rows ("" for the root's own)."""
+    if not root.is_dir():
+        raise UserError(f"prepare.source {root} is not a folder (a folder with a metadata.csv or metadata.jsonl)")
+    own = [root / name for name in METADATA_NAMES if (root / name).is_file()]
+    split_tables = []
+    for split_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        tables = [split_dir / name for name in METADATA_NAMES if (split_dir / name).is_file()]
+        if not tables:
+            continue
+        if split_dir.name not in SPLIT_NAMES:
+            raise UserError(
+                f"{split_dir}: a metadata file in a folder named '{split_dir.name}'; split folders are "
+                f"{', '.join(SPLIT_NAMES)}"
+            )
+        split_tables.append(tables)
+    for tables in ([own] if own else []) + split_tables:
+        if len(tables) > 1:
+            raise UserError(f"{tables[0].parent}: both metadata.csv and metadata.jsonl; keep one")
+    if own and split_tables:
+        raise UserError(
+            f"{root}: a metadata file at the top and in split folders ({split_tables[0][0].parent.name}/); use one layout"
+        )
+    if own:
+        return [(own[0], "")]
+    if split_tables:
+        return [(tables[0], tables[0].parent.name) for tables in split_tables]
+    raise UserError(
+        f"{root}: no metadata.csv or metadata.jsonl (nor in {', '.join(f'{s}/' for s in SPLIT_NAMES)}); "
+        "see `mst example-folder` for the layout"
+    )
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line, row) of a metadata file; a row that is not a mapping comes as the reason it is not."""
+    if path.suffix == ".csv":
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                if None in row:
+                    yield reader.line_num, f"{len(row[None]) + len(reader.fieldnames or [])} values, the header has " \
+                        f"{len(reader.fieldnames or [])} columns"
+                    continue
+                yield reader.line_num, row
+        return
+    with open(path, encoding="utf-8-sig") as f:
+        for line, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield line, f"not valid JSON ({exc.msg})"
+                continue
+            yield line, row if isinstance(row, dict) else "not a JSON object"
+
+
+def _columns(path: Path) -> list[str]:
+    """The column names of a metadata file: the CSV header, or the keys of the JSONL rows (first seen first)."""
+    try:
+        if path.suffix == ".csv":
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                return list(next(csv.reader(f), []))
+        names: dict[str, None] = {}
+        for _, row in _records(path):
+            if isinstance(row, dict):
+                names.update(dict.fromkeys(row))
+        return list(names)
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file") from None
+
+
+def modalities_of(columns: list[str], path: Path) -> list[Modality]:
+    """The modalities named by the ``_file_name`` and ``_text`` columns, in column order (kinds filled in later)."""
+    found: dict[str, Modality] = {}
+    for column in columns:
+        for suffix, from_files in ((FILE_SUFFIX, True), (TEXT_SUFFIX, False)):
+            if column.endswith(suffix) and len(column) > len(suffix):
+                name = column[: -len(suffix)]
+                if name in found:
+                    raise UserError(f"{path}: modality '{name}' has two columns ({found[name].column}, {column})")
+                found[name] = Modality(name, "" if from_files else "text", column, from_files)
+    if LABEL_COLUMN not in columns:
+        raise UserError(f"{path}: no '{LABEL_COLUMN}' column (columns: {', '.join(columns) or 'none'})")
+    if len(found) < 2:
+        hint = " ('file_name' must name its modality, e.g. image_file_name)" if "file_name" in columns else ""
+        have = ", ".join(m.column for m in found.values()) or "none"
+        raise UserError(
+            f"{path}: needs columns <modality>_file_name or <modality>_text for at least two modalities, "
+            f"found {len(found)} ({have}){hint}"
+        )
+    return list(found.values())
+
+
+def read_table(root: Path) -> FolderTable:
+    """Every row of the folder's metadata, checked; rows with a problem are in ``problems``, not in the table."""
+    root = root.resolve()
+    tables = find_tables(root)
+    columns = _columns(tables[0][0])
+    modalities = modalities_of(columns, tables[0][0])
+    for path, _ in tables[1:]:
+        other = [m.column for m in modalities_of(_columns(path), path)]
+        if sorted(other) != sorted(m.column for m in modalities):
+            raise UserError(
+                f"{path}: modality columns {', '.join(other)} differ from {tables[0][0].relative_to(root)}'s "
+                f"({', '.join(m.column for m in modalities)})"
+            )
+    table = FolderTable(root, modalities, values={m.name: [] for m in modalities})
+    kinds: dict[str, str] = {m.name: m.kind for m in modalities}
+    for path, folder_split in tables:
+        name = str(path.relative_to(root))
+        try:
+            for line, row in _records(path):
+                place = Place(name, line)
+                if isinstance(row, str):
+                    table.problems.append(Problem(place, "", row))
+                    continue
+                _add_row(table, kinds, place, path.parent, row, folder_split)
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a UTF-8 text file") from None
+    table.modalities = [
+        Modality(m.name, kinds[m.name] or "image", m.column, m.from_files) for m in table.modalities
+    ]
+    return table
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _add_row(
+    table: FolderTable, kinds: dict[str, str], place: Place, base: Path, row: dict[str, Any], folder_split: str
+) -> None:
+    label = _text(row.get(LABEL_COLUMN))
+    if not label:
+        table.problems.append(Problem(place, "", "empty label"))
+        return
+    split = folder_split
+    if not split and _text(row.get(SPLIT_COLUMN)):
+        given = _text(row.get(SPLIT_COLUMN))
+        split = SPLIT_ALIASES.get(given.lower(), "")
+        if not split:
+            table.problems.append(Problem(place, "", f"unknown split '{given}' (use {', '.join(SPLIT_NAMES)})"))
+            return
+    values: dict[str, str] = {}
+    for modality in table.modalities:
+        value = row.get(modality.column)
+        raw = "" if value is None else str(value)
+        if not raw.strip():
+            table.problems.append(Problem(place, "", f"no {modality.column}"))
+            return
+        if not modality.from_files:
+            values[modality.name] = raw
+            continue
+        checked = _checked_file(table.root, base, raw.strip(), modality, kinds)
+        if isinstance(checked, Problem):  # without its place yet
+            table.problems.append(Problem(place, checked.file, checked.reason))
+            return
+        values[modality.name] = str(checked)
+    table.places.append(place)
+    table.labels.append(label)
+    table.splits.append(split)
+    for name, value in values.items():
+        table.values[name].append(value)
+
+
+def _checked_file(root: Path, base: Path, given: str, modality: Modality, kinds: dict[str, str]) -> Path | Problem:
+    nowhere = Place("", 0)
+    if Path(given).is_absolute():
+        return Problem(nowhere, given, "an absolute path; paths are relative to the metadata file's folder")
+    path = (base / given).resolve()
+    if not path.is_relative_to(root):
+        return Problem(nowhere, given, f"the path leaves the folder {root}")
+    kind = KIND_OF_SUFFIX.get(path.suffix.lower())
+    if kind is None:
+        return Problem(nowhere, given, f"unknown file type '{path.suffix}' (known: {', '.join(KIND_OF_SUFFIX)})")
+    expected = kinds[modality.name]
+    if not expected:
+        kinds[modality.name] = kind
+    elif kind != expected:
+        return Problem(nowhere, given, f"a file of kind {kind} in {modality.column}, whose files are of kind {expected}")
+    if not path.is_file():
+        return Problem(nowhere, given, "missing file")
+    return path

@@ -1,0 +1,139 @@
+"""Nets for a user's folder, chosen by each modality's stored feature shape (no data set code to write).
+
+* maps (C x H x W, or H x W read as one channel): a small CNN in the LeNet / AV-MNIST manner, three 3x3
+  convolutions (32, 64, 64 channels; max-pooling after the first two while the map is large enough), an adaptive
+  average pool to 4 x 4 so any size works, then fc1 (128) and the classifier;
+* anything else (vectors, and arrays of 4 or more axes, flattened): an MLP D -> 256 -> 128 -> classes.
+
+The MM teacher runs one such encoder per modality (without its classifier), concatenates them and ends in the
+three-linear head (fc1 256 -> fc2 128 -> fc3). Every net names its two MaskNet layers and classifier and has a
+``tail``, as the built-in families do, so S2, S3 and every comparison method that taps features work unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mstcli.models.heads import ThreeLinearHead
+
+ENCODER_WIDTH = 128
+POOLED = 4
+
+
+def is_map(shape: Sequence[int]) -> bool:
+    return len(shape) in (2, 3)
+
+
+def _as_map(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    return x.unsqueeze(1) if len(shape) == 2 else x
+
+
+class MapEncoder(nn.Module):
+    """conv1 -> pool -> conv2 -> pool -> conv3 -> adaptive pool -> fc1 (the hooks see conv3 and fc1 before
+    their ReLU)."""
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__()
+        channels = 1 if len(shape) == 2 else int(shape[0])
+        height, width = int(shape[-2]), int(shape[-1])
+        self.shape = tuple(shape)
+        self.conv1 = nn.Conv2d(channels, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.conv3 = nn.Conv2d(64, 64, 3, padding=1)
+        # pool only while the map stays at least 4 pixels a side, so 8 x 8 arrays work as well as 64 x 64 images
+        self.pools = nn.ModuleList(
+            nn.MaxPool2d(2) if min(height, width) >= 4 * 2**i else nn.Identity() for i in range(2)
+        )
+        self.squeeze = nn.AdaptiveAvgPool2d(POOLED)
+        self.act = nn.ReLU()
+        self.fc1 = nn.Linear(64 * POOLED * POOLED, ENCODER_WIDTH)
+
+    def below_conv3(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pools[0](self.act(self.conv1(_as_map(x, self.shape))))
+        return self.pools[1](self.act(self.conv2(x)))
+
+    def from_conv3(self, z: torch.Tensor) -> torch.Tensor:
+        """fc1's output from conv3's (before fc1's ReLU)."""
+        return self.fc1(self.squeeze(self.act(z)).flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.from_conv3(self.conv3(self.below_conv3(x))))
+
+
+class VectorEncoder(nn.Module):
+    """fc1 (256) -> fc2 (128) on the flattened input (the hooks see both before their ReLU)."""
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__()
+        width = 1
+        for size in shape:
+            width *= int(size)
+        self.fc1 = nn.Linear(width, 256)
+        self.fc2 = nn.Linear(256, ENCODER_WIDTH)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fc2(self.act(self.fc1(x.flatten(1)))))
+
+
+def encoder_for(shape: Sequence[int]) -> nn.Module:
+    return MapEncoder(shape) if is_map(shape) else VectorEncoder(shape)
+
+
+class FolderMapNet(nn.Module):
+    """A unimodal net for maps: MapEncoder + classifier; MaskNets on conv3 (a map) and fc1."""
+
+    mask_layers = ("encoder.conv3", "encoder.fc1")
+    classifier = "fc2"
+
+    def __init__(self, shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.encoder = MapEncoder(shape)
+        self.fc2 = nn.Linear(ENCODER_WIDTH, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.encoder
+        return self.tail("encoder.conv3", e.conv3(e.below_conv3(x)))
+
+    def tail(self, layer: str, z: torch.Tensor) -> torch.Tensor:
+        """The rest of the forward from the output ``z`` of mask layer ``layer`` (S2 caches what comes before)."""
+        if layer == "encoder.conv3":
+            z = self.encoder.from_conv3(z)
+        elif layer != "encoder.fc1":
+            raise KeyError(layer)
+        return self.fc2(self.encoder.act(z))
+
+
+class FolderVectorNet(ThreeLinearHead):
+    """A unimodal net for vectors: the three-linear head on the flattened input (D -> 256 -> 128 -> classes)."""
+
+    def __init__(self, shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        width = 1
+        for size in shape:
+            width *= int(size)
+        self.add_head(width, (256, ENCODER_WIDTH), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1))
+
+
+class FolderFusionNet(ThreeLinearHead):
+    """The MM teacher: one encoder per modality (in the feature file's order), concatenated, then fc1 (256) ->
+    fc2 (128) -> fc3; MaskNets on fc1 and fc2."""
+
+    def __init__(self, shapes: tuple[tuple[int, ...], ...], num_classes: int) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList(encoder_for(shape) for shape in shapes)
+        self.add_head(ENCODER_WIDTH * len(shapes), (256, ENCODER_WIDTH), num_classes)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([encoder(x) for encoder, x in zip(self.encoders, inputs, strict=True)], dim=1))
+
+
+def unimodal_net_name(shape: Sequence[int]) -> str:
+    """The registry name (models/zoo.py) of the unimodal net for a modality of this shape."""
+    return "folder_map_net" if is_map(shape) else "folder_vector_net"
