@@ -121,7 +121,7 @@ def decode_in_order(chunks: Iterable[Chunk], workers: int) -> Iterator[DecodedCh
         return
     context = multiprocessing.get_context("forkserver")
     # the server imports torch and the decoders once; every worker forks from it with them loaded
-    context.set_forkserver_preload(["torch", "torchaudio", "torchvision.io", "soundfile", __name__])
+    context.set_forkserver_preload(["torch", "torchaudio", "soundfile", __name__])
     pending: deque[Future[DecodedChunk]] = deque()
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_thread)
     try:

@@ -3,7 +3,7 @@
 The same functions serve ``mst prepare`` (in worker processes, chunk by chunk) and ``mst predict`` (one new file
 at a time), so a prediction sees exactly the features training saw:
 
-* image (.png .jpg .jpeg .webp via torchvision.io, .bmp via Pillow): grayscale or RGB, scaled to [0, 1], resized
+* image (.png .jpg .jpeg .bmp .webp, decoded by Pillow): grayscale or RGB, scaled to [0, 1], resized
   to ``image_size`` x ``image_size`` (bilinear with antialiasing; the aspect ratio is not kept) -> C x S x S;
 * audio (.wav .flac .ogg .mp3, what libsndfile reads): mixed to mono, resampled, centred in a window of
   ``clip_seconds`` (longer clips keep their middle) -> a log-mel spectrogram min-max scaled per clip, 1 x S x S;
@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-TORCHVISION_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
 
 class DecodeError(Exception):
     """One file cannot become a feature row; the message is the reason shown with the row."""
@@ -59,29 +56,22 @@ def image_channels_of(path: Path) -> int:
 
 
 def decode_image(path: Path, channels: int) -> Any:
-    """C x H x W float tensor in [0, 1] (C = ``channels``)."""
+    """C x H x W float tensor in [0, 1] (C = ``channels``); 16-bit grayscale keeps its depth."""
     import torch
+    from PIL import Image, UnidentifiedImageError
 
-    if path.suffix.lower() in TORCHVISION_IMAGE_SUFFIXES:
-        from torchvision.io import ImageReadMode, decode_image as tv_decode, read_file
-
-        try:
-            pixels = tv_decode(read_file(str(path)), mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
-        except (RuntimeError, ValueError) as exc:
-            raise DecodeError(f"cannot decode the image ({_reason(exc)})") from None
-    else:
-        from PIL import Image
-
-        try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-        except (OSError, ValueError) as exc:
-            raise DecodeError(f"cannot decode the image ({_reason(exc)})") from None
-        pixels = torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
-    if pixels.numel() == 0:
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(image, dtype=np.float32) / 65535.0
+                array = np.repeat(array[..., None], channels, axis=-1)
+            else:
+                array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise DecodeError(f"cannot decode the image ({_reason(exc)})") from None
+    if array.size == 0:
         raise DecodeError("empty image")
-    scale = 65535.0 if pixels.dtype == torch.uint16 else 255.0
-    return pixels.to(torch.float32) / scale
+    return torch.from_numpy(np.ascontiguousarray(array.reshape(array.shape[0], array.shape[1], -1))).permute(2, 0, 1)
 
 
 def resize_image(pixels: Any, size: int) -> np.ndarray:

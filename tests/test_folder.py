@@ -1,0 +1,462 @@
+"""``common.dataset: folder``: a user's folder of paired files with a metadata table becomes a feature file, and
+every stage, predict and export run on it. Tiny folders in the real formats (tests/folder_fixtures.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from folder_fixtures import (
+    NAMES,
+    gray_level,
+    image_array_rows,
+    image_audio_rows,
+    rows_of_features,
+    write_png,
+    write_table,
+    write_wav,
+)
+from mstcli.cli import app
+from mstcli.data.store import FeatureFile
+
+runner = CliRunner()
+SMALL = ["-S", "prepare.image_size=8", "-S", "prepare.spec_size=8", "-S", "prepare.clip_seconds=0.25",
+         "-S", "prepare.sample_rate=8000", "-S", "common.threads=1"]  # fmt: skip
+
+
+def prepare(folder: Path, out: Path, *sets: str):
+    return runner.invoke(
+        app, ["prepare", "--dataset", "folder", "--source", str(folder), "--out", str(out), *SMALL, *sets]
+    )
+
+
+def prepared(folder: Path, out: Path, *sets: str) -> FeatureFile:
+    result = prepare(folder, out, *sets)
+    assert result.exit_code == 0, result.output
+    return FeatureFile.open(out)
+
+
+def refused(folder: Path, out: Path, *culprits: str, sets: tuple[str, ...] = ()) -> str:
+    """The one line of a refused prepare, checked to name every culprit and to leave nothing behind."""
+    result = prepare(folder, out, *sets)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for culprit in culprits:
+        assert culprit in lines[0], (culprit, lines[0])
+    assert not out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+    return lines[0]
+
+
+def group_rows(features: FeatureFile, group: int, modality: str = "sensor") -> dict[str, set[int]]:
+    ids = rows_of_features(features, modality)
+    return {name: set(ids[rows].tolist()) for name, rows in features.split_indices(group).items()}
+
+
+# ---- what a folder becomes -------------------------------------------------------------------------------------
+
+
+def test_png_wav_csv_folder_becomes_paired_features_with_class_names(tmp_path):
+    rows = image_audio_rows(tmp_path / "pairs", per_class=4)
+    write_table(tmp_path / "pairs" / "metadata.csv", rows)
+    features = prepared(tmp_path / "pairs", tmp_path / "f.h5")
+
+    assert features.dataset == "folder"
+    assert features.modalities == {"image": (1, 8, 8), "audio": (1, 8, 8)}
+    assert features.class_names == sorted(NAMES) and features.num_samples == 12
+    images, audio, labels = features.read("image"), features.read("audio"), features.labels()
+    # each image is flat gray 8 * row + 4: the stored row, its label and its clip must all be of that row
+    row_of = np.round((images.reshape(12, -1).mean(1) * 255 - 4) / 8).astype(int)
+    assert np.allclose(images.reshape(12, -1).std(1), 0, atol=1e-6), "a flat image stays flat through the resize"
+    assert sorted(row_of.tolist()) == list(range(12))
+    assert [features.class_names[c] for c in labels] == [rows[r]["label"] for r in row_of]
+    # the tone rises with the label: the loudest mel band of the clip must rise with it too
+    band = audio[:, 0].mean(axis=2).argmax(axis=1)
+    for a in range(12):
+        for b in range(12):
+            if NAMES.index(features.class_names[labels[a]]) < NAMES.index(features.class_names[labels[b]]):
+                assert band[a] < band[b]
+    states = {m: features.transform(m)["kind"] for m in ("image", "audio")}
+    assert states == {"image": "image", "audio": "audio"}
+
+
+def test_drawn_split_is_stratified_and_differs_between_groups(tmp_path):
+    write_table(tmp_path / "f" / "metadata.csv", image_array_rows(tmp_path / "f", 30))
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    labels = features.labels()
+    splits = features.split_indices(0)
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [18, 6, 6]
+    for rows in splits.values():
+        assert np.bincount(labels[rows], minlength=3).tolist() in ([6, 6, 6], [2, 2, 2])
+    assert group_rows(features, 0) != group_rows(features, 1), "each split group draws its own split"
+    assert group_rows(features, 3) == group_rows(features, 3)
+
+
+def test_jsonl_with_a_split_column_keeps_every_given_split(tmp_path):
+    rows = image_array_rows(tmp_path / "f", 18)
+    given = {}
+    for i, row in enumerate(rows):
+        row["split"] = ("train", "val", "test", "train", "validation", "train")[i % 6]
+        given[i] = {"val": "val", "validation": "val"}.get(row["split"], row["split"])
+    write_table(tmp_path / "f" / "metadata.jsonl", rows)
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    for group in (0, 7):
+        assert group_rows(features, group) == {s: {i for i, g in given.items() if g == s} for s in ("train", "val", "test")}
+
+
+def test_split_folders_each_with_their_own_table(tmp_path):
+    root = tmp_path / "f"
+    counts = {"train": 4, "validation": 2, "test": 2}
+    offset = 0
+    for split, per_class in counts.items():
+        rows = image_audio_rows(root, per_class=per_class, offset=offset, folder=split)
+        write_table(root / split / ("metadata.jsonl" if split == "test" else "metadata.csv"), rows)
+        offset += len(rows)
+    features = prepared(root, tmp_path / "f.h5")
+    sizes = {s: len(r) for s, r in features.split_indices(5).items()}
+    assert sizes == {"train": 12, "val": 6, "test": 6}
+    row_of = np.round((features.read("image").reshape(24, -1).mean(1) * 255 - 4) / 8).astype(int)
+    assert sorted(row_of[features.split_indices(5)["test"]].tolist()) == list(range(18, 24))
+
+
+def test_missing_validation_is_drawn_from_train_per_class(tmp_path):
+    rows = image_array_rows(tmp_path / "f", 24)
+    for i, row in enumerate(rows):
+        row["split"] = "test" if i >= 18 else "train"
+    write_table(tmp_path / "f" / "metadata.csv", rows)
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    for group in (0, 1):
+        parts = group_rows(features, group)
+        assert parts["test"] == set(range(18, 24))
+        assert len(parts["val"]) == 6 and parts["val"] < set(range(18))  # a quarter of 6 train rows, 2 per class
+        assert len({r % 3 for r in parts["val"]}) == 3
+    assert group_rows(features, 0)["val"] != group_rows(features, 1)["val"]
+
+
+def test_rgb_jpeg_flac_npy_and_text_three_modalities(tmp_path, tiny_text_model):
+    import soundfile
+    from PIL import Image
+
+    root = tmp_path / "f"
+    rows = []
+    for i in range(9):
+        (root / "photos").mkdir(parents=True, exist_ok=True)
+        pixels = np.zeros((10, 10, 3), dtype=np.uint8)
+        pixels[..., i % 3] = 200
+        Image.fromarray(pixels).save(root / "photos" / f"{i}.jpg", quality=95)
+        (root / "clips").mkdir(exist_ok=True)
+        soundfile.write(root / "clips" / f"{i}.flac", np.sin(np.arange(4000) * (0.05 + 0.1 * (i % 3))), 16000)
+        (root / "notes").mkdir(exist_ok=True)
+        (root / "notes" / f"{i}.txt").write_text(f"apple {NAMES[i % 3]} cherry")
+        rows.append({"photo_file_name": f"photos/{i}.jpg", "clip_file_name": f"clips/{i}.flac",
+                     "note_file_name": f"notes/{i}.txt", "label": i % 3})  # fmt: skip
+    write_table(root / "metadata.csv", rows)
+    features = prepared(root, tmp_path / "f.h5", "-S", f"prepare.text_model={tiny_text_model}")
+    assert features.modalities == {"photo": (3, 8, 8), "clip": (1, 8, 8), "note": (12,)}
+    assert features.class_names == ["0", "1", "2"]
+    photos, labels = features.read("photo"), features.labels()
+    assert (photos.mean(axis=(2, 3)).argmax(axis=1) == labels).all(), "RGB kept: the lit channel is the label"
+    notes = features.read("note")
+    assert np.allclose(notes[labels == 1][0], notes[labels == 1][1], atol=1e-7), "same text, same vector"
+    assert np.abs(notes[labels == 0][0] - notes[labels == 1][0]).max() > 1e-5, "another text, another vector"
+
+    info = runner.invoke(app, ["info", str(tmp_path / "f.h5")])
+    assert info.exit_code == 0 and all(m in info.output for m in ("photo", "clip", "note", "3 x 8 x 8"))
+    (tmp_path / "data" / "features").mkdir(parents=True)
+    os.replace(tmp_path / "f.h5", tmp_path / "data" / "features" / "folder.h5")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = runner.invoke(app, ["train", "-S", "common.dataset=folder", "-S", "common.student=photo"])
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 2 and "3 modalities (photo, clip, note)" in result.output, result.output
+
+
+def test_inline_text_column_and_bmp_webp_images(tmp_path, tiny_text_model):
+    from PIL import Image
+
+    root = tmp_path / "f"
+    rows = []
+    for i in range(9):
+        suffix = (".bmp", ".webp", ".png")[i % 3]
+        (root / "img").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((9, 9), gray_level(i), dtype=np.uint8)).save(root / "img" / f"{i}{suffix}", lossless=True)
+        rows.append({"image_file_name": f"img/{i}{suffix}", "caption_text": f"a {NAMES[i % 3]}", "label": NAMES[i % 3]})
+    write_table(root / "metadata.jsonl", rows)
+    features = prepared(root, tmp_path / "f.h5", "-S", f"prepare.text_model={tiny_text_model}")
+    levels = np.round(features.read("image").reshape(9, -1).mean(1) * 255).astype(int)
+    assert sorted(levels.tolist()) == [gray_level(i) for i in range(9)]
+    assert features.modalities["caption"] == (12,)
+
+
+def test_npy_modality_keeps_any_fixed_shape(tmp_path):
+    write_table(tmp_path / "f" / "metadata.csv", image_array_rows(tmp_path / "f", 9, shape=(2, 3, 4, 5)))
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    assert features.modalities["sensor"] == (2, 3, 4, 5)
+    assert sorted(rows_of_features(features).tolist()) == list(range(9))
+
+
+def test_decoding_in_worker_processes_gives_the_same_file(tmp_path):
+    write_table(tmp_path / "f" / "metadata.csv", image_audio_rows(tmp_path / "f", per_class=5))
+    one = prepared(tmp_path / "f", tmp_path / "one.h5", "-S", "prepare.workers=1")
+    pooled = prepared(tmp_path / "f", tmp_path / "pool.h5", "-S", "prepare.workers=2", "-S", "prepare.chunk_rows=4")
+    for modality in ("image", "audio"):
+        assert np.array_equal(one.read(modality), pooled.read(modality))
+    assert np.array_equal(one.labels(), pooled.labels())
+
+
+# ---- bad input: exit 2, one line, nothing written --------------------------------------------------------------
+
+
+def good_folder(root: Path, per_class: int = 3) -> list[dict]:
+    rows = image_audio_rows(root, per_class=per_class)
+    write_table(root / "metadata.csv", rows)
+    return rows
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "f").mkdir()
+    refused(tmp_path / "f", tmp_path / "f.h5", "no metadata.csv or metadata.jsonl")
+
+
+def test_renamed_file_name_column(tmp_path):
+    rows = image_audio_rows(tmp_path / "f")
+    for row in rows:
+        row["file_name"] = row.pop("image_file_name")
+    write_table(tmp_path / "f" / "metadata.csv", rows)
+    refused(tmp_path / "f", tmp_path / "f.h5", "metadata.csv", "at least two modalities", "found 1", "image_file_name")
+
+
+def test_one_modality_and_no_label_column(tmp_path):
+    rows = [{"image_file_name": r["image_file_name"], "label": r["label"]} for r in image_audio_rows(tmp_path / "f")]
+    write_table(tmp_path / "f" / "metadata.csv", rows)
+    refused(tmp_path / "f", tmp_path / "f.h5", "found 1 (image_file_name)")
+    write_table(tmp_path / "f" / "metadata.csv", [{k: v for k, v in r.items() if k != "label"} for r in rows])
+    refused(tmp_path / "f", tmp_path / "f.h5", "no 'label' column")
+
+
+def test_missing_file_names_the_row_the_file_and_the_count_of_others(tmp_path):
+    good_folder(tmp_path / "f")
+    for name in ("001", "004", "007"):
+        (tmp_path / "f" / "sounds" / f"{name}.wav").unlink()
+    refused(tmp_path / "f", tmp_path / "f.h5", "metadata.csv line 3", "sounds/001.wav", "missing file", "2 other rows")
+
+
+def test_truncated_png(tmp_path):
+    good_folder(tmp_path / "f")
+    png = tmp_path / "f" / "pics" / "005.png"
+    png.write_bytes(png.read_bytes()[:40])
+    refused(tmp_path / "f", tmp_path / "f.h5", "line 7", "pics/005.png", "decode")
+
+
+@pytest.mark.parametrize(
+    "change, culprits",
+    [
+        (lambda rows: rows[2].update(split="holdout"), ("line 4", "unknown split 'holdout'")),
+        (lambda rows: rows[4].update(label=" "), ("line 6", "empty label")),
+        (lambda rows: rows[1].update(image_file_name="../outside.png"), ("line 3", "../outside.png", "leaves the folder")),
+        (lambda rows: rows[1].update(image_file_name="/etc/passwd.png"), ("line 3", "absolute path")),
+        (lambda rows: rows[3].update(audio_file_name="pics/000.png"), ("line 5", "kind image", "kind audio")),
+        (lambda rows: rows[3].update(image_file_name=""), ("line 5", "no image_file_name")),
+    ],
+)
+def test_bad_rows_are_named(tmp_path, change, culprits):
+    rows = image_audio_rows(tmp_path / "f")
+    for row in rows:
+        row["split"] = ""
+    change(rows)
+    write_png(tmp_path / "outside.png", 3)
+    write_table(tmp_path / "f" / "metadata.csv", rows)
+    refused(tmp_path / "f", tmp_path / "f.h5", *culprits)
+
+
+def test_class_too_small_to_split(tmp_path):
+    rows = image_audio_rows(tmp_path / "f", per_class=4)
+    rows[0]["label"] = "durian"  # one row of its own; apple keeps 3
+    write_table(tmp_path / "f" / "metadata.csv", rows)
+    refused(tmp_path / "f", tmp_path / "f.h5", "class 'durian' has 1 row", "at least 3 per class")
+
+
+def test_mixed_npy_shapes(tmp_path):
+    write_table(tmp_path / "f" / "metadata.csv", image_array_rows(tmp_path / "f", 9))
+    np.save(tmp_path / "f" / "arrays" / "006.npy", np.zeros((3, 6)))
+    refused(tmp_path / "f", tmp_path / "f.h5", "line 8", "arrays/006.npy", "3x6", "3x5")
+
+
+def test_both_table_formats_at_once(tmp_path):
+    rows = good_folder(tmp_path / "f")
+    write_table(tmp_path / "f" / "metadata.jsonl", rows)
+    refused(tmp_path / "f", tmp_path / "f.h5", "both metadata.csv and metadata.jsonl")
+
+
+def test_skip_leaves_bad_rows_out_and_lists_them(tmp_path):
+    good_folder(tmp_path / "f", per_class=4)
+    (tmp_path / "f" / "pics" / "002.png").write_bytes(b"not a png")
+    (tmp_path / "f" / "sounds" / "009.wav").unlink()
+    out = tmp_path / "f.h5"
+    result = prepare(tmp_path / "f", out, "-S", "prepare.bad_rows=skip")
+    assert result.exit_code == 0, result.output
+    assert "left out 2 of 12 rows" in result.output
+    features = FeatureFile.open(out)
+    levels = np.round(features.read("image").reshape(10, -1).mean(1) * 255).astype(int)
+    assert sorted(levels.tolist()) == [gray_level(r) for r in range(12) if r not in (2, 9)]
+    with open(tmp_path / "f.bad_rows.csv") as f:
+        listed = list(csv.DictReader(f))
+    assert [(r["line"], r["file"]) for r in listed] == [("4", "pics/002.png"), ("11", "sounds/009.wav")]
+    assert "decode" in listed[0]["reason"] and listed[1]["reason"] == "missing file"
+    write_png(tmp_path / "f" / "pics" / "002.png", gray_level(2))
+    write_wav(tmp_path / "f" / "sounds" / "009.wav", 0)
+    assert prepare(tmp_path / "f", out, "-S", "prepare.bad_rows=skip").exit_code == 0
+    assert not (tmp_path / "f.bad_rows.csv").exists(), "a stale list of bad rows is removed"
+    assert FeatureFile.open(out).num_samples == 12
+
+
+# ---- the pipeline, predict and export on a folder --------------------------------------------------------------
+
+
+def learnable_folder(root: Path, per_class: int) -> None:
+    """Images with a bright bar whose row is the class, paired with the class's tone: easy for both modalities."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(per_class * 3):
+        label = i % 3
+        pixels = rng.integers(0, 60, (12, 12)).astype(np.uint8)
+        pixels[2 + 4 * label : 4 + 4 * label] = 250
+        (root / "pics").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / "pics" / f"{i}.png")
+        write_wav(root / "sounds" / f"{i}.wav", label)
+        rows.append({"image_file_name": f"pics/{i}.png", "audio_file_name": f"sounds/{i}.wav", "label": NAMES[label]})
+    write_table(root / "metadata.csv", rows)
+
+
+@pytest.mark.e2e
+def test_pipeline_predict_and_export_on_a_folder(tmp_path, monkeypatch):
+    learnable_folder(tmp_path / "pairs", per_class=10)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(json.dumps({
+        "common": {"dataset": "folder", "student": "image", "threads": 1},
+        "prepare": {"source": "pairs", "image_size": 12, "spec_size": 8, "clip_seconds": 0.25, "sample_rate": 8000},
+        "train": {"epochs": 8, "batch_size": 6, "lr": 3e-3},
+        "fit_masks": {"epochs": 1, "batch_size": 6, "hidden_dim_factor": 32, "heads": 1},
+        "distill": {"epochs": 4, "batch_size": 6, "lr": 3e-3},
+    }))  # fmt: skip
+    for command in (["prepare"], ["train"], ["fit-masks"], ["distill"], ["eval", "--json"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, (command, result.output)
+    metrics = json.loads(result.output)
+    assert metrics["accuracy"] >= 0.8, metrics  # 6 test rows of 3 classes: chance is 1/3
+
+    pics = sorted((tmp_path / "pairs" / "pics").glob("*.png"))[:6]
+    result = runner.invoke(app, ["predict", "--json", *map(str, pics)])
+    assert result.exit_code == 0, result.output
+    predicted = json.loads(result.output)["predictions"]
+    assert {p["class"] for p in predicted} <= set(NAMES)
+    truth = [NAMES[int(p.stem) % 3] for p in pics]
+    assert sum(p["class"] == t for p, t in zip(predicted, truth, strict=True)) >= 4
+
+    result = runner.invoke(app, ["export"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "models/main/export/manifest.json").read_text())
+    assert manifest["classes"] == sorted(NAMES)
+    assert "resize to 12 x 12" in json.dumps(manifest)
+
+
+@pytest.mark.e2e
+def test_text_student_predicts_from_the_command_line(tmp_path, monkeypatch, tiny_text_model):
+    root = tmp_path / "pairs"
+    rows = []
+    for i in range(30):
+        label = i % 3
+        write_png(root / "pics" / f"{i}.png", 40 + 80 * label)
+        rows.append({"image_file_name": f"pics/{i}.png", "review_text": f"{NAMES[label]} {NAMES[label]}",
+                     "label": NAMES[label]})  # fmt: skip
+    write_table(root / "metadata.jsonl", rows)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(json.dumps({
+        "common": {"dataset": "folder", "student": "review", "threads": 1},
+        "prepare": {"source": "pairs", "image_size": 8, "text_model": str(tiny_text_model)},
+        "train": {"epochs": 2, "batch_size": 6}, "fit_masks": {"epochs": 1, "batch_size": 6, "heads": 1},
+        "distill": {"epochs": 1, "batch_size": 6},
+    }))  # fmt: skip
+    for command in (["prepare"], ["train"], ["fit-masks"], ["distill"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, (command, result.output)
+    result = runner.invoke(app, ["predict", "--json", "--text", "cherry cherry", "--text", "apple apple"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [p["file"] for p in report["predictions"]] == ['"cherry cherry"', '"apple apple"']
+    assert all(p["class"] in NAMES for p in report["predictions"])
+    # the prediction is the student on the text's stored feature step: the same text as in training, the same row
+    features = FeatureFile.open(tmp_path / "data/features/folder.h5")
+    from mstcli.stages.predict import Student
+
+    student = Student.load(tmp_path / "models/main/student.pt")
+    row = features.read("review", np.flatnonzero(features.labels() == sorted(NAMES).index("cherry"))[:1])
+    expected = student.probabilities(row, 1)[0]
+    assert np.allclose(report["predictions"][0]["probabilities"], expected, atol=1e-5)
+
+
+def test_predict_without_inputs_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["predict"])
+    assert result.exit_code == 2 and "give files or folders" in result.output
+
+
+def test_example_folder_writes_pngs_wavs_and_a_table(tmp_path):
+    import soundfile
+    from PIL import Image
+
+    repo = Path(__file__).resolve().parents[1]
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        result = runner.invoke(app, ["example-folder", str(tmp_path / "ex"), "--pairs", "12", "--table", "jsonl",
+                                     "--split-column"])  # fmt: skip
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "ex" / "metadata.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and {r["split"] for r in rows} == {"train", "validation", "test"}
+    image = np.asarray(Image.open(tmp_path / "ex" / rows[0]["image_file_name"]))
+    assert image.shape == (28, 28) and image.max() > 100
+    samples, rate = soundfile.read(tmp_path / "ex" / rows[0]["audio_file_name"])
+    assert rate == 8000 and len(samples) == 8000 and np.abs(samples).max() > 0.01
+    again = runner.invoke(app, ["example-folder", str(tmp_path / "ex")])
+    assert again.exit_code == 2 and "not an empty folder" in again.output
+
+
+@pytest.fixture(scope="module")
+def tiny_text_model(tmp_path_factory) -> Path:
+    """A tiny BERT folder (vocabulary of the test words, 12-d, one layer), loadable offline by transformers."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    root = tmp_path_factory.mktemp("text")
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", *NAMES]) + "\n")
+    folder = root / "tiny-bert"
+    BertTokenizer(str(vocab)).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=9, hidden_size=12, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=32)  # fmt: skip
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_feature_file_of_a_folder_records_each_modalitys_step(tmp_path):
+    write_table(tmp_path / "f" / "metadata.csv", image_audio_rows(tmp_path / "f"))
+    prepared(tmp_path / "f", tmp_path / "f.h5")
+    with h5py.File(tmp_path / "f.h5") as f:
+        assert f["transforms/image"].attrs["size"] == 8 and f["transforms/audio"].attrs["sample_rate"] == 8000
+        assert list(f["splits/permutations"].attrs["bounds"]) == [6, 9]
