@@ -146,10 +146,10 @@ class LogMelClip(nn.Module):
 
 def log_mel_graph(settings: Any) -> FeatureGraph:
     """A folder's audio step (settings: folder.kinds.KindSettings) from the centred window to the feature rows."""
-    from mstcli.data.audio import log_mel_layers
+    from mstcli.data.folder.kinds import log_mel_layers
 
     rate, window, size = settings.sample_rate, settings.window, settings.spec_size
-    mel, to_db = log_mel_layers(rate, window, size)
+    mel, to_db = log_mel_layers(settings)
 
     def examples(n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         t = np.arange(window) / rate

@@ -16,8 +16,9 @@ def feature_tables(features: FeatureFile, group: int) -> list[Table]:
     overview.add_column("modality")
     overview.add_column("shape per sample")
     overview.add_column("dtype")
+    overview.add_column("made from")
     for name, shape in features.modalities.items():
-        overview.add_row(name, " x ".join(map(str, shape)), "float32")
+        overview.add_row(name, " x ".join(map(str, shape)), "float32", _made_from(features.transform(name)))
 
     balance = Table(title=f"split group {group}: samples per class")
     balance.add_column("class")
@@ -27,3 +28,14 @@ def feature_tables(features: FeatureFile, group: int) -> list[Table]:
     for c, name in enumerate(features.class_names):
         balance.add_row(name, *(str(counts[s][c]) for s in splits))
     return [overview, balance]
+
+
+def _made_from(state: dict | None) -> str:
+    """What the rows of a modality were made from, where prepare recorded it (a folder's modalities)."""
+    if not state or "kind" not in state:
+        return "-"
+    kind = str(state["kind"])
+    column = f" ({state['column']})" if "column" in state else ""
+    if kind == "image" and state.get("backbone", "none") != "none":
+        return f"image files through {state['backbone']}{column}"
+    return f"{kind}{' files' if kind != 'text' else ''}{column}"

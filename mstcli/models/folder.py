@@ -1,8 +1,8 @@
 """Nets for a user's folder, chosen by each modality's stored feature shape (no data set code to write).
 
-* maps (C x H x W, or H x W read as one channel): a small CNN in the LeNet / AV-MNIST manner, three 3x3
-  convolutions (32, 64, 64 channels; max-pooling after the first two while the map is large enough), an adaptive
-  average pool to 4 x 4 so any size works, then fc1 (128) and the classifier;
+* maps (C x H x W, or H x W read as one channel): a small CNN in the AV-MNIST manner, three 3x3 convolutions
+  (32, 64, 128 channels, each max-pooled while the map is large enough), an adaptive average pool to 4 x 4 so any
+  size works, then fc1 (128) and the classifier;
 * anything else (vectors, and arrays of 4 or more axes, flattened): an MLP D -> 256 -> 128 -> classes.
 
 The MM teacher runs one such encoder per modality (without its classifier), concatenates them and ends in the
@@ -20,6 +20,7 @@ from torch import nn
 from mstcli.models.heads import ThreeLinearHead
 
 ENCODER_WIDTH = 128
+CONV3_CHANNELS = 128
 POOLED = 4
 
 
@@ -32,24 +33,26 @@ def _as_map(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 
 class MapEncoder(nn.Module):
-    """conv1 -> pool -> conv2 -> pool -> conv3 -> adaptive pool -> fc1 (the hooks see conv3 and fc1 before
-    their ReLU)."""
+    """conv1 -> pool -> conv2 -> pool -> conv3 -> pool -> adaptive pool -> fc1 (the hooks see conv3 and fc1 before
+    their ReLU). A conv is followed by 2x2 max-pooling while its map is at least 8 pixels a side, so a 32 x 32
+    input ends at 4 x 4 (the AV-MNIST audio CNN's stack) and an 8 x 8 array is not pooled to nothing."""
 
     def __init__(self, shape: Sequence[int]) -> None:
         super().__init__()
         channels = 1 if len(shape) == 2 else int(shape[0])
-        height, width = int(shape[-2]), int(shape[-1])
+        side = min(int(shape[-2]), int(shape[-1]))
         self.shape = tuple(shape)
         self.conv1 = nn.Conv2d(channels, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.conv3 = nn.Conv2d(64, 64, 3, padding=1)
-        # pool only while the map stays at least 4 pixels a side, so 8 x 8 arrays work as well as 64 x 64 images
-        self.pools = nn.ModuleList(
-            nn.MaxPool2d(2) if min(height, width) >= 4 * 2**i else nn.Identity() for i in range(2)
-        )
+        self.conv3 = nn.Conv2d(64, CONV3_CHANNELS, 3, padding=1)
+        pools = []
+        for _ in range(3):
+            pools.append(nn.MaxPool2d(2) if side >= 8 else nn.Identity())
+            side = side // 2 if side >= 8 else side
+        self.pools = nn.ModuleList(pools)
         self.squeeze = nn.AdaptiveAvgPool2d(POOLED)
         self.act = nn.ReLU()
-        self.fc1 = nn.Linear(64 * POOLED * POOLED, ENCODER_WIDTH)
+        self.fc1 = nn.Linear(CONV3_CHANNELS * POOLED * POOLED, ENCODER_WIDTH)
 
     def below_conv3(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pools[0](self.act(self.conv1(_as_map(x, self.shape))))
@@ -57,7 +60,7 @@ class MapEncoder(nn.Module):
 
     def from_conv3(self, z: torch.Tensor) -> torch.Tensor:
         """fc1's output from conv3's (before fc1's ReLU)."""
-        return self.fc1(self.squeeze(self.act(z)).flatten(1))
+        return self.fc1(self.squeeze(self.pools[2](self.act(z))).flatten(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.from_conv3(self.conv3(self.below_conv3(x))))

@@ -123,6 +123,23 @@ def clip_window(samples: np.ndarray, rate: int, settings: KindSettings) -> np.nd
     return out
 
 
+def log_mel_layers(settings: KindSettings) -> tuple[Any, Any]:
+    """The torchaudio mel spectrogram and dB conversion of a folder's clips, built in one place for prepare,
+    predict and ``mst export``'s graph. S frames cover the window with half-overlapping analysis windows (hop =
+    window / S, window = 2 hops), so that every sample is seen whatever the rate; S mel bands from 20 Hz to half
+    the sample rate."""
+    import torchaudio
+
+    size, window = settings.spec_size, settings.window
+    hop = max(1, window // size)
+    win = min(window, 2 * hop)
+    n_fft = 1 << max(8, (win - 1).bit_length())
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=settings.sample_rate, n_fft=n_fft, win_length=win, hop_length=hop, n_mels=size, f_min=20.0
+    )
+    return mel, torchaudio.transforms.AmplitudeToDB(stype="power", top_db=80.0)
+
+
 def log_mel_rows(waves: np.ndarray, settings: KindSettings) -> np.ndarray:
     """N x 1 x S x S log-mel spectrograms (S mel bands x S frames), min-max scaled per clip.
 
@@ -130,10 +147,10 @@ def log_mel_rows(waves: np.ndarray, settings: KindSettings) -> np.ndarray:
     clip: without it the floor is the whole batch's, and a clip's features would depend on its neighbours."""
     import torch
 
-    from mstcli.data.audio import log_mel_layers, minmax_per_sample
+    from mstcli.data.audio import minmax_per_sample
 
     size = settings.spec_size
-    mel, to_db = log_mel_layers(settings.sample_rate, settings.window, size)
+    mel, to_db = log_mel_layers(settings)
     with torch.no_grad():
         spec = to_db(mel(torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32))[:, None]))
     return minmax_per_sample(spec[:, :, :, :size].numpy())
