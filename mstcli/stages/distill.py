@@ -20,6 +20,7 @@ from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
 from mstcli.engine.checkpoints import MasksCheckpoint, StudentCheckpoint
 from mstcli.engine.loop import EpochEnd, EpochTask
+from mstcli.engine.run_lock import run_lock
 from mstcli.engine.runtime import maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.errors import UserError
@@ -32,6 +33,7 @@ from mstcli.methods.tasks import task_kind
 from mstcli.models.trio import ModalNet, Trio, load_frozen_trio
 from mstcli.engine.provenance import result_provenance
 from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
+from mstcli.stages.paths import RunPaths
 
 
 class Distillation(EpochTask):
@@ -139,45 +141,48 @@ def distill(
     log_dir: Path,
     restart: bool = False,
 ) -> dict:
-    """S3 (or a comparison method) -> ``out`` (student checkpoint) and its dvclive log in ``log_dir``."""
-    settings, common = params.distill, params.common
-    setup = setup_distillation(params, features_path, stage1_path, masks_path)
-    task, trio, method, features, device = setup.task, setup.trio, setup.method, setup.features, setup.device
-    masks_fingerprint = setup.masks_fingerprint
-    inputs = stage_inputs(features, common.seed)
-    key = stage_key("distill", params, settings, inputs, stage1=trio.fingerprint, masks=masks_fingerprint)
-    logbook = stage_logbook(log_dir, "distill", params, settings, routing=True)
-    result, store = run_stage(
-        task, setup.train, params, settings, device, out, key, restart, order_seed=common.seed + 1, logbook=logbook
-    )
-    if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
-        StudentCheckpoint(
-            spec=trio.spec.to_dict(),
-            inputs=inputs,
-            settings=dataclasses.asdict(settings),
-            provenance=result_provenance(
-                params,
-                features,
-                common.seed,
-                device,
-                {
-                    **method_record(settings.method),
-                    "baseline_settings": settings.baseline_settings,
-                    "method_constants": constants_record(method.constants),
-                },
-            ),
-            state=result.best_state,
-            method=settings.method,
-            teacher=method.teacher_label,
-            best_epoch=result.best_epoch,
-            val_ce=result.best_score,
-            stage1=trio.fingerprint,
-            method_constants=constants_record(method.constants),
-        ).save(out)
-        logbook.close({"best_epoch": result.best_epoch, "best_val_ce": result.best_score})
-        store.clear()
-    distributed.barrier()
-    return {"best_epoch": result.best_epoch, "val_ce": result.best_score}
+    """S3 (or a comparison method) -> ``out`` (student checkpoint) and its dvclive log in ``log_dir``, holding the
+    lock of run common.run (engine/run_lock.py; also with another ``out``: it reads the run's stage-1 and masks)."""
+    paths = RunPaths(params.common.run)
+    with run_lock(paths.models, paths.run, "mst distill"):
+        settings, common = params.distill, params.common
+        setup = setup_distillation(params, features_path, stage1_path, masks_path)
+        task, trio, method, features, device = setup.task, setup.trio, setup.method, setup.features, setup.device
+        masks_fingerprint = setup.masks_fingerprint
+        inputs = stage_inputs(features, common.seed)
+        key = stage_key("distill", params, settings, inputs, stage1=trio.fingerprint, masks=masks_fingerprint)
+        logbook = stage_logbook(log_dir, "distill", params, settings, routing=True)
+        result, store = run_stage(
+            task, setup.train, params, settings, device, out, key, restart, order_seed=common.seed + 1, logbook=logbook
+        )
+        if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
+            StudentCheckpoint(
+                spec=trio.spec.to_dict(),
+                inputs=inputs,
+                settings=dataclasses.asdict(settings),
+                provenance=result_provenance(
+                    params,
+                    features,
+                    common.seed,
+                    device,
+                    {
+                        **method_record(settings.method),
+                        "baseline_settings": settings.baseline_settings,
+                        "method_constants": constants_record(method.constants),
+                    },
+                ),
+                state=result.best_state,
+                method=settings.method,
+                teacher=method.teacher_label,
+                best_epoch=result.best_epoch,
+                val_ce=result.best_score,
+                stage1=trio.fingerprint,
+                method_constants=constants_record(method.constants),
+            ).save(out)
+            logbook.close({"best_epoch": result.best_epoch, "best_val_ce": result.best_score})
+            store.clear()
+        distributed.barrier()
+        return {"best_epoch": result.best_epoch, "val_ce": result.best_score}
 
 
 def _masks(cls: type[DistillMethod], masks_path: Path | None, trio: Trio) -> tuple[list, str]:

@@ -23,48 +23,53 @@ from mstcli.engine.logbook import log_final
 from mstcli.engine.provenance import result_provenance
 from mstcli.engine.outputs import write_json, write_text
 from mstcli.engine.runtime import setup_runtime
+from mstcli.engine.run_lock import run_lock
 from mstcli.models.trio import ModalNet, RunSpec
+from mstcli.stages.paths import RunPaths
 
 
 def evaluate(params: Params, features_path: Path, student_path: Path, metrics_path: Path, confusion_path: Path) -> dict:
     """Test the student -> ``metrics_path`` (with provenance), ``confusion_path`` and the dvclive summary of the
-    test figures in ``metrics_path``'s folder ``eval/`` (the run's DVC metrics)."""
-    checkpoint = StudentCheckpoint.load(student_path)
-    features = FeatureFile.open(features_path)
-    group = checkpoint.inputs["split_group"]  # a student is tested on the test split of the group it learned on
-    checkpoint.check_inputs(student_path, features, group)
-    device = setup_runtime(params.common.device, params.common.threads, group)
-    spec = RunSpec.from_dict(checkpoint.spec)
-    student = ModalNet(spec.build_student(), (spec.student,))
-    student.net.load_state_dict(checkpoint.state)
-    student.to(device).eval()
-    test = load_splits(features, group, [spec.student], device, names=("test",), memory_mb=params.common.memory_mb)
-    test = test["test"]
-    metrics, confusion_text = TESTS[spec.task](student, test, params.eval.batch_size, list(spec.class_names))
-    confusion = metrics.pop("confusion")
-    report = {
-        "student": spec.student,
-        "method": checkpoint.method,
-        "teacher": checkpoint.teacher,
-        "split_group": group,
-        "seed": group,  # common.seed is both the seed and the split group
-        "best_epoch": checkpoint.best_epoch,
-        # which constants a comparison method ran with: the set and the values (empty for mst and none)
-        "baseline_settings": checkpoint.settings.get("baseline_settings") if checkpoint.method_constants else None,
-        "method_constants": checkpoint.method_constants,
-        **metrics,
-        "provenance": _provenance(params, features, group, device, checkpoint),
-    }
-    if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
-        write_json(metrics_path, report)
-        keys = ("accuracy", "macro_f1", "per_class_accuracy", "n_test", "best_epoch", *DENSE_KEYS)
-        figures = {k: report[k] for k in keys if k in report}
-        logged = {"common": dataclasses.asdict(params.common), "eval": dataclasses.asdict(params.eval)}
-        log_final(metrics_path.parent / "eval", logged, figures)
-        write_text(confusion_path, confusion_text)
-    distributed.barrier()
-    report["confusion"] = confusion
-    return report
+    test figures in ``metrics_path``'s folder ``eval/`` (the run's DVC metrics), holding the lock of run common.run
+    (engine/run_lock.py)."""
+    paths = RunPaths(params.common.run)
+    with run_lock(paths.models, paths.run, "mst eval"):
+        checkpoint = StudentCheckpoint.load(student_path)
+        features = FeatureFile.open(features_path)
+        group = checkpoint.inputs["split_group"]  # a student is tested on the test split of the group it learned on
+        checkpoint.check_inputs(student_path, features, group)
+        device = setup_runtime(params.common.device, params.common.threads, group)
+        spec = RunSpec.from_dict(checkpoint.spec)
+        student = ModalNet(spec.build_student(), (spec.student,))
+        student.net.load_state_dict(checkpoint.state)
+        student.to(device).eval()
+        test = load_splits(features, group, [spec.student], device, names=("test",), memory_mb=params.common.memory_mb)
+        test = test["test"]
+        metrics, confusion_text = TESTS[spec.task](student, test, params.eval.batch_size, list(spec.class_names))
+        confusion = metrics.pop("confusion")
+        report = {
+            "student": spec.student,
+            "method": checkpoint.method,
+            "teacher": checkpoint.teacher,
+            "split_group": group,
+            "seed": group,  # common.seed is both the seed and the split group
+            "best_epoch": checkpoint.best_epoch,
+            # which constants a comparison method ran with: the set and the values (empty for mst and none)
+            "baseline_settings": checkpoint.settings.get("baseline_settings") if checkpoint.method_constants else None,
+            "method_constants": checkpoint.method_constants,
+            **metrics,
+            "provenance": _provenance(params, features, group, device, checkpoint),
+        }
+        if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
+            write_json(metrics_path, report)
+            keys = ("accuracy", "macro_f1", "per_class_accuracy", "n_test", "best_epoch", *DENSE_KEYS)
+            figures = {k: report[k] for k in keys if k in report}
+            logged = {"common": dataclasses.asdict(params.common), "eval": dataclasses.asdict(params.eval)}
+            log_final(metrics_path.parent / "eval", logged, figures)
+            write_text(confusion_path, confusion_text)
+        distributed.barrier()
+        report["confusion"] = confusion
+        return report
 
 
 def _classification_test(student: ModalNet, test: Split, batch_size: int, names: list[str]) -> tuple[dict, str]:

@@ -38,6 +38,7 @@ from mstcli.data.readers import BadInput
 from mstcli.data.sources import get_source
 from mstcli.engine.checkpoints import StudentCheckpoint
 from mstcli.engine.outputs import write_json, write_text
+from mstcli.engine.run_lock import run_lock
 from mstcli.errors import UserError
 from mstcli.stages.predict import FeatureContext, Student
 
@@ -71,30 +72,43 @@ def feature_graph(student: Student, context: FeatureContext) -> FeatureGraph:
 
 
 def export(student_path: Path, features_path: Path, out: Path, metrics_path: Path | None = None) -> dict[str, Any]:
-    """Write ``out`` (student.pt2, student.onnx, manifest.json, run_onnx.py, README.md); returns the manifest."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
-    student = Student.load(student_path)
-    checkpoint = StudentCheckpoint.load(student_path)
-    context = FeatureContext(features_path, student)
-    prepare, _ = context.records()  # refuses a feature file the student was not trained on
-    graph = feature_graph(student, context)
-    model = ExportedStudent(graph.module, student.net.net).eval()
+    """Write ``out`` (student.pt2, student.onnx, manifest.json, run_onnx.py, README.md); returns the manifest.
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        check = write_graphs(model, graph, tmp)
-        shutil.copyfile(EXAMPLE, tmp / "run_onnx.py")
-        manifest = build_manifest(student, checkpoint, context, prepare, graph, check, tmp, metrics_path)
-        write_json(tmp / "manifest.json", manifest)
-        write_text(tmp / "README.md", readme(manifest))
-        replace_folder(tmp, out)
-    finally:
+    Holds the lock of the student's run (engine/run_lock.py): the folder of ``student_path``, ``models/<run>``."""
+    folder = Path(student_path).parent
+    with run_lock(folder, run_name(folder), "mst export"):
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file, not a folder")
+        student = Student.load(student_path)
+        checkpoint = StudentCheckpoint.load(student_path)
+        context = FeatureContext(features_path, student)
+        prepare, _ = context.records()  # refuses a feature file the student was not trained on
+        graph = feature_graph(student, context)
+        model = ExportedStudent(graph.module, student.net.net).eval()
+
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
+        tmp.mkdir(parents=True)
+        try:
+            check = write_graphs(model, graph, tmp)
+            shutil.copyfile(EXAMPLE, tmp / "run_onnx.py")
+            manifest = build_manifest(student, checkpoint, context, prepare, graph, check, tmp, metrics_path)
+            write_json(tmp / "manifest.json", manifest)
+            write_text(tmp / "README.md", readme(manifest))
+            replace_folder(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return manifest
+
+
+def run_name(folder: Path) -> str:
+    """The run a models folder belongs to, for the message of a refused export: ``main`` for ``models/main``,
+    ``bench/image-s0`` for ``models/bench/image-s0``; the folder itself for a student kept elsewhere."""
+    models = Path("models")
+    if folder != models and folder.is_relative_to(models):
+        return folder.relative_to(models).as_posix()
+    return folder.as_posix()
 
 
 def write_graphs(model: nn.Module, graph: FeatureGraph, folder: Path) -> dict[str, Any]:

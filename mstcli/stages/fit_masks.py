@@ -26,6 +26,7 @@ from mstcli.engine.checkpoints import MasksCheckpoint
 from mstcli.engine.layer_cache import build_layer_cache, plan_cache
 from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.optimizers import adam
+from mstcli.engine.run_lock import run_lock
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.methods.tasks import CLASSIFICATION, TaskKind, task_kind
@@ -45,6 +46,7 @@ from mstcli.models.trio import Trio, load_frozen_trio
 from mstcli.methods.hardcoded import stage_record
 from mstcli.engine.provenance import result_provenance
 from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
+from mstcli.stages.paths import RunPaths
 from mstcli.ui import logger
 
 
@@ -114,73 +116,81 @@ class MaskFitting(EpochTask):
 def fit_masks(
     params: Params, features_path: Path, stage1_path: Path, out: Path, log_dir: Path, restart: bool = False
 ) -> dict:
-    """S2 -> ``out`` (MaskNet checkpoint) and its dvclive log in ``log_dir``."""
-    settings, common = params.fit_masks, params.common
-    features = FeatureFile.open(features_path)
-    device = runtime_for(common)
-    trio = load_frozen_trio(stage1_path, features, common.seed, device)
-    splits = load_splits(
-        features, common.seed, list(trio.spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
-    )
-    masks = build_masks(
-        trio,
-        splits["val"].batch(torch.arange(2, device=device)),
-        settings.layers,
-        settings.heads,
-        settings.hidden_dim_factor,
-    )
-    for _, net in masks:
-        net.to(device)
-        maybe_compile(net, common.compile)
-    masked = _masked_teachers(trio, masks, splits, settings, common.precision, device)
-    kind = task_kind(trio.spec.task)
-    with autocast(device, common.precision):  # the frozen student's logits, once (or per batch when too large)
-        targets = {
-            name: kind.student_targets(trio, split, settings.batch_size, common.memory_mb)
-            for name, split in splits.items()
-        }
-    task = MaskFitting(
-        masked,
-        targets,
-        splits["val"],
-        settings.lr,
-        settings.temperature,
-        settings.batch_size,
-        device,
-        common.precision,
-        settings.label_weight,
-        kind,
-    )
-    inputs = stage_inputs(features, common.seed)
-    logbook = stage_logbook(log_dir, "fit_masks", params, settings)
-    result, store = run_stage(
-        task,
-        splits["train"],
-        params,
-        settings,
-        device,
-        out,
-        stage_key("fit_masks", params, settings, inputs, stage1=trio.fingerprint),
-        restart,
-        order_seed=common.seed,
-        logbook=logbook,
-    )
-    record = stage_record("S2", masknet_module, masked_teachers_module, experts_module)
-    if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
-        MasksCheckpoint(
-            spec=trio.spec.to_dict(),
-            inputs=inputs,
-            settings=dataclasses.asdict(settings),
-            provenance=result_provenance(params, features, common.seed, device, record),
-            stage1=trio.fingerprint,
-            masks=mask_entries(masks, result.best_state, settings.heads, settings.hidden_dim_factor),
-            best_epoch=result.best_epoch,
-            val_score=result.best_score,
-        ).save(out)
-        logbook.close({"best_epoch": result.best_epoch, "best_score": result.best_score})
-        store.clear()
-    distributed.barrier()
-    return {"best_epoch": result.best_epoch, "val_score": result.best_score}
+    """S2 -> ``out`` (MaskNet checkpoint) and its dvclive log in ``log_dir``, holding the run's lock
+    (engine/run_lock.py) from the start, so that a second process on the run stops before any work."""
+    paths = RunPaths(params.common.run)
+    with run_lock(paths.models, paths.run, "mst fit-masks"):
+        settings, common = params.fit_masks, params.common
+        features = FeatureFile.open(features_path)
+        device = runtime_for(common)
+        trio = load_frozen_trio(stage1_path, features, common.seed, device)
+        splits = load_splits(
+            features,
+            common.seed,
+            list(trio.spec.modalities),
+            device,
+            names=("train", "val"),
+            memory_mb=common.memory_mb,
+        )
+        masks = build_masks(
+            trio,
+            splits["val"].batch(torch.arange(2, device=device)),
+            settings.layers,
+            settings.heads,
+            settings.hidden_dim_factor,
+        )
+        for _, net in masks:
+            net.to(device)
+            maybe_compile(net, common.compile)
+        masked = _masked_teachers(trio, masks, splits, settings, common.precision, device)
+        kind = task_kind(trio.spec.task)
+        with autocast(device, common.precision):  # the frozen student's logits, once (or per batch when too large)
+            targets = {
+                name: kind.student_targets(trio, split, settings.batch_size, common.memory_mb)
+                for name, split in splits.items()
+            }
+        task = MaskFitting(
+            masked,
+            targets,
+            splits["val"],
+            settings.lr,
+            settings.temperature,
+            settings.batch_size,
+            device,
+            common.precision,
+            settings.label_weight,
+            kind,
+        )
+        inputs = stage_inputs(features, common.seed)
+        logbook = stage_logbook(log_dir, "fit_masks", params, settings)
+        result, store = run_stage(
+            task,
+            splits["train"],
+            params,
+            settings,
+            device,
+            out,
+            stage_key("fit_masks", params, settings, inputs, stage1=trio.fingerprint),
+            restart,
+            order_seed=common.seed,
+            logbook=logbook,
+        )
+        record = stage_record("S2", masknet_module, masked_teachers_module, experts_module)
+        if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
+            MasksCheckpoint(
+                spec=trio.spec.to_dict(),
+                inputs=inputs,
+                settings=dataclasses.asdict(settings),
+                provenance=result_provenance(params, features, common.seed, device, record),
+                stage1=trio.fingerprint,
+                masks=mask_entries(masks, result.best_state, settings.heads, settings.hidden_dim_factor),
+                best_epoch=result.best_epoch,
+                val_score=result.best_score,
+            ).save(out)
+            logbook.close({"best_epoch": result.best_epoch, "best_score": result.best_score})
+            store.clear()
+        distributed.barrier()
+        return {"best_epoch": result.best_epoch, "val_score": result.best_score}
 
 
 def _masked_teachers(

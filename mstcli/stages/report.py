@@ -24,6 +24,7 @@ import numpy as np
 
 from mstcli.engine.logbook import read_curves, routing_teachers
 from mstcli.engine.outputs import write_text
+from mstcli.engine.run_lock import run_lock
 from mstcli.errors import UserError
 from mstcli.stages.paths import RunPaths
 
@@ -75,48 +76,50 @@ def read_confusion(path: Path, class_names: list[str]) -> np.ndarray:
 
 
 def report(run: RunPaths, features_path: Path, batch_size: int = 1024) -> Report:
-    from mstcli.report import figures
+    """The figures and the page of ``run``, holding the run's lock while writing them (engine/run_lock.py)."""
+    with run_lock(run.models, run.run, "mst report"):
+        from mstcli.report import figures
 
-    metrics_path = run.results / "metrics.json"
-    if not metrics_path.exists():
-        raise UserError(f"no {metrics_path}: run the pipeline (or `mst eval`) for run '{run.run}' first")
-    metrics = json.loads(metrics_path.read_text())
-    out = Report(run.results / "report.md")
-    folder = run.results / "figures"
+        metrics_path = run.results / "metrics.json"
+        if not metrics_path.exists():
+            raise UserError(f"no {metrics_path}: run the pipeline (or `mst eval`) for run '{run.run}' first")
+        metrics = json.loads(metrics_path.read_text())
+        out = Report(run.results / "report.md")
+        folder = run.results / "figures"
 
-    stages = {name: read_curves(run.results / name) for name in LOG_FOLDERS if (run.results / name).is_dir()}
-    if any(stages.values()):
-        out.figures["curves"] = folder / "curves.png"
-        out.drawn["curves"] = figures.curves_figure(stages, out.figures["curves"])
-    else:
-        out.skipped["curves"] = f"no stage logs under {run.results}"
+        stages = {name: read_curves(run.results / name) for name in LOG_FOLDERS if (run.results / name).is_dir()}
+        if any(stages.values()):
+            out.figures["curves"] = folder / "curves.png"
+            out.drawn["curves"] = figures.curves_figure(stages, out.figures["curves"])
+        else:
+            out.skipped["curves"] = f"no stage logs under {run.results}"
 
-    teachers = routing_teachers(run.results / "distill")
-    if teachers:
-        out.figures["routing"] = folder / "routing.png"
-        out.drawn["routing"] = figures.routing_figure(stages.get("distill", []), teachers, out.figures["routing"])
-    else:
-        out.skipped["routing"] = f"S3 of method '{metrics.get('method')}' routes to no specialized teachers"
+        teachers = routing_teachers(run.results / "distill")
+        if teachers:
+            out.figures["routing"] = folder / "routing.png"
+            out.drawn["routing"] = figures.routing_figure(stages.get("distill", []), teachers, out.figures["routing"])
+        else:
+            out.skipped["routing"] = f"S3 of method '{metrics.get('method')}' routes to no specialized teachers"
 
-    confusion = run.results / "confusion.csv"
-    class_names = list(metrics.get("per_class_accuracy", {}))
-    if confusion.exists() and class_names:
-        out.figures["confusion"] = folder / "confusion.png"
-        out.drawn["confusion"] = figures.confusion_figure(
-            read_confusion(confusion, class_names), class_names, out.figures["confusion"]
-        )
-    else:
-        out.skipped["confusion"] = f"no {confusion}"
+        confusion = run.results / "confusion.csv"
+        class_names = list(metrics.get("per_class_accuracy", {}))
+        if confusion.exists() and class_names:
+            out.figures["confusion"] = folder / "confusion.png"
+            out.drawn["confusion"] = figures.confusion_figure(
+                read_confusion(confusion, class_names), class_names, out.figures["confusion"]
+            )
+        else:
+            out.skipped["confusion"] = f"no {confusion}"
 
-    if run.stage1.exists() and run.masks.exists():
-        means = _mask_means(run, features_path, metrics["split_group"], batch_size)
-        out.figures["masks"] = folder / "masks.png"
-        out.drawn["masks"] = figures.masks_figure(means, out.figures["masks"])
-    else:
-        out.skipped["masks"] = f"no {run.stage1} or {run.masks}"
+        if run.stage1.exists() and run.masks.exists():
+            means = _mask_means(run, features_path, metrics["split_group"], batch_size)
+            out.figures["masks"] = folder / "masks.png"
+            out.drawn["masks"] = figures.masks_figure(means, out.figures["masks"])
+        else:
+            out.skipped["masks"] = f"no {run.stage1} or {run.masks}"
 
-    write_text(out.page, render_page(run, metrics, out))
-    return out
+        write_text(out.page, render_page(run, metrics, out))
+        return out
 
 
 def _mask_means(run: RunPaths, features_path: Path, group: int, batch_size: int) -> list[tuple[str, np.ndarray]]:

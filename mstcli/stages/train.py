@@ -18,6 +18,7 @@ from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
 from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.optimizers import adam
+from mstcli.engine.run_lock import run_lock
 from mstcli.engine.runtime import maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.methods.mst import losses as mst_losses
@@ -28,6 +29,7 @@ from mstcli.models.trio import RunSpec, Trio
 from mstcli.methods.hardcoded import stage_record
 from mstcli.engine.provenance import result_provenance
 from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
+from mstcli.stages.paths import RunPaths
 
 
 class CollaborativeTraining(EpochTask):
@@ -66,39 +68,42 @@ class CollaborativeTraining(EpochTask):
 
 
 def train(params: Params, features_path: Path, out: Path, log_dir: Path, restart: bool = False) -> dict:
-    """S1 -> ``out`` (stage-1 checkpoint) and its dvclive log in ``log_dir``; returns the last epoch's row."""
-    settings, common = params.train, params.common
-    features = FeatureFile.open(features_path)
-    device = runtime_for(common)
-    spec = RunSpec.from_features(features, common.student, settings.width_divisor)
-    trio = Trio(spec)
-    if settings.vgg16_weights:
-        load_pretrained(trio, Path(settings.vgg16_weights).expanduser())
-    trio = trio.to(device)
-    splits = load_splits(
-        features, common.seed, list(spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
-    )
-    for net in (trio.mm, trio.student, trio.cm):
-        maybe_compile(net.net, common.compile)
-    task = CollaborativeTraining(trio, splits["val"], settings.lr, settings.temperature, device, common.precision)
-    inputs = stage_inputs(features, common.seed)
-    logbook = stage_logbook(log_dir, "train", params, settings)
-    result, store = run_stage(
-        task,
-        splits["train"],
-        params,
-        settings,
-        device,
-        out,
-        stage_key("train", params, settings, inputs),
-        restart,
-        order_seed=common.seed,
-        logbook=logbook,
-    )
-    if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
-        origin = result_provenance(params, features, common.seed, device, stage_record("S1", mst_losses))
-        trio.checkpoint(inputs, dataclasses.asdict(settings), origin).save(out)
-        logbook.close({"best_epoch": result.best_epoch})
-        store.clear()
-    distributed.barrier()
-    return result.rows[-1]
+    """S1 -> ``out`` (stage-1 checkpoint) and its dvclive log in ``log_dir``; returns the last epoch's row. The run's
+    lock (engine/run_lock.py) is held from the start, so that a second process on the run stops before any work."""
+    paths = RunPaths(params.common.run)
+    with run_lock(paths.models, paths.run, "mst train"):
+        settings, common = params.train, params.common
+        features = FeatureFile.open(features_path)
+        device = runtime_for(common)
+        spec = RunSpec.from_features(features, common.student, settings.width_divisor)
+        trio = Trio(spec)
+        if settings.vgg16_weights:
+            load_pretrained(trio, Path(settings.vgg16_weights).expanduser())
+        trio = trio.to(device)
+        splits = load_splits(
+            features, common.seed, list(spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
+        )
+        for net in (trio.mm, trio.student, trio.cm):
+            maybe_compile(net.net, common.compile)
+        task = CollaborativeTraining(trio, splits["val"], settings.lr, settings.temperature, device, common.precision)
+        inputs = stage_inputs(features, common.seed)
+        logbook = stage_logbook(log_dir, "train", params, settings)
+        result, store = run_stage(
+            task,
+            splits["train"],
+            params,
+            settings,
+            device,
+            out,
+            stage_key("train", params, settings, inputs),
+            restart,
+            order_seed=common.seed,
+            logbook=logbook,
+        )
+        if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
+            origin = result_provenance(params, features, common.seed, device, stage_record("S1", mst_losses))
+            trio.checkpoint(inputs, dataclasses.asdict(settings), origin).save(out)
+            logbook.close({"best_epoch": result.best_epoch})
+            store.clear()
+        distributed.barrier()
+        return result.rows[-1]
