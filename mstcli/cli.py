@@ -514,6 +514,49 @@ def show_params(params_file: ParamsOption = None, overrides: SetOption = None) -
     Console().print(table)
 
 
+bench_app = typer.Typer(
+    name="bench", help="Benchmarks: commands that measure and print figures (run them on a quiet machine).",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app)
+
+
+@bench_app.command("folder")
+@user_errors
+def bench_folder(
+    pairs: Annotated[
+        Optional[list[int]], typer.Option("--pairs", min=1, help="folder sizes to measure (repeatable)")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=0, help="prepare.workers (0: one per core)")] = 0,
+    workdir: Annotated[
+        Optional[Path], typer.Option(help="where the example folders are written (default: the temp folder)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as one JSON list")] = False,
+) -> None:
+    """`mst prepare` on example folders of PNG + WAV pairs: pairs per second and peak memory, per folder size.
+
+    Writes each folder with `mst example-folder` (from the embedded AV-Digits data, so run it from the repository's
+    root), prepares it in a child process while sampling the memory of its whole process tree, then deletes both."""
+    import json
+
+    from mstcli.benchmarks.folder_prepare import run as run_bench
+
+    figures = run_bench(pairs or [10000, 50000], workers, workdir)
+    if as_json:
+        typer.echo(json.dumps([f.to_dict() for f in figures]))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"mst prepare on a folder of PNG + WAV pairs ({os.cpu_count()} cores)")
+    for column in ("pairs", "workers", "prepare s", "pairs/s", "peak PSS of the tree MB", "peak parent RSS MB",
+                   "feature file MB"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for f in figures:
+        table.add_row(*map(str, (f.pairs, f.workers, f.seconds, f.pairs_per_second, f.peak_tree_pss_mb,
+                                 f.peak_parent_rss_mb, f.feature_mb)))  # fmt: skip
+    show(table)
+
+
 def main() -> None:
     _offline_environment()
     app(prog_name="mst")

@@ -38,7 +38,7 @@ class Chunk:
 
     start: int
     root: str
-    values: dict[str, list[str]]  # modality -> absolute paths, or inline text for a ``_text`` column
+    values: dict[str, list[str]]  # modality -> paths relative to ``root``, or inline text for a ``_text`` column
     kinds: dict[str, str]  # modality -> image | audio | array | text
     from_files: dict[str, bool]
     settings: KindSettings
@@ -55,7 +55,7 @@ class DecodedChunk:
 
 def _decode_value(chunk: Chunk, modality: str, value: str) -> Any:
     kind, settings = chunk.kinds[modality], chunk.settings
-    path = Path(value)
+    path = Path(chunk.root) / value
     if kind == "text":
         return read_text_file(path) if chunk.from_files[modality] else value
     if modality in chunk.check_only:
@@ -80,7 +80,7 @@ def decode_chunk(chunk: Chunk) -> DecodedChunk:
             try:
                 row[modality] = _decode_value(chunk, modality, values[i])
             except DecodeError as exc:
-                shown = "" if not chunk.from_files[modality] else _relative(values[i], chunk.root)
+                shown = values[i] if chunk.from_files[modality] else ""
                 out.problems.append((chunk.start + i, shown, str(exc)))
                 break
         else:
@@ -98,13 +98,6 @@ def decode_chunk(chunk: Chunk) -> DecodedChunk:
         else:
             out.rows[modality] = np.stack(values) if values else np.empty((0,), np.float32)
     return out
-
-
-def _relative(value: str, root: str) -> str:
-    try:
-        return str(Path(value).relative_to(root))
-    except ValueError:
-        return value
 
 
 def _one_thread() -> None:

@@ -87,9 +87,9 @@ def _kind_settings(table: FolderTable, params: Any) -> KindSettings:
 
 
 def _first_readable(table: FolderTable, modality: str, read: Any) -> Any:
-    for path in table.values[modality][:64]:
+    for row in range(min(64, len(table))):
         try:
-            return read(Path(path))
+            return read(table.path(modality, row))
         except DecodeError:
             continue
     raise UserError(f"{table.root}: none of the first 64 files of {modality} can be read")
@@ -199,7 +199,7 @@ def build(source: Path, params: Any, out: Path, meta: dict[str, Any]) -> None:
     ) as writer:
         with progress_bar(f"decoding {source.name}", len(table)) as advance:
             for done in decode_in_order(_chunks(table, rows, settings, params), _workers(params, len(table))):
-                bad = [Problem(table.places[r], file, reason) for r, file, reason in done.problems]
+                bad = [Problem(table.place(r), file, reason) for r, file, reason in done.problems]
                 if bad and params.bad_rows == "error":
                     raise _refuse(source, bad + problems, " found so far")
                 problems.extend(bad)

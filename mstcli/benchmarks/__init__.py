@@ -1,0 +1,1 @@
+"""Benchmark commands (``mst bench ...``): measurements that print figures, never tests."""
