@@ -121,7 +121,9 @@ class PrepareParams:
         "folder: images through a frozen torchvision ResNet-50 (2048-d; weights from prepare.image_weights) instead"
         " of resized pixels, for large photos",
     )
-    sample_rate: int = _opt(16000, "folder: audio is resampled to this rate (Hz)", min=1000, max=192000)
+    sample_rate: int = _opt(
+        0, "folder: audio is resampled to this rate in Hz (0: the first clip's rate)", min=0, max=192000
+    )
     workers: int = _opt(0, "folder: decoding processes (0: one per CPU core; 1: in this process)", min=0)
     chunk_rows: int = _opt(256, "folder: rows per decoding chunk (memory holds about 2 x workers chunks)", min=1)
     label_map: str | None = _opt(

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from mstcli.data.folder.decoding import Chunk, decode_in_order
-from mstcli.data.folder.kinds import DecodeError, KindSettings, array_row, image_channels_of
+from mstcli.data.folder.kinds import DecodeError, KindSettings, array_row, image_channels_of, read_clip
 from mstcli.data.folder.table import FolderTable, Problem, read_table
 from mstcli.data.readers import BadInput, RawInput
 from mstcli.data.sources import DataSource, FeatureStep, register
@@ -71,7 +71,10 @@ def _kind_settings(table: FolderTable, params: Any) -> KindSettings:
     mode, the shape of each .npy modality). A first row that cannot be read is a bad row like any other."""
     channels = {"gray": 1, "rgb": 3}.get(params.image_mode, 0)
     shapes: dict[str, tuple[int, ...]] = {}
+    rate = params.sample_rate
     for modality in table.modalities:
+        if modality.kind == "audio" and not rate:
+            rate = _first_readable(table, modality.name, read_clip)[1]
         if modality.kind == "image" and not channels and params.image_backbone == "none":
             channels = _first_readable(table, modality.name, image_channels_of)
         if modality.kind == "array":
@@ -79,7 +82,7 @@ def _kind_settings(table: FolderTable, params: Any) -> KindSettings:
     return KindSettings(
         image_size=params.image_size,
         image_channels=channels or 1,
-        sample_rate=params.sample_rate,
+        sample_rate=rate or 16000,
         clip_seconds=params.clip_seconds,
         spec_size=params.spec_size,
         array_shapes=shapes,
