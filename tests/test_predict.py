@@ -93,7 +93,8 @@ def bad_inputs(folder: Path) -> dict[str, str]:
     (folder / "garbage.png").write_bytes(b"not a png at all")
     (folder / "garbage.wav").write_bytes(b"RIFF....nonsense")
     np.save(folder / "wrong.npy", np.zeros((3, 3), dtype=np.float32))
-    (folder / "notes.txt").write_text("hello")
+    (folder / "notes.doc").write_text("hello")
+    (folder / "caption.txt").write_text("a text")
     write_png(folder / "big.png", 4, size=32)
     write_wav(folder / "tone.wav", 2)
     return {
@@ -101,7 +102,8 @@ def bad_inputs(folder: Path) -> dict[str, str]:
         "garbage.png": "not a readable image",
         "garbage.wav": "audio file, the student reads image",
         "wrong.npy": "shape",
-        "notes.txt": "unknown file type",
+        "notes.doc": "unknown file type",
+        "caption.txt": "a text file, the student reads image",
         "big.png": "32x32 pixels",
         "tone.wav": "audio file, the student reads image",
         "missing.png": "not found",

@@ -99,3 +99,10 @@ def read_input(path: Path) -> RawInput:
     if path.stat().st_size == 0:
         raise BadInput("empty file")
     return dataclasses.replace(reader(path), path=path)
+
+
+#: the kind of raw input each suffix gives (RawInput.kind), so a folder can be narrowed to what a student reads
+SUFFIX_KINDS: dict[str, str] = {
+    suffix: {read_image: "image", read_audio: "audio", read_text: "text", read_features: "features"}[reader]
+    for suffix, reader in READERS.items()
+}

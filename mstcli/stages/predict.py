@@ -9,6 +9,7 @@ of the batch is still predicted; only when nothing is usable does the whole comm
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mstcli.data.readers import READERS, BadInput, RawInput, read_input
+from mstcli.data.readers import READERS, SUFFIX_KINDS, BadInput, RawInput, read_input
 from mstcli.data.sources import FeatureStep, get_source
 from mstcli.data.store import FeatureFile
 from mstcli.engine.checkpoints import StudentCheckpoint
@@ -95,14 +96,19 @@ class Student:
         return np.concatenate(out) if out else np.empty((0, self.spec.num_classes), dtype=np.float32)
 
 
-def expand(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files to read: each folder becomes its readable files (sorted, not recursive); an empty folder is a failure."""
+def expand(
+    inputs: list[Path], suffixes: Callable[[], set[str]] | None = None
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files to read: each folder becomes its files of ``suffixes()`` (what the student reads; default every readable
+    suffix), sorted, not recursive; a folder without any is a failure. Named files are all kept (a wrong one is
+    reported with its reason)."""
     files, failures = [], []
     for path in inputs:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READERS)
+            wanted = suffixes() if suffixes is not None else set(READERS)
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in wanted)
             if not found:
-                failures.append((str(path), f"folder without input files ({', '.join(sorted(READERS))})"))
+                failures.append((str(path), f"folder without input files of the student ({', '.join(sorted(wanted))})"))
             files.extend(found)
         else:
             files.append(path)
@@ -160,6 +166,12 @@ class StepLookup:
         return self._step
 
 
+def student_suffixes(step: FeatureStep | None) -> set[str]:
+    """The suffixes of the raw inputs a student's feature step reads, and .npy feature rows."""
+    kinds = {"features", step.reads} if step is not None else {"features"}
+    return {suffix for suffix, kind in SUFFIX_KINDS.items() if kind in kinds}
+
+
 def text_inputs(texts: list[str]) -> list[tuple[str, RawInput]]:
     """``--text`` strings as raw inputs, named by their first words."""
     named = []
@@ -179,7 +191,7 @@ def predict_files(
     context = FeatureContext(features_path, student)
     find_step = StepLookup(context)
     report = PredictReport(spec.student, str(student_path), list(spec.class_names))
-    files, report.failures = expand(inputs)
+    files, report.failures = expand(inputs, lambda: student_suffixes(find_step()))
 
     named: list[tuple[str, np.ndarray | None]] = []  # feature rows in input order; None: a raw input, below
     raw: list[tuple[int, RawInput]] = []
