@@ -231,3 +231,17 @@ def test_fitnet_refuses_hint_epochs_that_leave_no_kd(trained, monkeypatch):
     args = ["distill", "--method", "fitnet", "-S", "common.run=image", "-S", "distill.constants={fitnet: {hint_fraction: 1.0}}"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "hint_fraction" in result.output and "leaves no KD epoch" in result.output
+
+
+def test_rkd_angle_loss_in_float32_matches_float64_in_value_and_gradient():
+    """The B^3 part runs in the features' dtype: at a real batch size, float32 must agree with float64."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(64, 84) * 20, torch.randn(64, 120) * 20
+    grads = []
+    for dtype in (torch.float32, torch.float64):
+        s = student.to(dtype).requires_grad_()
+        loss = rkd_angle_loss(s, teacher.to(dtype))
+        grads.append((float(loss), torch.autograd.grad(loss, s)[0].double()))
+    (loss32, grad32), (loss64, grad64) = grads
+    assert loss32 == pytest.approx(loss64, rel=1e-5)
+    assert (grad32 - grad64).abs().max() <= 1e-4 * grad64.abs().max()

@@ -41,39 +41,42 @@ def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
 
 def triplet_cosines(x: torch.Tensor) -> torch.Tensor:
     """cos[i, j, k] = cosine of the angle at x_j between x_i and x_k, i.e. <e_ij, e_kj> with e_ij the unit vector
-    of x_i - x_j."""
+    of x_i - x_j; 0 where i = j or j = k (no angle there).
+
+    The Gram matrix is taken in float64 (B x B, cheap) and the B x B x B part in the features' own dtype: at batch
+    128 that part is 2 M entries, and float64 temporaries, a B^3 index grid and a boolean gather of it made the
+    angle term 126 ms a step on 2 CPU cores (100x the distance term)."""
     g = _gram(x)
     d = g.diagonal()
+    squared = (d[:, None] + d[None, :] - 2 * g).clamp_min(1e-12)
+    eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
+    inverse = squared.rsqrt().masked_fill(eye, 0.0).to(x.dtype)  # inverse[i, j] = 1 / |x_i - x_j|, 0 for i = j
+    g = g.to(x.dtype)
     # <x_i - x_j, x_k - x_j> = G_ik - G_ij - G_jk + G_jj
-    dots = g[:, None, :] - g[:, :, None] - g[None, :, :] + d[None, :, None]
-    norms = (d[:, None] + d[None, :] - 2 * g).clamp_min(1e-12).sqrt()  # norms[i, j] = |x_i - x_j|
-    return dots / (norms[:, :, None] * norms.T[None, :, :])
-
-
-def _distinct_pairs(n: int, device: torch.device) -> torch.Tensor:
-    return ~torch.eye(n, dtype=torch.bool, device=device)
-
-
-def _distinct_triplets(n: int, device: torch.device) -> torch.Tensor:
-    i, j, k = torch.meshgrid(*(torch.arange(n, device=device),) * 3, indexing="ij")
-    return (i != j) & (j != k) & (i != k)
+    dots = g[:, None, :] - g[:, :, None] - g[None, :, :] + g.diagonal()[None, :, None]
+    return dots * inverse[:, :, None] * inverse.T[None, :, :]
 
 
 def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Smooth-L1 between each net's pair distances, each divided by its mean over the pairs of the batch."""
     if len(student) < 2:
         return student.sum() * 0
-    pairs = _distinct_pairs(len(student), student.device)
+    pairs = ~torch.eye(len(student), dtype=torch.bool, device=student.device)
     ds, dt = pairwise_distances(student)[pairs], pairwise_distances(teacher)[pairs]
     return F.smooth_l1_loss(ds / ds.mean(), dt / dt.mean()).to(student.dtype)
 
 
 def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Smooth-L1 between the cosines of the angles of every triplet of distinct samples."""
-    if len(student) < 3:
+    """Smooth-L1 between the cosines of the angles of every triplet of distinct samples (mean over them).
+
+    Triplets with i = j or j = k have cosine 0 in both nets (triplet_cosines); those with i = k (cosine 1 in both,
+    up to rounding) are masked by a B x 1 x B factor, so no B^3 mask or gather is ever built."""
+    n = len(student)
+    if n < 3:
         return student.sum() * 0
-    triplets = _distinct_triplets(len(student), student.device)
-    return F.smooth_l1_loss(triplet_cosines(student)[triplets], triplet_cosines(teacher)[triplets]).to(student.dtype)
+    distinct_ik = ~torch.eye(n, dtype=torch.bool, device=student.device)[:, None, :]
+    terms = F.smooth_l1_loss(triplet_cosines(student), triplet_cosines(teacher), reduction="none")
+    return (terms * distinct_ik).sum() / (n * (n - 1) * (n - 2))
 
 
 @dataclass(frozen=True)
