@@ -210,6 +210,12 @@ class DistillParams:
     bank: bool = _opt(
         True, "frozen teachers' logits computed once per split (the expert bank) or every batch (the reference)"
     )
+    teacher_cache_mb: int = _opt(
+        1024,
+        "memory (MiB) for a frozen teacher's logits and tapped features over the train split, computed once for the"
+        " feature-based comparison methods (FitNet, RKD, PKT, CRD, OFA); beyond it the teacher runs every batch",
+        min=0,
+    )
     student_init: Literal["auto", "stage1", "scratch"] = _opt(
         "auto", "student start: auto = stage 1 for mst, from scratch for none/kd (as the reference baselines)"
     )

@@ -1,5 +1,6 @@
 """The fast path gives the numbers of the slow one: the expert bank (S3), the layer cache (S2), the nets' tails."""
 
+import copy
 import dataclasses
 
 import pytest
@@ -209,3 +210,41 @@ def test_the_three_linear_head_tail_continues_its_forward():
             assert torch.allclose(net.tail(layer, outs[layer]), full, atol=1e-6), layer
         with pytest.raises(KeyError):
             net.tail("fc3", outs["fc2"])
+
+
+@pytest.mark.parametrize("name", ["fitnet", "rkd", "pkt", "crd", "ofa"])
+@pytest.mark.parametrize("teacher", ["mm", "cm"])
+def test_teacher_features_from_the_bank_equal_recomputation(name, teacher):
+    """The feature-based methods read the frozen teacher's logits and tapped features from a bank computed once;
+    their loss and its gradients must be those of running the teacher on the batch."""
+    trio = tiny_trio("image")
+    with torch.no_grad():  # an untrained net gives nearly the same features to every sample: spread them
+        for p in [*trio.mm.parameters(), *trio.cm.parameters()]:
+            p.mul_(4.0)
+    train = random_split(30)
+    batch = train.batch(torch.tensor([3, 29, 0, 11, 7, 18]))
+    results = []
+    for bank in (True, False):
+        torch.manual_seed(0)  # the methods' own heads and regressors start alike
+        student = copy.deepcopy(trio.student).requires_grad_(True)
+        settings = dataclasses.replace(DistillParams(), method=name, teacher=teacher, bank=bank)
+        method = build_method(name, DistillContext(settings, trio, student, {"train": train}, "cpu"))
+        assert (method.pair.bank is not None) == bank
+        method.start_epoch(0)  # FitNet's hint phase and every other method's only phase read teacher features
+        torch.manual_seed(1)  # CRD draws its negatives
+        loss, _ = method.loss(batch, student(batch.inputs))
+        loss.backward()
+        results.append((float(loss), [p.grad.clone() for p in student.parameters() if p.grad is not None]))
+    (with_bank, grads_bank), (without, grads) = results
+    assert with_bank == pytest.approx(without, rel=1e-5, abs=1e-6)
+    assert len(grads_bank) == len(grads) > 0
+    for a, b in zip(grads_bank, grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_teacher_features_beyond_the_cache_budget_are_recomputed():
+    trio = tiny_trio("image")
+    train = random_split(30)
+    settings = dataclasses.replace(DistillParams(), method="fitnet", teacher="cm", teacher_cache_mb=0)
+    method = build_method("fitnet", DistillContext(settings, trio, trio.student, {"train": train}, "cpu"))
+    assert method.pair.bank is None and method.pair.bank_bytes(30, 10) > 0

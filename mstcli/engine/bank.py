@@ -31,3 +31,17 @@ def rows_of(batch: Split) -> torch.Tensor:
     if batch.rows is None:
         raise ValueError("a bank lookup needs a batch made by Split.batch (it carries its rows)")
     return batch.rows
+
+
+@torch.no_grad()
+def output_bank(
+    net: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]], split: Split, batch_size: int
+) -> dict[str, torch.Tensor]:
+    """``logit_bank`` for a net whose call returns several named outputs (a teacher's logits and the features its
+    hooks caught): one forward per batch, every output banked in row order."""
+    n = len(split.labels)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for rows in distributed.shard_batches(n, batch_size, split.labels.device):
+        for name, value in net(split.batch(rows).inputs).items():
+            parts.setdefault(name, []).append(value)
+    return {name: distributed.gather_rows(torch.cat(values), n, 0) for name, values in parts.items()}

@@ -111,7 +111,7 @@ class ContrastiveRD(DistillMethod):
         return [self.student_head, self.teacher_head]
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
-        self.pair.teach(batch.inputs)
+        self.pair.teach(batch)
         student = self.student_head(self.pair.student_tap[PENULTIMATE])
         teacher = self.teacher_head(self.pair.teacher_tap[PENULTIMATE])
         # under torchrun every process draws the negatives of the global batch (the same random numbers as one

@@ -8,15 +8,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
 from mstcli.models.taps import FeatureTap
 
 
+LOGITS = "logits"
+
+
 class TappedPair:
     """The student and the teacher named by ``distill.teacher``, both hooked on their ``mask_layers`` (``layers``)
-    and/or their penultimate features. ``teach(inputs)`` runs the frozen teacher under no_grad and returns its
-    logits; its features are then in ``teacher_tap``. The student's features land in ``student_tap`` whenever the
-    S3 loop runs the student, so a method's ``loss`` reads the features of the forward that gave its logits."""
+    and/or their penultimate features. ``teach(batch)`` returns the frozen teacher's logits of the batch; its
+    features are then in ``teacher_tap``. The student's features land in ``student_tap`` whenever the S3 loop runs
+    the student, so a method's ``loss`` reads the features of the forward that gave its logits.
+
+    The teacher is frozen and in eval mode and the features carry no augmentation, so its logits and tapped
+    features of a training row are the same in every epoch: with ``distill.bank`` they are computed once for the
+    train split (engine/bank.py) and a batch gathers its rows, when they fit in ``distill.teacher_cache_mb``;
+    otherwise, and for rows of other splits, the teacher runs on the batch as before."""
 
     def __init__(self, context: DistillContext, layers: bool, penultimate: bool) -> None:
         self.teacher = context.trio.teacher(context.settings.teacher)
@@ -26,10 +35,41 @@ class TappedPair:
         self.student_tap = FeatureTap(student_net, self.student_layers, penultimate)
         self.teacher_tap = FeatureTap(teacher_net, self.teacher_layers, penultimate)
         self.student_shapes, self.teacher_shapes = self._probe(context)
+        self.train_split = context.splits["train"]
+        self.bank = self._bank(context) if context.settings.bank else None
 
-    def teach(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def bank_bytes(self, rows: int, num_classes: int) -> int:
+        """Memory of the teacher's logits and tapped features for ``rows`` rows (float32)."""
+        per_row = num_classes + sum(int(torch.tensor(shape).prod()) for shape in self.teacher_shapes.values())
+        return 4 * rows * per_row
+
+    def _bank(self, context: DistillContext) -> dict[str, torch.Tensor] | None:
+        from mstcli.engine.bank import output_bank
+        from mstcli.ui import logger
+
+        split = self.train_split
+        needed = self.bank_bytes(len(split.labels), context.trio.spec.num_classes)
+        budget = context.settings.teacher_cache_mb * 2**20
+        if needed > budget:
+            logger().debug(
+                f"teacher features of the train split need {needed / 2**20:.0f} MiB > distill.teacher_cache_mb="
+                f"{context.settings.teacher_cache_mb}: the teacher runs on every batch"
+            )
+            return None
+
+        def outputs(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            logits = self.teacher(inputs)
+            return {LOGITS: logits, **self.teacher_tap.features}
+
+        return output_bank(outputs, split, 1024)
+
+    def teach(self, batch: Split) -> torch.Tensor:
+        if self.bank is not None and batch.rows is not None:  # a train batch: losses are taken on train batches only
+            rows = batch.rows
+            self.teacher_tap.features = {name: value[rows] for name, value in self.bank.items() if name != LOGITS}
+            return self.bank[LOGITS][rows]
         with torch.no_grad():
-            return self.teacher(inputs)
+            return self.teacher(batch.inputs)
 
     def _probe(self, context: DistillContext) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
         """Per-sample shapes of every hooked feature, from a two-row forward of each net (no training effect:

@@ -95,7 +95,7 @@ class FitNet(DistillMethod):
         return [self.regressors]
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
-        teacher_logits = self.pair.teach(batch.inputs)
+        teacher_logits = self.pair.teach(batch)
         guided, hints = self.pair.student_tap, self.pair.teacher_tap
         with torch.set_grad_enabled(self.hinting):
             hint = sum(

@@ -81,7 +81,7 @@ class OneForAll(DistillMethod):
         return [self.branches]
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
-        teacher_logits = self.pair.teach(batch.inputs)
+        teacher_logits = self.pair.teach(batch)
         branch_logits = [
             self.branches[name.replace(".", "_")](self.pair.student_tap[name]) for name in self.pair.student_layers
         ]

@@ -56,7 +56,7 @@ class ProbabilisticKT(DistillMethod):
         self.pair = TappedPair(context, layers=False, penultimate=True)
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
-        self.pair.teach(batch.inputs)
+        self.pair.teach(batch)
         # neighbours among the global batch under torchrun
         pkt = pkt_loss(
             distributed.global_batch(self.pair.student_tap[PENULTIMATE]),

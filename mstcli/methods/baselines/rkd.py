@@ -111,7 +111,7 @@ class RelationalKD(DistillMethod):
         return [self.heads] if len(self.heads) else []
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
-        self.pair.teach(batch.inputs)
+        self.pair.teach(batch)
         # relations between every pair and triplet of the global batch under torchrun
         student = distributed.global_batch(self.pair.student_tap[PENULTIMATE])
         teacher = distributed.global_batch(self.pair.teacher_tap[PENULTIMATE])
