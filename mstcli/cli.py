@@ -557,6 +557,48 @@ def bench_folder(
     show(table)
 
 
+@bench_app.command("speed")
+@user_errors
+def bench_speed(
+    rounds: Annotated[int, typer.Option(min=2, help="epochs of every method, taken in turns (the first is a warm-up)")] = 3,
+    s1_epochs: Annotated[int, typer.Option(min=1, help="S1 epochs before timing (the teachers' quality is irrelevant)")] = 1,
+    s2_epochs: Annotated[int, typer.Option(min=1, help="S2 epochs before timing")] = 1,
+    out: Annotated[Optional[Path], typer.Option(help="also write the JSON object here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    params_file: ParamsOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Every method's S3 epoch time next to the student alone's, measured in one run on the same data (the run's
+    feature file and settings, e.g. -S common.student=audio -S distill.teacher=cm)."""
+    import json
+
+    params = _load(params_file, overrides)
+    from mstcli.benchmarks.method_speed import measure
+
+    figures = measure(params, _features(params), rounds, s1_epochs, s2_epochs)
+    if out is not None:
+        from mstcli.engine.outputs import write_json
+
+        write_json(out, figures)
+    if as_json:
+        typer.echo(json.dumps(figures))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"S3 epoch per method, {figures['device']}, {figures['n_train']} train rows, "
+                        f"{figures['student']} student, {figures['teacher']} teacher")  # fmt: skip
+    for column in ("method", "s / epoch", "x student alone", "teacher", "set-up s"):
+        table.add_column(column, justify="right")
+    for name, m in figures["methods"].items():
+        table.add_row(name, f"{m['seconds_per_epoch']:.3f}", f"{m['over_student']:.2f}", m["teacher"], f"{m['setup_s']:.2f}")
+    show(table)
+    say(
+        f"frozen-teacher methods: median {figures['frozen_teacher_median_over_student']}x, largest "
+        f"{figures['frozen_teacher_max_over_student']}x the student alone; S1 {figures['s1_epoch_s']:.2f} s, "
+        f"S2 {figures['s2_epoch_s']:.2f} s per epoch"
+    )
+
+
 def main() -> None:
     _offline_environment()
     app(prog_name="mst")

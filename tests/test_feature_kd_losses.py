@@ -245,3 +245,25 @@ def test_rkd_angle_loss_in_float32_matches_float64_in_value_and_gradient():
     (loss32, grad32), (loss64, grad64) = grads
     assert loss32 == pytest.approx(loss64, rel=1e-5)
     assert (grad32 - grad64).abs().max() <= 1e-4 * grad64.abs().max()
+
+
+def test_rkd_angle_gradient_is_the_autograd_gradient_of_the_plain_definition():
+    """The angle term's gradient is written by hand (block by block); it must be what autograd gives for the
+    definition: cosines of the angles at x_j of every triplet of distinct samples, smooth-L1, mean."""
+    torch.manual_seed(3)
+    student, teacher = torch.randn(9, 5, dtype=torch.float64), torch.randn(9, 7, dtype=torch.float64)
+
+    def cosines(x):
+        e = x[:, None, :] - x[None, :, :]  # e[i, j] = x_i - x_j
+        e = e / e.norm(dim=2, keepdim=True).clamp_min(1e-12)
+        return torch.einsum("ijd,kjd->ijk", e, e)
+
+    i, j, k = torch.meshgrid(*(torch.arange(9),) * 3, indexing="ij")
+    distinct = (i != j) & (j != k) & (i != k)
+    s = student.clone().requires_grad_()
+    plain = F.smooth_l1_loss(cosines(s)[distinct], cosines(teacher)[distinct])
+    expected = torch.autograd.grad(plain, s)[0]
+    s = student.clone().requires_grad_()
+    loss = rkd_angle_loss(s, teacher)
+    assert float(loss) == pytest.approx(float(plain), rel=1e-9)
+    assert torch.allclose(torch.autograd.grad(loss, s)[0], expected, rtol=1e-7, atol=1e-12)

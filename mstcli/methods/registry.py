@@ -28,6 +28,8 @@ class MethodEntry:
     target: str  # "module:Class"
     role: Literal["mst", "baseline", "alone"]
     fixed_teacher: str | None = None  # None: the teacher is distill.teacher (mm or cm)
+    # whether the method trains a copy of its teacher (a per-epoch cost no bank can remove) or keeps it frozen
+    teacher_training: Literal["frozen", "trained", "none"] = "frozen"
 
     def load(self) -> type["DistillMethod"]:
         module, _, cls = self.target.partition(":")
@@ -37,16 +39,16 @@ class MethodEntry:
 _B = "mstcli.methods.baselines"
 #: in the order of the paper's table (method.md §5.2): the student alone, its baselines, then our extras, then MST
 ENTRIES: tuple[MethodEntry, ...] = (
-    MethodEntry("none", "Student w/o KD", f"{_B}.none:StudentAlone", "alone", NO_TEACHER),
+    MethodEntry("none", "Student w/o KD", f"{_B}.none:StudentAlone", "alone", NO_TEACHER, "none"),
     MethodEntry("kd", "KD", f"{_B}.kd:HintonKD", "baseline"),
     MethodEntry("mlld", "MLLD", f"{_B}.mlld:MultiLevelLogitKD", "baseline"),
     MethodEntry("fitnet", "FitNets", f"{_B}.fitnet:FitNet", "baseline"),
     MethodEntry("ofa", "OFA", f"{_B}.ofa:OneForAll", "baseline"),
     MethodEntry("rkd", "RKD", f"{_B}.rkd:RelationalKD", "baseline"),
     MethodEntry("crd", "CRD", f"{_B}.crd:ContrastiveRD", "baseline"),
-    MethodEntry("dml", "DML", f"{_B}.dml:DeepMutualLearning", "baseline"),
-    MethodEntry("mgdfr", "MGDFR", f"{_B}.mgdfr:ModalityGeneralDecisiveFeatures", "baseline"),
-    MethodEntry("c2kd", "C2KD", f"{_B}.c2kd:CustomizedCrossModalKD", "baseline"),
+    MethodEntry("dml", "DML", f"{_B}.dml:DeepMutualLearning", "baseline", teacher_training="trained"),
+    MethodEntry("mgdfr", "MGDFR", f"{_B}.mgdfr:ModalityGeneralDecisiveFeatures", "baseline", teacher_training="trained"),
+    MethodEntry("c2kd", "C2KD", f"{_B}.c2kd:CustomizedCrossModalKD", "baseline", teacher_training="trained"),
     MethodEntry("dkd", "DKD", f"{_B}.dkd:DecoupledKD", "baseline"),
     MethodEntry("dist", "DIST", f"{_B}.dist:DistillationFromStrongerTeacher", "baseline"),
     MethodEntry("pkt", "PKT", f"{_B}.pkt:ProbabilisticKT", "baseline"),
