@@ -557,6 +557,38 @@ def bench_folder(
     show(table)
 
 
+@bench_app.command("accuracy")
+@user_errors
+def bench_accuracy(
+    students: Annotated[Optional[list[str]], typer.Option("--student", help="only these directions (repeatable)")] = None,
+    seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="only these seeds (repeatable)")] = None,
+    methods: Annotated[Optional[list[str]], typer.Option("--method", help="only these comparison methods")] = None,
+    teachers: Annotated[Optional[list[str]], typer.Option("--teacher", help="only these teachers (mm, cm)")] = None,
+    dry: Annotated[
+        bool, typer.Option("--dry", help="list the cells and which already have results; run nothing")
+    ] = False,
+) -> None:
+    """The comparison table: every cell of bench/matrix.yaml (methods x teachers x directions x seeds) through the
+    pipeline's stages (bench/dvc.yaml), S1 and S2 once per (direction, seed); finished cells are skipped and a
+    killed run continues with the missing ones; ends with `mst compare results/bench`."""
+    from mstcli.benchmarks.accuracy_matrix import RESULTS, Matrix, reproduce
+
+    matrix = Matrix.read().narrowed(students=students, seeds=seeds, methods=methods, teachers=teachers)
+    cells = matrix.cells()
+    if dry:
+        for stage, folder in cells:
+            typer.echo(f"{stage}\t{'has results' if (folder / 'metrics.json').is_file() else 'to run'}")
+        return
+    started = time.perf_counter()
+    reproduce([stage for stage, _ in cells])
+    from mstcli.reports import compare_table
+    from mstcli.stages.compare import compare as run_compare
+
+    _, grid, _ = run_compare(RESULTS, Path("results"))
+    show(compare_table(grid))
+    say(f"the matrix took {time.perf_counter() - started:.0f} s; wrote results/compare.md and results/compare.json")
+
+
 @bench_app.command("speed")
 @user_errors
 def bench_speed(
