@@ -260,10 +260,36 @@ def test_rkd_angle_gradient_is_the_autograd_gradient_of_the_plain_definition():
 
     i, j, k = torch.meshgrid(*(torch.arange(9),) * 3, indexing="ij")
     distinct = (i != j) & (j != k) & (i != k)
-    s = student.clone().requires_grad_()
-    plain = F.smooth_l1_loss(cosines(s)[distinct], cosines(teacher)[distinct])
-    expected = torch.autograd.grad(plain, s)[0]
-    s = student.clone().requires_grad_()
-    loss = rkd_angle_loss(s, teacher)
+    s, t = student.clone().requires_grad_(), teacher.clone().requires_grad_()  # RKD's teacher embedding learns too
+    plain = F.smooth_l1_loss(cosines(s)[distinct], cosines(t)[distinct])
+    expected = torch.autograd.grad(plain, (s, t))
+    s, t = student.clone().requires_grad_(), teacher.clone().requires_grad_()
+    loss = rkd_angle_loss(s, t)
     assert float(loss) == pytest.approx(float(plain), rel=1e-9)
-    assert torch.allclose(torch.autograd.grad(loss, s)[0], expected, rtol=1e-7, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(loss, (s, t)), expected, strict=True):
+        assert torch.allclose(got, want, rtol=1e-7, atol=1e-12)
+    # a batch of several blocks (block-wise accumulation) against the plain definition, in float32
+    torch.manual_seed(4)
+    student, teacher = torch.randn(70, 6), torch.randn(70, 5)
+    i, j, k = torch.meshgrid(*(torch.arange(70),) * 3, indexing="ij")
+    distinct = (i != j) & (j != k) & (i != k)
+    s, t = student.clone().requires_grad_(), teacher.clone().requires_grad_()
+    expected = torch.autograd.grad(F.smooth_l1_loss(cosines(s)[distinct], cosines(t)[distinct]), (s, t))
+    s, t = student.clone().requires_grad_(), teacher.clone().requires_grad_()
+    for got, want in zip(torch.autograd.grad(rkd_angle_loss(s, t), (s, t)), expected, strict=True):
+        assert torch.allclose(got, want, rtol=1e-3, atol=1e-6)
+
+
+def test_rkd_angle_gradient_stays_finite_and_exact_for_nearly_equal_samples():
+    """A student early in training maps many inputs alike: two samples 1e-4 apart must not turn float32 rounding
+    into huge cosines (their angle term is computed in float64 whatever the features' dtype)."""
+    torch.manual_seed(5)
+    student = torch.randn(16, 8)
+    student[1] = student[0] + 1e-4 * torch.randn(8)
+    teacher = torch.randn(16, 8)
+    grads = []
+    for dtype in (torch.float32, torch.float64):
+        s = student.to(dtype).requires_grad_()
+        grads.append(torch.autograd.grad(rkd_angle_loss(s, teacher.to(dtype)), s)[0].double())
+    assert torch.isfinite(grads[0]).all()
+    assert (grads[0] - grads[1]).abs().max() <= 1e-3 * grads[1].abs().max()

@@ -49,13 +49,15 @@ def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Ten
 
 
 def _angle_parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Gram matrix (batch-centred, computed in float64) and the inverse pair distances (0 on the diagonal),
-    both in ``x``'s dtype: everything the B^3 angle term is made of (see triplet_cosines)."""
+    """The Gram matrix (batch-centred) and the inverse pair distances (0 on the diagonal), in float64: everything
+    the B^3 angle term is made of. float64 because a cosine is a difference of Gram entries divided by two squared
+    distances: for two nearly equal samples (a student early in training maps many inputs alike) float32's
+    rounding of the Gram entries, divided by a tiny distance, gives cosines and gradients of any size."""
     g = _gram(x)
     d = g.diagonal()
     squared = (d[:, None] + d[None, :] - 2 * g).clamp_min(1e-12)
     eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
-    return g.to(x.dtype), squared.rsqrt().masked_fill(eye, 0.0).to(x.dtype)
+    return g, squared.rsqrt().masked_fill(eye, 0.0)
 
 
 def _chunk_cosines(g: torch.Tensor, inverse: torch.Tensor, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,9 +66,25 @@ def _chunk_cosines(g: torch.Tensor, inverse: torch.Tensor, rows: slice) -> tuple
     return dots, dots * inverse[rows, :, None] * inverse.T[None, :, :]
 
 
+def _accumulate(
+    w: torch.Tensor, dots: torch.Tensor, inverse: torch.Tensor, rows: slice, grad_g: torch.Tensor, grad_inv: torch.Tensor
+) -> None:
+    """Add the gradient of sum(w * cos) over a block of rows, cos = dots * inverse[i, j] * inverse[k, j], to the
+    gradients of the Gram matrix and of the inverse distances it was made from."""
+    p = w * dots
+    grad_inv[rows] += (p * inverse.T[None, :, :]).sum(2)  # through inverse[i, j]
+    grad_inv += (p * inverse[rows, :, None]).sum(0).T  # through inverse[k, j]
+    dd = w * inverse[rows, :, None] * inverse.T[None, :, :]  # d / d dots
+    grad_g[rows] += dd.sum(1)  # + G_ik
+    grad_g[rows] -= dd.sum(2)  # - G_ij
+    grad_g -= dd.sum(0)  # - G_jk
+    grad_g += torch.diag(dd.sum((0, 2)))  # + G_jj
+
+
 class _AngleTerm(torch.autograd.Function):
     """Sum over triplets (i != k) of smooth-L1(cos_student - cos_teacher), from the two nets' Gram matrices and
-    inverse distances, with its gradient for the student's, computed block by block over i.
+    inverse distances, with its gradient for both (the teacher side learns too where its features pass through a
+    trainable embedding), computed block by block over i.
 
     Written out by hand because the autograd of the plain B x B x B expression keeps a dozen B^3 temporaries
     (8 MB each at batch 128) and walks them again backwards: 33 ms a step on 2 CPU cores. Here a block of
@@ -76,32 +94,27 @@ class _AngleTerm(torch.autograd.Function):
     def forward(ctx, g_s, inv_s, g_t, inv_t):  # type: ignore[override]
         n = len(g_s)
         block = max(1, (1 << 16) // (n * n))  # about 4 rows of i at batch 128: fastest on 2 cores
+        teacher_learns = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
         total = g_s.new_zeros(())
-        grad_g, grad_inv = torch.zeros_like(g_s), torch.zeros_like(inv_s)
+        grads = [torch.zeros_like(t) for t in (g_s, inv_s, g_t, inv_t)]
         eye = torch.eye(n, dtype=torch.bool, device=g_s.device)
         for start in range(0, n, block):
             rows = slice(start, min(n, start + block))
-            dots, cos_s = _chunk_cosines(g_s, inv_s, rows)
-            _, cos_t = _chunk_cosines(g_t, inv_t, rows)
+            dots_s, cos_s = _chunk_cosines(g_s, inv_s, rows)
+            dots_t, cos_t = _chunk_cosines(g_t, inv_t, rows)
             diff = (cos_s - cos_t).masked_fill_(eye[rows, None, :], 0.0)  # i = k: no angle
             size = diff.abs()
             total += torch.where(size < 1, 0.5 * diff * diff, size - 0.5).sum()
             w = diff.clamp_(-1.0, 1.0)  # the smooth-L1 derivative (delta 1)
-            p = w * dots
-            grad_inv[rows] += (p * inv_s.T[None, :, :]).sum(2)  # through inverse[i, j]
-            grad_inv += (p * inv_s[rows, :, None]).sum(0).T  # through inverse[k, j]
-            dd = w.mul_(inv_s[rows, :, None]).mul_(inv_s.T[None, :, :])  # d loss / d dots
-            grad_g[rows] += dd.sum(1)  # + G_ik
-            grad_g[rows] -= dd.sum(2)  # - G_ij
-            grad_g -= dd.sum(0)  # - G_jk
-            grad_g += torch.diag(dd.sum((0, 2)))  # + G_jj
-        ctx.save_for_backward(grad_g, grad_inv)
+            _accumulate(w, dots_s, inv_s, rows, grads[0], grads[1])
+            if teacher_learns:
+                _accumulate(-w, dots_t, inv_t, rows, grads[2], grads[3])
+        ctx.save_for_backward(*grads)
         return total
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        grad_g, grad_inv = ctx.saved_tensors
-        return grad_g * grad_out, grad_inv * grad_out, None, None
+        return tuple(g * grad_out for g in ctx.saved_tensors)
 
 
 def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -113,9 +126,8 @@ def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     if n < 3:
         return student.sum() * 0
     g_s, inv_s = _angle_parts(student)
-    with torch.no_grad():
-        g_t, inv_t = _angle_parts(teacher.to(student.dtype))
-    return _AngleTerm.apply(g_s, inv_s, g_t, inv_t) / (n * (n - 1) * (n - 2))
+    g_t, inv_t = _angle_parts(teacher)
+    return (_AngleTerm.apply(g_s, inv_s, g_t, inv_t) / (n * (n - 1) * (n - 2))).to(student.dtype)
 
 
 @dataclass(frozen=True)
