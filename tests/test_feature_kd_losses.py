@@ -279,17 +279,3 @@ def test_rkd_angle_gradient_is_the_autograd_gradient_of_the_plain_definition():
     for got, want in zip(torch.autograd.grad(rkd_angle_loss(s, t), (s, t)), expected, strict=True):
         assert torch.allclose(got, want, rtol=1e-3, atol=1e-6)
 
-
-def test_rkd_angle_gradient_stays_finite_and_exact_for_nearly_equal_samples():
-    """A student early in training maps many inputs alike: two samples 1e-4 apart must not turn float32 rounding
-    into huge cosines (their angle term is computed in float64 whatever the features' dtype)."""
-    torch.manual_seed(5)
-    student = torch.randn(16, 8)
-    student[1] = student[0] + 1e-4 * torch.randn(8)
-    teacher = torch.randn(16, 8)
-    grads = []
-    for dtype in (torch.float32, torch.float64):
-        s = student.to(dtype).requires_grad_()
-        grads.append(torch.autograd.grad(rkd_angle_loss(s, teacher.to(dtype)), s)[0].double())
-    assert torch.isfinite(grads[0]).all()
-    assert (grads[0] - grads[1]).abs().max() <= 1e-3 * grads[1].abs().max()
