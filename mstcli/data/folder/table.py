@@ -101,10 +101,6 @@ class FolderTable:
     def path(self, modality: str, row: int) -> Path:
         return self.root / self.values[modality][row]
 
-    @property
-    def has_split(self) -> bool:
-        return any(self.splits)
-
 
 def find_tables(root: Path) -> list[tuple[Path, str]]:
     """The metadata files of ``root`` and the split each one gives to its rows ("" for the root's own)."""
