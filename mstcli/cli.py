@@ -172,10 +172,12 @@ def train(params_file: ParamsOption = None, overrides: SetOption = None, restart
 
     paths = _paths(params)
     last = run_train(params, _features(params), paths.stage1, paths.results / "train", restart)
-    say(
-        f"wrote {paths.stage1}: val acc MM {last['val_mm_acc']:.1%}, student {last['val_student_acc']:.1%}, "
-        f"CM {last['val_cm_acc']:.1%}"
+    names = {"mm": "MM", "student": "student", "cm": "CM"}
+    accuracies = ", ".join(
+        f"{names.get(net, net.replace('cm_', 'CM ', 1))} {value:.1%}"
+        for net, value in ((key[4:-4], value) for key, value in last.items() if key.startswith("val_") and key.endswith("_acc"))
     )
+    say(f"wrote {paths.stage1}: val acc {accuracies}")
 
 
 @app.command("fit-masks")
@@ -198,7 +200,10 @@ def distill(
     method: Annotated[
         Optional[str], typer.Option(help="mst, none or a comparison method: see `mst methods` (distill.method)")
     ] = None,
-    teacher: Annotated[Optional[str], typer.Option(help="mm or cm, the teacher of a comparison method")] = None,
+    teacher: Annotated[
+        Optional[str],
+        typer.Option(help="teacher of a comparison method: mm, cm, cm:<modality> (3+ modalities) or all (kd only)"),
+    ] = None,
     same_passes: Annotated[
         bool,
         typer.Option(
@@ -486,7 +491,7 @@ def methods(
             table.add_section()
         Console().print(table)
         return
-    table = Table(title="distillation methods (mst distill --method NAME [--teacher mm|cm])")
+    table = Table(title="distillation methods (mst distill --method NAME [--teacher mm|cm|cm:<modality>|all])")
     for column in ("name", "what it is (first line of its module's docstring)"):
         table.add_column(column)
     for entry in ENTRIES:
@@ -629,6 +634,41 @@ def bench_speed(
         f"{figures['frozen_teacher_max_over_student']}x the student alone; S1 {figures['s1_epoch_s']:.2f} s, "
         f"S2 {figures['s2_epoch_s']:.2f} s per epoch"
     )
+
+
+@bench_app.command("views")
+@user_errors
+def bench_views(
+    epochs: Annotated[int, typer.Option(min=1, help="epochs of every net (the lowest validation CE is kept)")] = 15,
+    out: Annotated[Optional[Path], typer.Option(help="also write the JSON object here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    params_file: ParamsOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Test accuracy of a net trained with CE alone on every modality, every pair and all of them (the run's
+    feature file, split group common.seed): how much each view of a data set tells."""
+    import json
+
+    params = _load(params_file, overrides)
+    from mstcli.benchmarks.view_subsets import measure
+
+    figures = measure(params, _features(params), epochs)
+    if out is not None:
+        from mstcli.engine.outputs import write_json
+
+        write_json(out, figures)
+    if as_json:
+        typer.echo(json.dumps(figures))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{figures['dataset']}: CE alone, {epochs} epochs, split group {figures['split_group']}, "
+                        f"{figures['n_train']} train / {figures['n_test']} test rows")  # fmt: skip
+    for column in ("modalities", "test accuracy", "best epoch"):
+        table.add_column(column, justify="right")
+    for name, v in figures["views"].items():
+        table.add_row(name, f"{100 * v['test_accuracy']:.2f} %", str(v["best_epoch"] + 1))
+    show(table)
 
 
 def main() -> None:

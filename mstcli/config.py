@@ -88,6 +88,10 @@ class PrepareParams:
         0.3, "fraction of the image variance kept by PCA (AV-MNIST removes most of it)", min=0.01, max=1.0
     )
     image_noise: float = _opt(0.1, "std of Gaussian pixel noise added after the PCA reduction", min=0.0, max=1.0)
+    scan_dropout: float = _opt(
+        0.5, "avdigits3: share of a scan's 64 cells blanked at random, per sample", min=0.0, max=1.0
+    )
+    scan_noise: float = _opt(0.3, "avdigits3: std of Gaussian noise on a scan's cells (counts / 16)", min=0.0)
     snr_db: list[float] = _opt([-2.0, 10.0], "range of the signal-to-noise ratio of added noise, dB", min=-30, max=60)
     shift_seconds: float = _opt(0.2, "largest random time shift of a clip in its window", min=0.0, max=2.0)
     speed: list[float] = _opt([0.85, 1.15], "range of the speed factor (changes tempo and pitch)", min=0.5, max=2.0)
@@ -164,7 +168,7 @@ class FitMasksParams:
     label_weight: float = _opt(
         0.0,
         "not in the reference (0): each masked teacher also learns CE on the labels with this weight, so S2 cannot"
-        " buy agreement with the student with the teacher's accuracy (bench/expert_drift.py)",
+        " buy agreement with the student with the teacher's accuracy",
         min=0.0,
     )
     cache_mb: int = _opt(
@@ -182,12 +186,23 @@ class DistillParams:
     # checked against the method registry by the CLI and the distill stage, not here: settings stay free of the
     # registry's imports, so a change to a method's code does not make DVC rerun stages that never run a method
     method: str = _opt("mst", "mst, none (the student alone) or a comparison method (`mst methods`)")
-    teacher: Literal["mm", "cm"] = _opt("mm", "teacher of a comparison method: the MM or the CM net of stage 1")
+    teacher: str = _opt(
+        "mm",
+        "teacher of a comparison method: mm (the MM net of stage 1), cm (the CM net; with three or more modalities"
+        " cm:<modality> names which one) or all (KD only: the average of every teacher's soft labels)",
+        pattern=r"mm|cm|cm:[A-Za-z0-9][A-Za-z0-9_-]*|all",
+        spelled="be mm, cm, cm:<modality> or all",
+    )
     epochs: int = _opt(15, "S3 epochs (reference: 100)", min=1)
     batch_size: int = _opt(128, "batch size", min=1)
     lr: float = _opt(1e-3, "Adam learning rate of student and GateNet (reference: 1e-4)", min=0.0)
     temperature: float = _opt(4.0, "temperature of the distillation KL", min=0.01)
     k: int = _opt(1, "specialized teachers chosen per sample (top-k)", min=1)
+    experts: Literal["all", "mm", "cm"] = _opt(
+        "all",
+        "whose specialized teachers MST-Distill routes over: every teacher's (reference), the MM teacher's only, or"
+        " the CM teacher(s)' only (not in the reference: measures which teachers help)",
+    )
     lb_mode: Literal["kl", "cv"] = _opt("kl", "load balancing: KL to uniform, or coefficient of variation")
     w_task: float = _opt(1.0, "weight of the CE term", min=0.0)
     w_kl: float = _opt(1.0, "initial weight of the distillation term", min=0.0)
@@ -377,9 +392,8 @@ def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any
             raise UserError(f"{name} must be a string, got {value!r}")
         pattern = meta.get("pattern")
         if pattern and not re.fullmatch(pattern, value):
-            raise UserError(
-                f"{name} must match {pattern} (letters, digits, '.', '_', '-'; '/' between parts), got {value!r}"
-            )
+            wanted = meta.get("spelled") or f"match {pattern} (letters, digits, '.', '_', '-'; '/' between parts)"
+            raise UserError(f"{name} must {wanted}, got {value!r}")
         return value
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and value < lo or hi is not None and value > hi:

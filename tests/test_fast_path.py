@@ -15,7 +15,6 @@ from mstcli.methods.base import DistillContext
 from mstcli.methods.losses import kd_loss
 from mstcli.methods.mst.dynamic_distillation import MSTDistill
 from mstcli.methods.registry import build_method
-from mstcli.methods.mst.experts import TEACHER_ORDER
 from conftest import random_split, tiny_trio
 from mstcli.methods.mst.experts import masks_from_entries
 from mstcli.methods.mst.masked_teachers import MaskedTeachers, build_masks, mask_entries
@@ -119,7 +118,7 @@ def test_s2_losses_and_gradients_from_the_layer_cache_equal_recomputation():
     train = random_split(24)
     torch.manual_seed(5)
     masks = build_masks(trio, train.batch(torch.arange(2)), layers=2, heads=3, factor=16)
-    teachers = {key: trio.teacher(key) for key in TEACHER_ORDER}
+    teachers = {key: trio.teacher(key) for key in trio.spec.teacher_keys}
     keys = [(slot.teacher, slot.layer) for slot, _ in masks]
     cache = {"train": build_layer_cache(teachers, keys, train, batch_size=7)}
     batch = train.batch(torch.tensor([1, 4, 9, 23, 12, 0]))
@@ -139,7 +138,7 @@ def test_s2_losses_and_gradients_from_the_layer_cache_equal_recomputation():
 
 def test_the_cache_plan_keeps_to_its_budget():
     trio = tiny_trio()
-    teachers = {key: trio.teacher(key) for key in TEACHER_ORDER}
+    teachers = {key: trio.teacher(key) for key in trio.spec.teacher_keys}
     slots = [(("mm", "concat_identity"), (596,)), (("mm", "fc1"), (298,)), (("cm", "features.fc1"), (84,))]
     rows = 2**20 // (4 * 596)  # the first slot alone takes about 1 MiB
     assert plan_cache(slots, teachers, rows, 0) == []
@@ -181,7 +180,7 @@ def test_shared_teacher_forward_gives_each_experts_own_plugged_forward(tmp_path,
     split = random_split(9)
     masks_checkpoint(trio, tmp_path / "masks.pt", split)
     experts = SpecializedTeachers(
-        {key: trio.teacher(key) for key in TEACHER_ORDER}, loaded_masks(tmp_path / "masks.pt"), compose
+        {key: trio.teacher(key) for key in trio.spec.teacher_keys}, loaded_masks(tmp_path / "masks.pt"), compose
     )
     shared, plugged = experts(split.inputs), experts.forward_plugged(split.inputs)
     assert shared.shape == plugged.shape == (4, 9, 10)

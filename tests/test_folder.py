@@ -175,11 +175,14 @@ def test_rgb_jpeg_flac_npy_and_text_three_modalities(tmp_path, tiny_text_model):
     os.replace(tmp_path / "f.h5", tmp_path / "data" / "features" / "folder.h5")
     cwd = os.getcwd()
     os.chdir(tmp_path)
+    settings = ["-S", "common.dataset=folder", "-S", "common.student=photo", "-S", "train.epochs=1"]
     try:
-        result = runner.invoke(app, ["train", "-S", "common.dataset=folder", "-S", "common.student=photo"])
+        trained = runner.invoke(app, ["train", *settings])
+        plain_cm = runner.invoke(app, ["distill", "--method", "kd", "--teacher", "cm", *settings])
     finally:
         os.chdir(cwd)
-    assert result.exit_code == 2 and "3 modalities (photo, clip, note)" in result.output, result.output
+    assert trained.exit_code == 0 and "CM clip" in trained.output and "CM note" in trained.output, trained.output
+    assert plain_cm.exit_code == 2 and "name one: cm:clip, cm:note" in plain_cm.output, plain_cm.output
 
 
 def test_inline_text_column_and_bmp_webp_images(tmp_path, tiny_text_model):

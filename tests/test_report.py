@@ -92,7 +92,7 @@ def test_metrics_and_checkpoints_carry_settings_commit_versions_and_device(insid
         assert saved["settings"][stage]["epochs"] == EPOCHS[stage], name
         assert saved["code"]["commit"] == git_head() and saved["data"] == origin["data"], name
     s2 = torch.load(inside / "models/main/masks.pt", weights_only=True)["provenance"]["method"]
-    assert s2["constants"]["mstcli.methods.mst.experts.TEACHER_ORDER"] == ["mm", "cm"]
+    assert s2["constants"]["teacher_order"] == ["mm", "cm"]
 
 
 def test_provenance_outside_a_git_checkout_says_unknown(tmp_path):

@@ -2,7 +2,7 @@
 
 torch's default Adam updates its parameters one tensor at a time (about ten small operations each); the fused
 implementation does the whole update in one pass per parameter group. Same maths (the results differ only in
-floating-point rounding), and measured on the 2-core CPU (torch 2.14.1, 1 thread, ``bench/stage_speed.py``'s
+floating-point rounding), and measured on the 2-core CPU (torch 2.14.1, 1 thread, ``mst bench stages``'s
 shapes): 1.9 -> 0.6 ms per step for LeNet5 + GateNet, 247 -> 31 ms for the largest AV-Digits MaskNet. On CUDA it
 also replaces dozens of kernel launches per step by a few. Fused kernels exist for floating-point tensors on the
 CPU and CUDA (torch 2.4 and newer, so both the pinned 2.14 and the GPU machine's 2.11); anything else gets the

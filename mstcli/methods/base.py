@@ -60,6 +60,7 @@ class DistillMethod(ABC):
     name: ClassVar[str]
     continues_stage1: ClassVar[bool] = False
     needs_masks: ClassVar[bool] = False
+    takes_all_teachers: ClassVar[bool] = False  # accepts distill.teacher=all (several teachers at once)
     CONSTANT_SETS: ClassVar[dict[str, Any]] = {}  # set name -> the method's constants (a frozen dataclass)
 
     def __init__(self, context: DistillContext) -> None:

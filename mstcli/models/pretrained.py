@@ -16,7 +16,7 @@ from mstcli.models.nyudepth import _FuseNetBase, load_vgg16
 
 def load_pretrained(trio: nn.Module, path: Path) -> None:
     """VGG16 weights into every FuseNet of ``trio`` (the MM teacher's two encoders, each branch's encoder)."""
-    nets = [trio.mm.net, trio.student.net, trio.cm.net]
+    nets = [member.net for _, member in trio.members()]
     if not all(isinstance(net, _FuseNetBase) for net in nets):
         raise UserError(f"train.vgg16_weights applies to the FuseNets of nyudepth only, not to {trio.spec.dataset}")
     if not path.is_file():

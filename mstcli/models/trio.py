@@ -1,12 +1,16 @@
-"""The three nets of a run (MM teacher, student, CM teacher), built from the registry and a feature file.
+"""The nets of a run (MM teacher, student, CM teachers), built from the registry and a feature file.
 
 Every net is called with the batch's ``inputs`` dict (modality -> tensor), so the stages never need to know
 which modality a net reads.
+
+With two modalities a run has one CM teacher, the key ``cm``; with M >= 3 it has one per modality other than the
+student's, keyed ``cm:<modality>``. The two-modality layout (attribute ``cm``, state-dict prefix ``cm.``) is kept
+as it was, so that its checkpoints and numbers do not change; M >= 3 runs keep their CM nets in ``cms``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,7 +19,11 @@ from torch import nn
 from mstcli.data.store import FeatureFile
 from mstcli.engine.checkpoints import Stage1Checkpoint, state_fingerprint
 from mstcli.errors import UserError
-from mstcli.models.zoo import build_multimodal, build_unimodal, family, other_modality
+from mstcli.models.zoo import build_multimodal, build_unimodal, family, other_modalities
+
+
+#: ``distill.teacher`` value of the multi-teacher baseline: every teacher of the run, their soft labels averaged
+ALL_TEACHERS = "all"
 
 
 @dataclass(frozen=True)
@@ -34,11 +42,15 @@ class RunSpec:
     cm_net: str
     task: str = "classification"  # "segmentation" for per-pixel data sets (methods/tasks.py); older files lack it
     width_divisor: int = 1  # channel widths divided by this (scalable families only, e.g. FuseNet)
+    # M >= 3 modalities: modality -> net of every CM teacher, in the data's order (``cm``/``cm_net`` are the first);
+    # empty with two modalities, whose one CM teacher is ``cm``/``cm_net`` (older checkpoints lack the field)
+    cm_nets: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_features(cls, features: FeatureFile, student: str, width_divisor: int = 1) -> "RunSpec":
         fam = family(features.dataset, features.modalities)
-        cm = other_modality(fam, student)
+        others = other_modalities(fam, student)
+        cm = others[0]
         if width_divisor != 1 and not fam.scalable:
             raise UserError(f"train.width_divisor applies to scalable nets only; {features.dataset}'s are not")
         if (fam.task == "segmentation") != features.dense:
@@ -57,6 +69,7 @@ class RunSpec:
             cm_net=fam.unimodal[cm],
             task=fam.task,
             width_divisor=width_divisor,
+            cm_nets={m: fam.unimodal[m] for m in others} if len(others) > 1 else {},
         )
 
     @classmethod
@@ -65,6 +78,7 @@ class RunSpec:
         data["modalities"] = tuple(data["modalities"])
         data["shapes"] = {k: tuple(v) for k, v in data["shapes"].items()}
         data["class_names"] = tuple(data["class_names"])
+        data["cm_nets"] = dict(data.get("cm_nets") or {})
         return cls(**data)
 
     def to_dict(self) -> dict:
@@ -77,6 +91,34 @@ class RunSpec:
 
     def build_student(self) -> nn.Module:
         return build_unimodal(self.student_net, self.shapes[self.student], self.num_classes, **self.net_options)
+
+    def build_unimodal(self, modality: str, net_name: str) -> nn.Module:
+        return build_unimodal(net_name, self.shapes[modality], self.num_classes, **self.net_options)
+
+    @property
+    def teacher_keys(self) -> tuple[str, ...]:
+        """The run's teachers in the reference order: the MM net, then the CM net(s) (``cm`` or ``cm:<modality>``)."""
+        return ("mm", *(f"cm:{m}" for m in self.cm_nets)) if self.cm_nets else ("mm", "cm")
+
+    def teacher_key(self, asked: str) -> str:
+        """The key of the teacher a user names (``mm``, ``cm``, ``cm:<modality>``), or a one-line error. With two
+        modalities ``cm:<the other modality>`` is ``cm``; with more, plain ``cm`` is ambiguous and refused."""
+        if asked == "mm":
+            return "mm"
+        if not self.cm_nets:
+            if asked in ("cm", f"cm:{self.cm}"):
+                return "cm"
+            named = asked.split(":", 1)[-1]
+            raise UserError(
+                f"distill.teacher={asked}: the run's CM teacher reads {self.cm} ({named} is "
+                f"{'the student' if named == self.student else 'not a modality of the run'}); use cm or mm"
+            )
+        choices = ", ".join(f"cm:{m}" for m in self.cm_nets)
+        if asked == "cm":
+            raise UserError(f"distill.teacher=cm: the run has {len(self.cm_nets)} CM teachers, name one: {choices}")
+        if asked.removeprefix("cm:") not in self.cm_nets:
+            raise UserError(f"distill.teacher={asked}: no such CM teacher; the run has {choices} (or mm)")
+        return asked
 
 
 class ModalNet(nn.Module):
@@ -92,6 +134,8 @@ class ModalNet(nn.Module):
 
 
 class Trio(nn.Module):
+    """The MM teacher, the student and the CM teacher(s) of a run (three nets with two modalities, M + 1 with M)."""
+
     def __init__(self, spec: RunSpec) -> None:
         super().__init__()
         self.spec = spec
@@ -105,12 +149,28 @@ class Trio(nn.Module):
             spec.modalities,
         )
         self.student = ModalNet(spec.build_student(), (spec.student,))
-        self.cm = ModalNet(
-            build_unimodal(spec.cm_net, spec.shapes[spec.cm], spec.num_classes, **spec.net_options), (spec.cm,)
-        )
+        if spec.cm_nets:
+            self.cms = nn.ModuleDict(
+                {m: ModalNet(spec.build_unimodal(m, name), (m,)) for m, name in spec.cm_nets.items()}
+            )
+        else:
+            self.cm = ModalNet(spec.build_unimodal(spec.cm, spec.cm_net), (spec.cm,))
 
     def teacher(self, key: str) -> ModalNet:
-        return {"mm": self.mm, "cm": self.cm}[key]
+        """The teacher under ``key`` (one of ``spec.teacher_keys``)."""
+        if key == "mm":
+            return self.mm
+        if key == "cm" and not self.spec.cm_nets:
+            return self.cm
+        if key.startswith("cm:") and key[3:] in self.spec.cm_nets:
+            return self.cms[key[3:]]
+        raise KeyError(key)
+
+    def members(self) -> list[tuple[str, ModalNet]]:
+        """Every net with its key, in S1's order: MM teacher, student, CM teacher(s)."""
+        return [("mm", self.mm), ("student", self.student)] + [
+            (key, self.teacher(key)) for key in self.spec.teacher_keys[1:]
+        ]
 
     def checkpoint(self, inputs: dict, settings: dict, provenance: dict | None = None) -> Stage1Checkpoint:
         """The stage-1 checkpoint of these nets, made from ``inputs`` (see engine/checkpoints.py) with ``settings``."""

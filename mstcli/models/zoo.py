@@ -61,6 +61,12 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "avdigits": Family(("image", "audio"), "cnn_i", {"image": "lenet5", "audio": "three_layer_cnn_a"}),
     "avmnist": Family(("image", "audio"), "cnn_i", {"image": "lenet5", "audio": "three_layer_cnn_a"}),
+    # three views: AV-Digits' nets for image and audio, an MLP for the 8x8 scan, one encoder per view in the MM net
+    "avdigits3": Family(
+        ("image", "audio", "scan"),
+        "folder_fusion_net",
+        {"image": "lenet5", "audio": "three_layer_cnn_a", "scan": "folder_vector_net"},
+    ),
     "ravdess": Family(("visual", "audio"), "dscnn_i", {"visual": "visual_branch_net", "audio": "audio_branch_net"}),
     "vggsound": Family(
         ("visual", "audio"), "dscnn_vggs_i", {"visual": "visual_branch_net_vggs", "audio": "audio_branch_net_vggs"}
@@ -94,15 +100,13 @@ def family(dataset: str, shapes: dict[str, tuple[int, ...]] | None = None) -> Fa
     return FAMILIES[dataset]
 
 
-def other_modality(fam: Family, student: str) -> str:
+def other_modalities(fam: Family, student: str) -> tuple[str, ...]:
+    """The modalities of the CM teachers: every modality but the student's, in the family's order."""
     if student not in fam.modalities:
         raise UserError(f"common.student must be one of {', '.join(fam.modalities)}, got '{student}'")
-    if len(fam.modalities) != 2:
-        raise UserError(
-            f"the data have {len(fam.modalities)} modalities ({', '.join(fam.modalities)}); training takes exactly "
-            "two for now (prepare a folder whose metadata names two modality columns)"
-        )
-    return fam.modalities[1 - fam.modalities.index(student)]
+    if len(fam.modalities) < 2:
+        raise UserError(f"the data have one modality ({fam.modalities[0]}); distillation needs at least two")
+    return tuple(m for m in fam.modalities if m != student)
 
 
 def build_unimodal(name: str, shape: tuple[int, ...], num_classes: int, **options) -> nn.Module:

@@ -108,6 +108,16 @@ STAGE_PANELS = {
 }
 
 
+def _more_cm_teachers(rows: Rows) -> tuple[Series, ...]:
+    """S1's accuracy series of the CM teachers of a run with three or more modalities (curves ``cm_<modality>_acc``)."""
+    modalities = dict.fromkeys(k[3:-4] for row in rows for k in row if k.startswith("cm_") and k.endswith("_acc"))
+    return tuple(
+        s
+        for m in modalities
+        for s in (Series(f"CM teacher ({m}) train", f"cm_{m}_acc", "train"), Series(f"CM teacher ({m}) val", f"val_cm_{m}_acc", "val"))
+    )
+
+
 def curves_figure(stages: dict[str, Rows], path: Path) -> dict[str, list[str]]:
     """Loss (top) and accuracy (bottom) per epoch for each stage with rows; returns the labels drawn per panel."""
     present = [name for name in STAGE_PANELS if stages.get(name)]
@@ -115,7 +125,8 @@ def curves_figure(stages: dict[str, Rows], path: Path) -> dict[str, list[str]]:
     drawn: dict[str, list[str]] = {}
     for column, name in enumerate(present):
         panels, rows = STAGE_PANELS[name], stages[name]
-        for row_index, (series, ylabel) in enumerate(((panels.loss, "loss"), (panels.accuracy, "accuracy"))):
+        accuracy = panels.accuracy + (_more_cm_teachers(rows) if name == "train" else ())
+        for row_index, (series, ylabel) in enumerate(((panels.loss, "loss"), (accuracy, "accuracy"))):
             ax = axes[row_index][column]
             labels = []
             for i, s in enumerate(series):

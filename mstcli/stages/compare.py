@@ -125,7 +125,12 @@ def layout(runs: list[Run]) -> Grid:
     counts = seed_counts(runs)
     found = {r.direction for r in runs}
     directions = [d for d in DIRECTION_ORDER if d in found] + sorted(found - set(DIRECTION_ORDER))
-    columns = [(group, direction) for group in TEACHER_GROUPS for direction in directions]
+    # runs with three or more modalities name their CM teacher (cm:<modality>) and may average all of them (all):
+    # those groups follow, and then mm / cm stay only where some run has them
+    teachers = {r.teacher for r in runs}
+    extra = sorted(t for t in teachers if t.startswith("cm:") or t == "all")
+    groups = [g for g in TEACHER_GROUPS if not extra or g in teachers] + extra
+    columns = [(group, direction) for group in groups for direction in directions]
 
     def cell(method: str, group: str, direction: str):
         teacher = TEACHERLESS.get(method, group)

@@ -28,9 +28,9 @@ from mstcli.methods.base import DistillContext, DistillMethod
 from mstcli.methods.constants import constants_record
 from mstcli.methods.records import method_record
 from mstcli.methods.mst.experts import masks_from_entries
-from mstcli.methods.registry import method_class
+from mstcli.methods.registry import entry, method_class
 from mstcli.methods.tasks import task_kind
-from mstcli.models.trio import ModalNet, Trio, load_frozen_trio
+from mstcli.models.trio import ALL_TEACHERS, ModalNet, RunSpec, Trio, load_frozen_trio
 from mstcli.engine.provenance import result_provenance
 from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
 from mstcli.stages.paths import RunPaths
@@ -108,16 +108,29 @@ class DistillSetup:
     masks_fingerprint: str | None
 
 
+def _teacher_key(spec: RunSpec, settings, cls: type[DistillMethod]) -> str:
+    """``distill.teacher`` as a key of the run's teachers (``cm:<the CM modality>`` of a two-modality run is ``cm``),
+    or a one-line error; methods with a fixed teacher (MST-Distill, the student alone) ignore it."""
+    if entry(settings.method).fixed_teacher is not None:
+        return settings.teacher
+    if settings.teacher == ALL_TEACHERS:
+        if not cls.takes_all_teachers:
+            raise UserError(f"distill.teacher=all: {settings.method} distills from one teacher (only kd takes all)")
+        return ALL_TEACHERS
+    return spec.teacher_key(settings.teacher)
+
+
 def setup_distillation(
     params: Params, features_path: Path, stage1_path: Path, masks_path: Path | None
 ) -> DistillSetup:
     """The stage's set-up (nets, MaskNets, splits, the method with its banks, the task), apart from its epochs so
-    that ``bench/stage_speed.py`` can time the epochs of two methods side by side."""
+    that ``mst bench stages`` and ``mst bench speed`` can time the epochs of two methods side by side."""
     settings, common = params.distill, params.common
     features = FeatureFile.open(features_path)
     device = runtime_for(common)
     trio = load_frozen_trio(stage1_path, features, common.seed, device)
     cls = method_class(settings.method)
+    settings = dataclasses.replace(settings, teacher=_teacher_key(trio.spec, settings, cls))
     task_kind(trio.spec.task).check_method(settings.method)
     for name in settings.constants:  # every override is checked before anything slow, not only the chosen one's
         method_class(name).constants_for(settings)

@@ -7,7 +7,7 @@ of all MaskNets at the epoch with the lowest sum are kept (one common best epoch
 
 ``fit_masks.label_weight`` w > 0 (not in the reference) adds w CE(masked teacher, labels) to each MaskNet's loss
 and to its validation score, so a mask cannot buy agreement with the student at the price of the teacher's
-accuracy (what ``bench/expert_drift.py`` measured the reference's S2 doing).
+accuracy (what the reference's S2 was measured doing: the specialized teachers drift towards the student).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from mstcli.engine.run_lock import run_lock
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.methods.tasks import CLASSIFICATION, TaskKind, task_kind
-from mstcli.methods.mst.experts import TEACHER_ORDER, MaskSlot
+from mstcli.methods.mst.experts import MaskSlot
 from mstcli.methods.mst.masked_teachers import (
     MaskedTeachers,
     build_masks,
@@ -176,6 +176,7 @@ def fit_masks(
             logbook=logbook,
         )
         record = stage_record("S2", masknet_module, masked_teachers_module, experts_module)
+        record["constants"]["teacher_order"] = list(trio.spec.teacher_keys)  # the experts' order in S3
         if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
             MasksCheckpoint(
                 spec=trio.spec.to_dict(),
@@ -198,7 +199,7 @@ def _masked_teachers(
 ) -> MaskedTeachers:
     """The masked teachers, with the frozen outputs at the masked layers cached while they fit fit_masks.cache_mb."""
     big = max(settings.batch_size, 1024)
-    teachers = {key: trio.teacher(key) for key in TEACHER_ORDER}
+    teachers = {key: trio.teacher(key) for key in trio.spec.teacher_keys}
     rows = sum(len(split) for split in splits.values())
     with autocast(device, precision):
         cached = plan_cache([((s.teacher, s.layer), s.shape) for s, _ in masks], teachers, rows, settings.cache_mb)

@@ -3,6 +3,8 @@
 The MM teacher, the CM teacher and the student learn together: each has its CE plus the KL towards the
 other two (six KL terms, no detaching), one Adam over all three, no validation-based selection (the
 last epoch is kept, as in the reference). Validation accuracy of each net is logged for the user.
+With M >= 3 modalities every CM teacher joins: M + 1 nets, each with its CE and the KL towards every other
+net (M(M + 1) KL terms), the direct generalization of the reference's pairwise terms.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_l
 from mstcli.stages.paths import RunPaths
 
 
+def log_name(key: str) -> str:
+    """A net's key as it appears in curve names: ``cm:audio`` -> ``cm_audio`` (``mm``, ``student``, ``cm`` as is)."""
+    return key.replace(":", "_")
+
+
 class CollaborativeTraining(EpochTask):
     """S1's own part: all three nets train on the mutual loss; validation accuracy of each is reported."""
 
@@ -49,19 +56,19 @@ class CollaborativeTraining(EpochTask):
         return {"trio": self.trio}
 
     def batch_loss(self, batch: Split):
-        logits = [self.trio.mm(batch.inputs), self.trio.student(batch.inputs), self.trio.cm(batch.inputs)]
+        members = self.trio.members()
+        logits = [net(batch.inputs) for _, net in members]
         loss, terms = mutual_loss(logits, batch.labels, self.temperature, **self.loss_options)
         with torch.no_grad():  # train accuracy of each net, averaged on the device like the loss terms
-            for key, net_logits in zip(("mm", "student", "cm"), logits):
-                terms[f"{key}_acc"] = self.kind.accuracy(net_logits, batch.labels)
+            for (key, _), net_logits in zip(members, logits, strict=True):
+                terms[f"{log_name(key)}_acc"] = self.kind.accuracy(net_logits, batch.labels)
         return loss, terms
 
     def end_epoch(self, epoch: int) -> EpochEnd:
         self.trio.eval()
         row = {}
-        for key in ("mm", "student", "cm"):
-            net = getattr(self.trio, key)
-            _, row[f"val_{key}_acc"] = self.kind.val_loss_and_accuracy(
+        for key, net in self.trio.members():
+            _, row[f"val_{log_name(key)}_acc"] = self.kind.val_loss_and_accuracy(
                 net, self.val, self.kind.val_batch, self.device, self.precision
             )
         return EpochEnd(row)  # no score: the last epoch's nets are kept, as in the reference
@@ -83,7 +90,7 @@ def train(params: Params, features_path: Path, out: Path, log_dir: Path, restart
         splits = load_splits(
             features, common.seed, list(spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
         )
-        for net in (trio.mm, trio.student, trio.cm):
+        for _, net in trio.members():
             maybe_compile(net.net, common.compile)
         task = CollaborativeTraining(trio, splits["val"], settings.lr, settings.temperature, device, common.precision)
         inputs = stage_inputs(features, common.seed)

@@ -54,7 +54,7 @@ class DataSource:
         return self.feature_steps.get(modality)
 
 
-_MODULES = ("avdigits", "avmnist", "ravdess", "vggsound", "crisismmd", "nyudepth", "folder")
+_MODULES = ("avdigits", "avdigits3", "avmnist", "ravdess", "vggsound", "crisismmd", "nyudepth", "folder")
 _REGISTRY: dict[str, DataSource] = {}
 
 

@@ -8,6 +8,7 @@ before it becomes a log-mel spectrogram, so that neither modality alone is easy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,45 @@ def read_raw(path: Path) -> dict[str, Any]:
     return raw
 
 
+@dataclass
+class Pairs:
+    """The drawn pairs of a prepare run, before they are written (the three-modality set adds a view to them)."""
+
+    images: np.ndarray
+    spectrograms: np.ndarray
+    labels: np.ndarray
+    pca: PcaBasis
+    rate: int
+
+    def transforms(self) -> dict[str, dict[str, Any]]:
+        """What predict and export need to featurize a new image or clip the same way (FeatureFile.transform)."""
+        return {
+            "image": {
+                "mean": self.pca.mean,
+                "basis": self.pca.basis,
+                "height": self.images.shape[2],
+                "width": self.images.shape[3],
+            },
+            "audio": {"sample_rate": self.rate},
+        }
+
+
 def build(source: Path, params: Any, out: Path, meta: dict[str, Any]) -> None:
+    pairs = draw_pairs(source, params, np.random.default_rng(params.seed))
+    write_features(
+        out,
+        dataset="avdigits",
+        arrays={"image": pairs.images, "audio": pairs.spectrograms},
+        labels=pairs.labels,
+        class_names=CLASS_NAMES,
+        params=meta,
+        transforms=pairs.transforms(),
+    )
+
+
+def draw_pairs(source: Path, params: Any, rng: np.random.Generator) -> Pairs:
+    """``prepare.num_samples`` images without replacement, each with an augmented clip of the same digit."""
     raw = read_raw(source)
-    rng = np.random.default_rng(params.seed)
     n = params.num_samples
     if n > len(raw["images"]):
         raise UserError(f"prepare.num_samples={n} exceeds the {len(raw['images'])} images in {source}")
@@ -69,19 +106,7 @@ def build(source: Path, params: Any, out: Path, meta: dict[str, Any]) -> None:
             if i % 1000 == 999:
                 advance(1000)
         advance(n % 1000)
-    spectrograms = log_mel(waves, rate, params.spec_size)
-    write_features(
-        out,
-        dataset="avdigits",
-        arrays={"image": images, "audio": spectrograms},
-        labels=labels,
-        class_names=CLASS_NAMES,
-        params=meta,
-        transforms={
-            "image": {"mean": pca.mean, "basis": pca.basis, "height": images.shape[2], "width": images.shape[3]},
-            "audio": {"sample_rate": rate},
-        },
-    )
+    return Pairs(images, log_mel(waves, rate, params.spec_size), labels, pca, rate)
 
 
 def _need_state(state: dict[str, Any] | None, what: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ class KDConstants:
 
 class HintonKD(DistillMethod):
     name = "kd"
+    takes_all_teachers = True  # distill.teacher=all: KD towards the average of every teacher's soft labels
     CONSTANT_SETS = {"reference": KDConstants(alpha=0.5), "paper": KDConstants(alpha=0.9)}
 
     def __init__(self, context: DistillContext) -> None:

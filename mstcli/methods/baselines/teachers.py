@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
 from mstcli.engine.bank import logit_bank, rows_of
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
-from mstcli.models.trio import ModalNet
+from mstcli.models.trio import ALL_TEACHERS, ModalNet
+
+
+class AveragedTeachers:
+    """Every stage-1 teacher as one: logits whose softmax at temperature tau is the mean of the teachers' softmaxes
+    at tau, i.e. tau log(mean_i softmax(z_i / tau)). KD from them is KD towards the average of all teachers' soft
+    labels, the plain multi-teacher baseline (``distill.teacher=all``)."""
+
+    def __init__(self, teachers: list[ModalNet], temperature: float) -> None:
+        self.teachers, self.temperature = teachers, temperature
+
+    @torch.no_grad()
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        tau = self.temperature
+        log_probs = torch.stack([torch.log_softmax(net(inputs).float() / tau, dim=1) for net in self.teachers])
+        return tau * (torch.logsumexp(log_probs, dim=0) - math.log(len(self.teachers)))
+
+
+def teacher_of(context: DistillContext) -> ModalNet | AveragedTeachers:
+    """The frozen teacher ``distill.teacher`` names (already resolved to a key of the run by the distill stage)."""
+    if context.settings.teacher == ALL_TEACHERS:
+        keys = context.trio.spec.teacher_keys
+        return AveragedTeachers([context.trio.teacher(key) for key in keys], context.settings.temperature)
+    return context.trio.teacher(context.settings.teacher)
 
 
 class FrozenTeacher:
@@ -17,7 +41,7 @@ class FrozenTeacher:
     for the train split (engine/bank.py), or recomputed without a graph when ``distill.bank`` is false."""
 
     def __init__(self, context: DistillContext) -> None:
-        self.net = context.trio.teacher(context.settings.teacher)
+        self.net = teacher_of(context)
         self.bank = logit_bank(self.net, context.splits["train"], 1024) if context.settings.bank else None
 
     @torch.no_grad()

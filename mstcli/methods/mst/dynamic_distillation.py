@@ -93,7 +93,8 @@ class MSTDistill(DistillMethod):
         settings = self.settings
         if context.masks is None:
             raise UserError("--method mst needs the MaskNets of `mst fit-masks` (models/<run>/masks.pt)")
-        teachers = {key: context.trio.teacher(key) for key in ("mm", "cm")}
+        keys = [k for k in context.trio.spec.teacher_keys if settings.experts in ("all", k.split(":")[0])]
+        teachers = {key: context.trio.teacher(key) for key in keys}
         self.experts = SpecializedTeachers(teachers, context.masks, settings.compose)
         self.experts.to(context.device)
         if settings.k > len(self.experts):
@@ -130,6 +131,11 @@ class MSTDistill(DistillMethod):
     @property
     def expert_names(self) -> list[str]:
         return self.experts.names
+
+    @property
+    def teacher_label(self) -> str | None:
+        """``mm+cm`` as the registry files MST-Distill, or the one group it was limited to (``distill.experts``)."""
+        return super().teacher_label if self.settings.experts == "all" else self.settings.experts
 
     def extra_modules(self) -> list[nn.Module]:
         return [self.gate]

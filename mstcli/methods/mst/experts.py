@@ -10,9 +10,6 @@ from torch import nn
 from mstcli.methods.mst.masknet import MaskNet, plugged
 from mstcli.models.trio import ModalNet
 
-TEACHER_ORDER = ("mm", "cm")
-
-
 @dataclass(frozen=True)
 class MaskSlot:
     """One MaskNet and where it plugs in."""
@@ -34,7 +31,8 @@ def masks_from_entries(entries: list[dict]) -> list[tuple[MaskSlot, MaskNet]]:
 
 
 class SpecializedTeachers(nn.Module):
-    """The E experts of S3, in the reference order [MM@l1, MM@l2, CM@l1, CM@l2].
+    """The E experts of S3, in the reference order [MM@l1, MM@l2, CM@l1, CM@l2] (with M >= 3 modalities every CM
+    teacher's experts follow, in the order of ``teachers``).
 
     ``compose='cumulative'`` reproduces the reference code, where expert j of a teacher runs with the masks
     of layers 1..j all active (its hooks pile up); ``'single'`` runs each expert with its own mask only, as
@@ -46,7 +44,7 @@ class SpecializedTeachers(nn.Module):
         self.teachers = nn.ModuleDict(teachers)
         self.masknets = nn.ModuleList(net for _, net in masks)
         self.experts: list[tuple[str, list[int]]] = []
-        for key in TEACHER_ORDER:
+        for key in teachers:
             own = [i for i, (slot, _) in enumerate(masks) if slot.teacher == key]
             for j, index in enumerate(own):
                 active = own[: j + 1] if compose == "cumulative" else [index]

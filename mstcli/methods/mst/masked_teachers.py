@@ -15,14 +15,14 @@ from mstcli.engine import distributed
 from mstcli.engine.splits import Split
 from mstcli.errors import UserError
 from mstcli.methods.losses import kd_per_sample
-from mstcli.methods.mst.experts import TEACHER_ORDER, MaskSlot
+from mstcli.methods.mst.experts import MaskSlot
 from mstcli.methods.mst.masknet import MaskNet, layer_output_shapes, masknet_for, plugged
 from mstcli.models.trio import Trio
 
 
 def build_masks(trio: Trio, sample: Split, layers: int, heads: int, factor: int) -> list[tuple[MaskSlot, MaskNet]]:
     masks = []
-    for key in TEACHER_ORDER:
+    for key in trio.spec.teacher_keys:
         teacher = trio.teacher(key)
         available = teacher.net.mask_layers
         if layers > len(available):
@@ -74,7 +74,7 @@ class MaskedTeachers:
 def selection_score(slots: list[MaskSlot], val_kl: list[float]) -> float:
     """Mean validation KL over each teacher's MaskNets, summed over the teachers (the reference's criterion)."""
     score = 0.0
-    for key in TEACHER_ORDER:
+    for key in dict.fromkeys(slot.teacher for slot in slots):
         values = [kl for slot, kl in zip(slots, val_kl) if slot.teacher == key]
         score += sum(values) / len(values) if values else 0.0
     return score

@@ -1,0 +1,187 @@
+"""MST-Distill with three modalities: the embedded three-view set (avdigits3), S1 over four nets, S2 masks in every
+teacher, S3 routing over all specialized teachers, the comparison methods' ``cm:<modality>`` and ``all`` teachers,
+and the one-line errors for teachers and students a run does not have."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from conftest import write_raw_avdigits
+from mstcli.cli import app
+from mstcli.engine.logbook import read_curves, routing_teachers
+
+runner = CliRunner()
+
+
+def scan_of(digit: int) -> np.ndarray:
+    """An 8x8 count grid that is full (16) in the digit's own cell and empty elsewhere: a scan tells its digit."""
+    counts = np.zeros(64, dtype=np.uint8)
+    counts[3 + 6 * digit] = 16
+    return counts.reshape(8, 8)
+
+
+def write_raw_scans(path: Path, per_digit: int = 3) -> Path:
+    """A tiny source in the layout of data/raw/optdigits.h5 (scripts/build_optdigits.py)."""
+    labels = np.repeat(np.arange(10), per_digit)
+    with h5py.File(path, "w") as f:
+        f["images"] = np.stack([scan_of(int(d)) for d in labels])
+        f["labels"] = labels
+    return path
+
+
+PARAMS = {
+    "common": {"dataset": "avdigits3", "student": "image", "threads": 1, "run": "three"},
+    "prepare": {
+        "num_samples": 240,
+        "spec_size": 16,
+        "image_energy": 0.9,
+        "snr_db": [10.0, 20.0],
+        "scan_dropout": 0.0,
+        "scan_noise": 0.0,
+    },
+    "train": {"epochs": 2, "batch_size": 32, "lr": 0.003},
+    "fit_masks": {"epochs": 1, "batch_size": 32, "hidden_dim_factor": 16},
+    "distill": {"epochs": 2, "batch_size": 32, "lr": 0.003},
+}
+
+
+@pytest.fixture(scope="module")
+def three_views(tmp_path_factory):
+    """A prepared avdigits3 workdir (raw folder with both sources), trained through S1 and S2 once for the module."""
+    root = tmp_path_factory.mktemp("three")
+    raw = root / "raw"
+    raw.mkdir()
+    write_raw_avdigits(raw / "avdigits.h5", num_images=400)
+    write_raw_scans(raw / "optdigits.h5")
+    (root / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "prepare": {**PARAMS["prepare"], "source": str(raw)}}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for command in (["prepare"], ["train"], ["fit-masks"]):
+            result = runner.invoke(app, command)
+            assert result.exit_code == 0, result.output
+    return root
+
+
+def run(root: Path, *args: str):
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        return runner.invoke(app, list(args))
+    finally:
+        os.chdir(cwd)
+
+
+def test_avdigits3_adds_a_scan_of_the_same_digit_to_the_avdigits_pairs(three_views, tmp_path):
+    from mstcli.data.store import FeatureFile
+
+    features = FeatureFile.open(three_views / "data/features/avdigits3.h5")
+    assert features.modalities == {"image": (1, 28, 28), "audio": (1, 16, 16), "scan": (64,)}
+    labels, scans = features.labels(), features.read("scan")
+    assert (scans.argmax(axis=1) == 3 + 6 * labels).all() and np.allclose(scans.max(axis=1), 1.0)
+    # the image and audio views are AV-Digits' own pairs for the same seed: the third view is added, not redrawn
+    params = {**PARAMS, "common": {**PARAMS["common"], "dataset": "avdigits"}}
+    params["prepare"] = {**params["prepare"], "source": str(three_views / "raw/avdigits.h5")}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run(tmp_path, "prepare").exit_code == 0
+    pairs = FeatureFile.open(tmp_path / "data/features/avdigits.h5")
+    assert np.array_equal(pairs.labels(), labels)
+    for modality in ("image", "audio"):
+        assert np.array_equal(pairs.read(modality), features.read(modality)), modality
+
+
+def test_scan_degradation_blanks_its_share_of_cells_and_adds_noise():
+    from mstcli.data.sources.avdigits3 import degrade_scans
+
+    counts = np.full((400, 8, 8), 16, dtype=np.uint8)
+    blanked = degrade_scans(counts, 0.5, 0.0, np.random.default_rng(0))
+    assert blanked.shape == (400, 64) and set(np.unique(blanked)) == {0.0, 1.0}
+    assert abs((blanked == 0).mean() - 0.5) < 0.02
+    noisy = degrade_scans(counts, 0.0, 0.3, np.random.default_rng(0))
+    assert abs(float((noisy - 1.0).std()) - 0.3) < 0.01 and abs(float(noisy.mean()) - 1.0) < 0.01
+
+
+def test_s1_trains_every_net_and_s2_masks_every_teacher(three_views):
+    stage1 = torch.load(three_views / "models/three/stage1.pt", weights_only=True)
+    assert stage1["spec"]["cm_nets"] == {"audio": "three_layer_cnn_a", "scan": "folder_vector_net"}
+    prefixes = {key.split(".")[0] + ("." + key.split(".")[1] if key.startswith("cms.") else "") for key in stage1["state"]}
+    assert prefixes == {"mm", "student", "cms.audio", "cms.scan"}
+    curves = read_curves(three_views / "results/three/train")
+    assert {"val_mm_acc", "val_student_acc", "val_cm_audio_acc", "val_cm_scan_acc"} <= set(curves[-1])
+    masks = torch.load(three_views / "models/three/masks.pt", weights_only=True)["masks"]
+    assert [m["teacher"] for m in masks] == ["mm", "mm", "cm:audio", "cm:audio", "cm:scan", "cm:scan"]
+
+
+def test_s3_routes_over_every_specialized_teacher_or_a_chosen_group(three_views):
+    result = run(three_views, "distill", "--out", "models/three/mst.pt", "--results", "results/three/mst")
+    assert result.exit_code == 0, result.output
+    experts = routing_teachers(three_views / "results/three/mst/distill")
+    assert [e.split("@")[0] for e in experts] == ["mm", "mm", "cm:audio", "cm:audio", "cm:scan", "cm:scan"]
+    last = read_curves(three_views / "results/three/mst/distill")[-1]
+    assert abs(sum(last[e] for e in experts) - 1.0) < 1e-4
+    result = run(three_views, "distill", "-S", "distill.experts=cm", "--out", "models/three/mst-cm.pt",
+                 "--results", "results/three/mst-cm")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    experts = routing_teachers(three_views / "results/three/mst-cm/distill")
+    assert [e.split("@")[0] for e in experts] == ["cm:audio", "cm:audio", "cm:scan", "cm:scan"]
+    assert run(three_views, "eval", "--student", "models/three/mst.pt", "--results", "results/three/mst").exit_code == 0
+    metrics = json.loads((three_views / "results/three/mst/metrics.json").read_text())
+    assert metrics["student"] == "image" and 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_comparison_methods_take_a_named_cm_teacher_or_all(three_views):
+    for teacher in ("cm:scan", "all"):
+        result = run(three_views, "distill", "--method", "kd", "--teacher", teacher,
+                     "--out", f"models/three/kd-{teacher}.pt", "--results", f"results/three/kd-{teacher}")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        saved = torch.load(three_views / f"models/three/kd-{teacher}.pt", weights_only=True)
+        assert saved["teacher"] == teacher
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "kd", "--teacher", "cm"], "name one: cm:audio, cm:scan"),
+        (["--method", "kd", "--teacher", "cm:depth"], "no such CM teacher; the run has cm:audio, cm:scan"),
+        (["--method", "kd", "--teacher", "cm:image"], "no such CM teacher"),
+        (["--method", "dkd", "--teacher", "all"], "only kd takes all"),
+        (["--method", "kd", "--teacher", "cm:"], "distill.teacher must be mm, cm, cm:<modality> or all"),
+        (["--method", "kd", "-S", "common.student=depth"], "common.student must be one of image, audio, scan"),
+    ],
+)
+def test_teachers_and_students_the_run_lacks_are_one_line_errors(three_views, args, message):
+    result = run(three_views, "distill", *args, "--out", "models/three/bad.pt", "--results", "results/three/bad")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and not (three_views / "models/three/bad.pt").exists()
+
+
+def test_averaged_teachers_give_the_mean_of_the_soft_labels():
+    from mstcli.methods.baselines.teachers import AveragedTeachers
+
+    torch.manual_seed(0)
+    logits = [torch.randn(5, 10) * 3 for _ in range(3)]
+    nets = [lambda inputs, z=z: z for z in logits]
+    tau = 4.0
+    averaged = AveragedTeachers(nets, tau)({})
+    expected = torch.stack([torch.softmax(z / tau, dim=1) for z in logits]).mean(0)
+    assert torch.allclose(torch.softmax(averaged / tau, dim=1), expected, atol=1e-6)
+    assert not torch.allclose(torch.softmax(averaged / tau, dim=1), torch.softmax(sum(logits) / 3 / tau, dim=1))
+
+
+def test_two_modality_runs_keep_their_layout_and_teacher_names():
+    from conftest import tiny_trio
+
+    trio = tiny_trio("image")
+    assert trio.spec.teacher_keys == ("mm", "cm") and trio.spec.cm_nets == {}
+    assert {k.split(".")[0] for k in trio.state_dict()} == {"mm", "student", "cm"}
+    assert trio.spec.teacher_key("cm:audio") == "cm" and trio.spec.teacher_key("mm") == "mm"
+    with pytest.raises(Exception, match="the student"):
+        trio.spec.teacher_key("cm:image")

