@@ -63,9 +63,15 @@ _DYNAMIC_CALLS = {"import_module", "__import__"}
 
 
 def _import_repo_module(name: str):
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    return importlib.import_module(name)
+    """Import an mstcli module the ordinary way (the package is installed, editable: ``pip install -e .``) and
+    check that it is this repository's: a registry read from another checkout would give other deps."""
+    module = importlib.import_module(name)
+    origin = Path(module.__file__ or "").resolve()
+    if not origin.is_relative_to(REPO):
+        raise DepsError(
+            f"{name} was imported from {origin}, not from {REPO}: install this checkout (pip install -e .)"
+        )
+    return module
 
 
 def _method_registry() -> list[str]:
