@@ -120,7 +120,7 @@ def test_both_student_directions_run_every_stage(tmp_path, monkeypatch, mat):
     invoke("report", "-S", "common.run=rgb")
     assert "mIoU" in (tmp_path / "results/rgb/report.md").read_text()
 
-    refused = runner.invoke(app, ["distill", "-S", "common.run=rgb", "-S", "distill.method=kd", *TINY])
+    refused = runner.invoke(app, ["distill", "-S", "common.run=rgb", "-S", "common.student=rgb", "-S", "distill.method=kd", *TINY])
     assert refused.exit_code == 2 and "does not support segmentation" in refused.output.strip().splitlines()[-1]
 
 

@@ -153,7 +153,7 @@ def test_comparison_methods_take_a_named_cm_teacher_or_all(three_views):
         (["--method", "kd", "--teacher", "cm:depth"], "no such CM teacher; the run has cm:audio, cm:scan"),
         (["--method", "kd", "--teacher", "cm:image"], "no such CM teacher"),
         (["--method", "dkd", "--teacher", "all"], "only kd takes all"),
-        (["--method", "kd", "--teacher", "cm:"], "distill.teacher must be mm, cm, cm:<modality> or all"),
+        (["--method", "kd", "--teacher", "audio"], "distill.teacher must be mm, cm, cm:<modality> or all"),
         (["--method", "kd", "-S", "common.student=depth"], "common.student must be one of image, audio, scan"),
     ],
 )

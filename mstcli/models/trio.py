@@ -192,12 +192,23 @@ class Trio(nn.Module):
         return trio
 
 
-def load_frozen_trio(stage1_path: Path, features: FeatureFile, split_group: int, device: torch.device) -> Trio:
+def load_frozen_trio(
+    stage1_path: Path, features: FeatureFile, split_group: int, device: torch.device, student: str | None = None
+) -> Trio:
     """The stage-1 nets, frozen and in eval mode. A checkpoint made from other features is refused (its nets would
     read inputs of another shape or meaning), and so is one trained on another split group: its training set
-    overlaps this group's test set, so later stages would test on data the nets have seen."""
+    overlaps this group's test set, so later stages would test on data the nets have seen; with ``student``
+    (common.student), so is one whose student reads another modality (S1 chose the teachers for its student)."""
     checkpoint = Stage1Checkpoint.load(stage1_path)
     checkpoint.check_inputs(stage1_path, features, split_group)
+    if student is not None and student != checkpoint.spec["student"]:
+        modalities = tuple(checkpoint.spec["modalities"])
+        if student not in modalities:
+            raise UserError(f"common.student must be one of {', '.join(modalities)}, got '{student}'")
+        raise UserError(
+            f"{stage1_path} was trained for the {checkpoint.spec['student']} student, not {student}: run `mst train` "
+            f"with common.student={student} (or another common.run)"
+        )
     trio = Trio.from_checkpoint(checkpoint).to(device).eval()
     trio.requires_grad_(False)
     return trio

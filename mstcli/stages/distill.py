@@ -128,7 +128,7 @@ def setup_distillation(
     settings, common = params.distill, params.common
     features = FeatureFile.open(features_path)
     device = runtime_for(common)
-    trio = load_frozen_trio(stage1_path, features, common.seed, device)
+    trio = load_frozen_trio(stage1_path, features, common.seed, device, common.student)
     cls = method_class(settings.method)
     settings = dataclasses.replace(settings, teacher=_teacher_key(trio.spec, settings, cls))
     task_kind(trio.spec.task).check_method(settings.method)
