@@ -2,8 +2,8 @@
 
 For every non-empty subset of the feature file's modalities a net is trained from scratch with CE only, through
 the engine like every stage: the data set's unimodal net for one modality, the MM net of its family on the
-subset's modalities otherwise (the family's MM net when the subset is all of them; for a subset of a data set
-with three or more modalities, the folder fusion net, which takes any number of inputs). The state with the
+subset's modalities otherwise (an MM net that can be built on some of its views is; else a subset smaller than
+all modalities gets the folder fusion net, which takes any number of inputs). The state with the
 lowest validation CE is kept and tested. This is the measurement behind a data card's "each modality alone is
 below any pair, and all together are best".
 """
@@ -26,7 +26,7 @@ from mstcli.engine.splits import Split, load_splits
 from mstcli.errors import UserError
 from mstcli.methods.tasks import task_kind
 from mstcli.models.trio import ModalNet
-from mstcli.models.zoo import build_multimodal, build_unimodal, family
+from mstcli.models.zoo import MULTIMODAL_NETS, build_multimodal, build_unimodal, family
 
 
 class ViewsOnly(EpochTask):
@@ -63,6 +63,8 @@ def _net_for(features: FeatureFile, views: tuple[str, ...]) -> nn.Module:
         return build_unimodal(fam.unimodal[views[0]], shapes[views[0]], classes)
     if views == fam.modalities:
         return build_multimodal(fam.multimodal, tuple(shapes[m] for m in views), classes)
+    if getattr(MULTIMODAL_NETS[fam.multimodal], "takes_views", False):  # the MM net's own build on the subset
+        return build_multimodal(fam.multimodal, tuple(shapes[m] for m in views), classes, views=views)
     return build_multimodal("folder_fusion_net", tuple(shapes[m] for m in views), classes)
 
 

@@ -12,6 +12,7 @@ from typing import Callable
 from torch import nn
 
 from mstcli.errors import UserError
+from mstcli.models.avdigits3 import ThreeViewCNNI
 from mstcli.models.avmnist import CNNI, LeNet5, ThreeLayerCNNA
 from mstcli.models.crisismmd import MLPI, MLPBranch
 from mstcli.models.folder import FolderFusionNet, FolderMapNet, FolderVectorNet, unimodal_net_name
@@ -38,6 +39,7 @@ UNIMODAL_NETS: dict[str, UnimodalFactory] = {
 }
 MULTIMODAL_NETS: dict[str, MultimodalFactory] = {
     "cnn_i": CNNI,
+    "three_view_cnn_i": ThreeViewCNNI,
     "dscnn_i": DSCNNI,
     "dscnn_vggs_i": DSCNNVGGSI,
     "mlp_i": MLPI,
@@ -61,10 +63,10 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "avdigits": Family(("image", "audio"), "cnn_i", {"image": "lenet5", "audio": "three_layer_cnn_a"}),
     "avmnist": Family(("image", "audio"), "cnn_i", {"image": "lenet5", "audio": "three_layer_cnn_a"}),
-    # three views: AV-Digits' nets for image and audio, an MLP for the 8x8 scan, one encoder per view in the MM net
+    # three views: AV-Digits' nets for image and audio, an MLP for the 8x8 scan, CNN-I with a scan branch as MM net
     "avdigits3": Family(
         ("image", "audio", "scan"),
-        "folder_fusion_net",
+        "three_view_cnn_i",
         {"image": "lenet5", "audio": "three_layer_cnn_a", "scan": "folder_vector_net"},
     ),
     "ravdess": Family(("visual", "audio"), "dscnn_i", {"visual": "visual_branch_net", "audio": "audio_branch_net"}),
