@@ -22,13 +22,14 @@ from mstcli.cli import app
 
 # Run in a fresh interpreter: loads every exported file and reads the inputs with the folder's own run_onnx.py.
 LOADER = r"""
-import json, sys
+import importlib.util, json, sys
 from pathlib import Path
 import onnxruntime, torch
 out = {}
 for folder, files in json.loads(Path(sys.argv[1]).read_text()).items():
-    sys.path.insert(0, folder)
-    import run_onnx
+    spec = importlib.util.spec_from_file_location("run_onnx", Path(folder) / "run_onnx.py")
+    run_onnx = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_onnx)
     manifest = json.loads((Path(folder) / "manifest.json").read_text())
     inputs = run_onnx.read_inputs(files, manifest)
     session = onnxruntime.InferenceSession(str(Path(folder) / "student.onnx"), providers=["CPUExecutionProvider"])
@@ -38,8 +39,6 @@ for folder, files in json.loads(Path(sys.argv[1]).read_text()).items():
         "onnx": session.run(["probabilities"], inputs)[0].tolist(),
         "pt2": model(*tensors).detach().numpy().tolist(),
     }
-    sys.path.remove(folder)
-    del sys.modules["run_onnx"]
 out["mstcli_imported"] = "mstcli" in sys.modules
 print(json.dumps(out))
 """

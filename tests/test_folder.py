@@ -26,6 +26,7 @@ from folder_fixtures import (
 )
 from mstcli.cli import app
 from mstcli.data.store import FeatureFile
+from mstcli.engine.logbook import routing_teachers
 
 runner = CliRunner()
 SMALL = ["-S", "prepare.image_size=8", "-S", "prepare.spec_size=8", "-S", "prepare.clip_seconds=0.25",
@@ -175,13 +176,22 @@ def test_rgb_jpeg_flac_npy_and_text_three_modalities(tmp_path, tiny_text_model):
     os.replace(tmp_path / "f.h5", tmp_path / "data" / "features" / "folder.h5")
     cwd = os.getcwd()
     os.chdir(tmp_path)
-    settings = ["-S", "common.dataset=folder", "-S", "common.student=photo", "-S", "train.epochs=1"]
+    settings = ["-S", "common.dataset=folder", "-S", "common.student=photo", "-S", "train.epochs=1",
+                "-S", "fit_masks.epochs=1", "-S", "distill.epochs=1", "-S", "train.batch_size=4",
+                "-S", "fit_masks.batch_size=4", "-S", "distill.batch_size=4"]  # fmt: skip
     try:
         trained = runner.invoke(app, ["train", *settings])
+        masked = runner.invoke(app, ["fit-masks", *settings])
+        routed = runner.invoke(app, ["distill", *settings])
+        named = runner.invoke(app, ["distill", "--method", "kd", "--teacher", "cm:note", "--out", "kd.pt", *settings])
         plain_cm = runner.invoke(app, ["distill", "--method", "kd", "--teacher", "cm", *settings])
     finally:
         os.chdir(cwd)
     assert trained.exit_code == 0 and "CM clip" in trained.output and "CM note" in trained.output, trained.output
+    for result in (masked, routed, named):
+        assert result.exit_code == 0, result.output
+    experts = routing_teachers(tmp_path / "results/main/distill")
+    assert [e.split("@")[0] for e in experts] == ["mm", "mm", "cm:clip", "cm:clip", "cm:note", "cm:note"]
     assert plain_cm.exit_code == 2 and "name one: cm:clip, cm:note" in plain_cm.output, plain_cm.output
 
 
