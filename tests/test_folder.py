@@ -183,7 +183,9 @@ def test_rgb_jpeg_flac_npy_and_text_three_modalities(tmp_path, tiny_text_model):
         trained = runner.invoke(app, ["train", *settings])
         masked = runner.invoke(app, ["fit-masks", *settings])
         routed = runner.invoke(app, ["distill", *settings])
-        named = runner.invoke(app, ["distill", "--method", "kd", "--teacher", "cm:note", "--out", "kd.pt", *settings])
+        named = runner.invoke(
+            app, ["distill", "--method", "kd", "--teacher", "cm:note", "--out", "kd.pt", "--results", "kd", *settings]
+        )
         plain_cm = runner.invoke(app, ["distill", "--method", "kd", "--teacher", "cm", *settings])
     finally:
         os.chdir(cwd)
