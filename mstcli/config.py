@@ -231,6 +231,12 @@ class DistillParams:
         " feature-based comparison methods (FitNet, RKD, PKT, CRD, OFA); beyond it the teacher runs every batch",
         min=0,
     )
+    teacher_spill_mb: int = _opt(
+        8192,
+        "disk (MiB) for those logits and features when they exceed teacher_cache_mb: a temporary HDF5 file read a"
+        " batch at a time (one process only); 0, or beyond it: the teacher runs on every batch",
+        min=0,
+    )
     student_init: Literal["auto", "stage1", "scratch"] = _opt(
         "auto", "student start: auto = stage 1 for mst, from scratch for none/kd (as the reference baselines)"
     )

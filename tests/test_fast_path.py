@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -241,9 +242,37 @@ def test_teacher_features_from_the_bank_equal_recomputation(name, teacher):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_teacher_features_beyond_the_cache_budget_are_recomputed():
+def test_teacher_features_beyond_both_budgets_are_recomputed():
     trio = tiny_trio("image")
     train = random_split(30)
-    settings = dataclasses.replace(DistillParams(), method="fitnet", teacher="cm", teacher_cache_mb=0)
+    settings = dataclasses.replace(
+        DistillParams(), method="fitnet", teacher="cm", teacher_cache_mb=0, teacher_spill_mb=0
+    )
     method = build_method("fitnet", DistillContext(settings, trio, trio.student, {"train": train}, "cpu"))
-    assert method.pair.bank is None and method.pair.bank_bytes(30, 10) > 0
+    assert method.pair.bank is None and method.pair.spilled is None and method.pair.bank_bytes(30, 10) > 0
+
+
+@pytest.mark.parametrize("name", ["fitnet", "rkd", "crd"])
+def test_teacher_features_spilled_to_disk_equal_the_memory_bank(name):
+    """Beyond distill.teacher_cache_mb the bank goes to a temporary HDF5 file: a batch (rows in any order, one
+    repeated) must get exactly the logits and features of the in-memory bank, and the file goes with the bank."""
+    trio = tiny_trio("image")
+    train = random_split(30)
+    rows = torch.tensor([17, 3, 29, 3, 0])
+    got = []
+    for cache_mb in (1024, 0):
+        settings = dataclasses.replace(DistillParams(), method=name, teacher="mm", teacher_cache_mb=cache_mb)
+        torch.manual_seed(0)
+        method = build_method(name, DistillContext(settings, trio, trio.student, {"train": train}, "cpu"))
+        pair = method.pair
+        assert (pair.bank is not None) == (cache_mb > 0) and (pair.spilled is not None) == (cache_mb == 0)
+        logits = pair.teach(train.batch(rows))
+        got.append((logits, dict(pair.teacher_tap.features), pair.spilled))
+    (memory, memory_features, _), (disk, disk_features, spilled) = got
+    assert torch.equal(memory, disk) and memory_features.keys() == disk_features.keys() and disk_features
+    for key in memory_features:
+        assert torch.equal(memory_features[key], disk_features[key]), key
+    path = Path(spilled.path)
+    assert path.is_file()
+    spilled.close()
+    assert not path.exists()

@@ -25,7 +25,8 @@ class TappedPair:
     The teacher is frozen and in eval mode and the features carry no augmentation, so its logits and tapped
     features of a training row are the same in every epoch: with ``distill.bank`` they are computed once for the
     train split (engine/bank.py) and a batch gathers its rows, when they fit in ``distill.teacher_cache_mb``;
-    otherwise, and for rows of other splits, the teacher runs on the batch as before."""
+    beyond that they go to a temporary HDF5 file (``distill.teacher_spill_mb``, engine/bank.SpilledBank) and a
+    batch reads its rows from there; beyond both, and for rows of other splits, the teacher runs on the batch."""
 
     def __init__(self, context: DistillContext, layers: bool, penultimate: bool) -> None:
         self.teacher = context.trio.teacher(context.settings.teacher)
@@ -36,6 +37,7 @@ class TappedPair:
         self.teacher_tap = FeatureTap(teacher_net, self.teacher_layers, penultimate)
         self.student_shapes, self.teacher_shapes = self._probe(context)
         self.train_split = context.splits["train"]
+        self.spilled = None  # engine/bank.SpilledBank when the bank exceeds its memory budget
         self.bank = self._bank(context) if context.settings.bank else None
 
     def bank_bytes(self, rows: int, num_classes: int) -> int:
@@ -44,30 +46,42 @@ class TappedPair:
         return 4 * rows * per_row
 
     def _bank(self, context: DistillContext) -> dict[str, torch.Tensor] | None:
-        from mstcli.engine.bank import output_bank
+        from mstcli.engine import distributed
+        from mstcli.engine.bank import SpilledBank, output_bank
         from mstcli.ui import logger
 
-        split = self.train_split
+        split, settings = self.train_split, context.settings
         needed = self.bank_bytes(len(split.labels), context.trio.spec.num_classes)
-        budget = context.settings.teacher_cache_mb * 2**20
-        if needed > budget:
-            logger().debug(
-                f"teacher features of the train split need {needed / 2**20:.0f} MiB > distill.teacher_cache_mb="
-                f"{context.settings.teacher_cache_mb}: the teacher runs on every batch"
-            )
-            return None
 
         def outputs(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             logits = self.teacher(inputs)
             return {LOGITS: logits, **self.teacher_tap.features}
 
-        return output_bank(outputs, split, 1024)
+        if needed <= settings.teacher_cache_mb * 2**20:
+            return output_bank(outputs, split, 1024)
+        if needed <= settings.teacher_spill_mb * 2**20 and not distributed.active():
+            logger().debug(
+                f"teacher features of the train split need {needed / 2**20:.0f} MiB > distill.teacher_cache_mb="
+                f"{settings.teacher_cache_mb}: kept in a temporary HDF5 file"
+            )
+            self.spilled = SpilledBank(outputs, split, 1024)
+            return None
+        logger().debug(
+            f"teacher features of the train split need {needed / 2**20:.0f} MiB, more than distill.teacher_cache_mb="
+            f"{settings.teacher_cache_mb} and distill.teacher_spill_mb={settings.teacher_spill_mb}: the teacher "
+            "runs on every batch"
+        )
+        return None
 
     def teach(self, batch: Split) -> torch.Tensor:
         if self.bank is not None and batch.rows is not None:  # a train batch: losses are taken on train batches only
             rows = batch.rows
             self.teacher_tap.features = {name: value[rows] for name, value in self.bank.items() if name != LOGITS}
             return self.bank[LOGITS][rows]
+        if self.spilled is not None and batch.rows is not None:
+            outs = self.spilled.rows(batch.rows)
+            self.teacher_tap.features = {name: value for name, value in outs.items() if name != LOGITS}
+            return outs[LOGITS]
         with torch.no_grad():
             return self.teacher(batch.inputs)
 
