@@ -80,7 +80,7 @@ def measure(params: Params, features: Path, rounds: int = 3, s1_epochs: int = 1,
     kinds = {entry.name: entry.teacher_training for entry in ENTRIES}
     methods = {
         name: {
-            "seconds_per_epoch": round(seconds, 4),
+            "seconds_per_epoch": round(seconds, 6),
             "over_student": round(seconds / alone, 3),
             "teacher": kinds[name],
             "setup_s": round(setup_s[name], 3),
@@ -97,7 +97,7 @@ def measure(params: Params, features: Path, rounds: int = 3, s1_epochs: int = 1,
         "n_train": n_train,
         "batch_size": batch_size,
         "rounds": rounds,
-        "student_epoch_s": round(alone, 4),
+        "student_epoch_s": round(alone, 6),
         **{key: round(value, 4) for key, value in stage_epochs.items()},
         "s3_over_student": methods["mst"]["over_student"],
         "frozen_teacher_median_over_student": round(statistics.median(frozen), 3) if frozen else None,
