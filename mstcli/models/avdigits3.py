@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mstcli.models.avmnist import LeNet5Features, ThreeLayerCNNA
+from mstcli.models.avmnist import FusionHead, LeNet5Features, ThreeLayerCNNA
 from mstcli.models.folder import ENCODER_WIDTH, VectorEncoder
 
 VIEWS = ("image", "audio", "scan")
@@ -36,11 +36,9 @@ class AudioConvEncoder(nn.Module):
         return self.act(self.fc(self.convs._conv_stack(x).flatten(1)))
 
 
-class ThreeViewCNNI(nn.Module):
+class ThreeViewCNNI(FusionHead):
     """[LeNet5 84-d, audio CNN 512-d, scan MLP 128-d] -> concat -> fc1 -> fc2 (of the views it is built for)."""
 
-    mask_layers = ("concat_identity", "fc1")
-    classifier = "fc2"
     takes_views = True  # mst bench views may build it on a subset of VIEWS
 
     def __init__(
@@ -60,11 +58,3 @@ class ThreeViewCNNI(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         parts = [self.branches[v](x) for v, x in zip(self.views, inputs, strict=True)]
         return self.tail("concat_identity", self.concat_identity(torch.cat(parts, dim=1)))
-
-    def tail(self, layer: str, z: torch.Tensor) -> torch.Tensor:
-        """The rest of the forward from the output ``z`` of mask layer ``layer`` (S2 caches what comes before)."""
-        if layer == "concat_identity":
-            z = self.fc1(z)
-        elif layer != "fc1":
-            raise KeyError(layer)
-        return self.fc2(z)

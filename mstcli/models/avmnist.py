@@ -113,11 +113,24 @@ class FiveLayerAudioFeatures(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-class CNNI(nn.Module):
-    """Intermediate-fusion MM teacher: [LeNet5 84-d, audio CNN 512-d] -> fc1 -> fc2, no ReLU between the FCs."""
+class FusionHead(nn.Module):
+    """CNN-I's end: the concatenated branch features (``concat_identity``) -> fc1 -> fc2, no ReLU between the FCs;
+    MaskNets on the concatenation and on fc1. Subclasses set ``concat_identity``, ``fc1`` and ``fc2``."""
 
     mask_layers = ("concat_identity", "fc1")
     classifier = "fc2"
+
+    def tail(self, layer: str, z: torch.Tensor) -> torch.Tensor:
+        """The rest of the forward from the output ``z`` of mask layer ``layer`` (S2 caches what comes before)."""
+        if layer == "concat_identity":
+            z = self.fc1(z)
+        elif layer != "fc1":
+            raise KeyError(layer)
+        return self.fc2(z)
+
+
+class CNNI(FusionHead):
+    """Intermediate-fusion MM teacher: [LeNet5 84-d, audio CNN 512-d] -> fc1 -> fc2, no ReLU between the FCs."""
 
     def __init__(self, shapes: tuple[tuple[int, ...], tuple[int, ...]], num_classes: int) -> None:
         super().__init__()
@@ -132,10 +145,3 @@ class CNNI(nn.Module):
         fused = self.concat_identity(torch.cat([self.image_branch(image), self.audio_branch(audio)], dim=1))
         return self.tail("concat_identity", fused)
 
-    def tail(self, layer: str, z: torch.Tensor) -> torch.Tensor:
-        """The rest of the forward from the output ``z`` of mask layer ``layer`` (S2 caches what comes before)."""
-        if layer == "concat_identity":
-            z = self.fc1(z)
-        elif layer != "fc1":
-            raise KeyError(layer)
-        return self.fc2(z)
