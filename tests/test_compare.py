@@ -109,3 +109,22 @@ def test_a_second_file_for_the_same_seed_is_skipped_and_a_missing_folder_is_an_e
     assert "already read" in result.stderr
     result = runner.invoke(app, ["compare", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_results_whose_teacher_was_at_chance_are_listed_on_screen_and_in_the_markdown(results, tmp_path):
+    path = results / "image-s1" / "kd-cm" / "metrics.json"
+    data = json.loads(path.read_text())
+    data["provenance"] = {"method": {"teacher_check": {"teacher": "cm", "val_accuracy": 0.117, "at_chance": True}}}
+    path.write_text(json.dumps(data))
+    fine = results / "image-s2" / "kd-cm" / "metrics.json"  # a check that passed is not listed
+    data = json.loads(fine.read_text())
+    data["provenance"] = {"method": {"teacher_check": {"teacher": "cm", "val_accuracy": 0.7, "at_chance": False}}}
+    fine.write_text(json.dumps(data))
+    result = runner.invoke(app, ["compare", str(results), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    line = "KD · CM teacher · image · seed 1: the teacher was at chance on validation (11.7 %)"
+    assert line in result.stderr
+    markdown = (tmp_path / "out" / "compare.md").read_text()
+    assert f"- {line}" in markdown and "seed 2" not in markdown and markdown.count("at chance on validation") == 1
+    # the number itself still counts: the table is what was measured
+    assert json.loads((tmp_path / "out" / "compare.json").read_text())["kd"]["cm"]["image"] == pytest.approx([75.0, 5.0])

@@ -44,6 +44,7 @@ class Run:
     accuracy: float  # in %: the test accuracy, or the mIoU for a dense (segmentation) data set
     path: Path
     metric: str = "accuracy"  # what ``accuracy`` holds: "accuracy" or "mIoU"
+    teacher_at_chance: float | None = None  # the teacher's validation accuracy in % where S3 found it at chance
 
 
 def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
@@ -72,10 +73,30 @@ def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
                 f"skipped {path}: seed {seed} of {method}/{teacher}/{direction} already read from {runs[key].path}"
             )
             continue
-        runs[key] = Run(method, teacher, direction, seed, 100.0 * accuracy, path, metric)
+        runs[key] = Run(method, teacher, direction, seed, 100.0 * accuracy, path, metric, _teacher_at_chance(data))
     if not runs:
         raise UserError(f"no metrics.json of `mst eval` under {folder}")
     return list(runs.values()), warnings
+
+
+def _teacher_at_chance(data: dict) -> float | None:
+    """The teacher's validation accuracy in % when ``mst distill`` found it no better than a constant guess
+    (methods/teacher_check.py); None otherwise and for results made before the check existed."""
+    method = (data.get("provenance") or {}).get("method") or {}
+    check = method.get("teacher_check") if isinstance(method, dict) else None
+    if isinstance(check, dict) and check.get("at_chance"):
+        return 100.0 * float(check["val_accuracy"])
+    return None
+
+
+def chance_notes(runs: list[Run]) -> list[str]:
+    """One line per result whose teacher was at chance: a cell made of them measures the method without a teacher."""
+    return [
+        f"{DISPLAY_NAMES.get(r.method, r.method)} · {r.teacher.upper()} teacher · {r.direction} · seed {r.seed}: the"
+        f" teacher was at chance on validation ({r.teacher_at_chance:.1f} %)"
+        for r in sorted(runs, key=lambda r: (r.direction, r.seed, r.teacher, r.method))
+        if r.teacher_at_chance is not None
+    ]
 
 
 def summarize(runs: list[Run]) -> dict[str, dict[str, dict[str, list[float]]]]:
@@ -232,10 +253,12 @@ def compare(folder: Path, out: Path) -> tuple[dict, Grid, list[str]]:
     paired = paired_differences(runs)
     directions = list(dict.fromkeys(d for _, d in grid.columns))
     paired_md = render_paired_markdown(paired, directions)
-    write_text(out / "compare.md", render_markdown(grid) + ("\n" + paired_md if paired_md else ""))
+    notes = chance_notes(runs)
+    chance_md = "\nTeachers at chance (`mst distill` warned):\n\n" + "".join(f"- {n}\n" for n in notes) if notes else ""
+    write_text(out / "compare.md", render_markdown(grid) + ("\n" + paired_md if paired_md else "") + chance_md)
     write_json(out / "compare.json", table)
     write_json(out / "compare_paired.json", paired)
     columns = [f"{group.upper()} teacher, {direction} student" for group, direction in grid.columns]
     bars = [(name, [None if c is None else c[:3] for c in cells]) for name, cells in grid.rows]
     compare_figure(columns, bars, out / "compare.png")
-    return table, grid, warnings
+    return table, grid, warnings + notes

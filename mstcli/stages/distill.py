@@ -25,15 +25,18 @@ from mstcli.engine.runtime import maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod
+from mstcli.methods.baselines.teachers import teacher_net
 from mstcli.methods.constants import constants_record
 from mstcli.methods.records import method_record
 from mstcli.methods.mst.experts import masks_from_entries
 from mstcli.methods.registry import entry, method_class
 from mstcli.methods.tasks import task_kind
+from mstcli.methods.teacher_check import TeacherCheck, check_teacher
 from mstcli.models.trio import ALL_TEACHERS, ModalNet, RunSpec, Trio, load_frozen_trio
 from mstcli.engine.provenance import result_provenance
 from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
 from mstcli.stages.paths import RunPaths
+from mstcli.ui import logger
 
 
 class Distillation(EpochTask):
@@ -106,6 +109,7 @@ class DistillSetup:
     features: FeatureFile
     device: torch.device
     masks_fingerprint: str | None
+    teacher_check: TeacherCheck | None = None  # a comparison method's teacher against chance (methods/teacher_check.py)
 
 
 def _teacher_key(spec: RunSpec, settings, cls: type[DistillMethod]) -> str:
@@ -138,11 +142,16 @@ def setup_distillation(
     splits = load_splits(
         features, common.seed, list(trio.spec.modalities), device, names=("train", "val"), memory_mb=common.memory_mb
     )
+    check = None
+    if entry(settings.method).fixed_teacher is None:
+        check = check_teacher(settings.teacher, teacher_net(trio, settings.teacher, settings.temperature), splits["val"])
+        if check.at_chance and distributed.is_main():
+            logger().warning(check.warning(settings.method))
     student = _initial_student(trio, settings.student_init, cls.continues_stage1, device)
     method = cls(DistillContext(settings, trio, student, splits, device, masks, common.compile, common.memory_mb))
     maybe_compile(student.net, common.compile)
     task = Distillation(method, student, splits["val"], settings.lr, device, common.precision, trio.spec.task)
-    return DistillSetup(task, splits["train"], trio, method, features, device, masks_fingerprint)
+    return DistillSetup(task, splits["train"], trio, method, features, device, masks_fingerprint, check)
 
 
 def distill(
@@ -182,6 +191,7 @@ def distill(
                         **method_record(settings.method),
                         "baseline_settings": settings.baseline_settings,
                         "method_constants": constants_record(method.constants),
+                        "teacher_check": setup.teacher_check.record() if setup.teacher_check else None,
                     },
                 ),
                 state=result.best_state,

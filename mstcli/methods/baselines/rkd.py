@@ -60,25 +60,36 @@ def _angle_parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return g, squared.rsqrt().masked_fill(eye, 0.0)
 
 
-def _chunk_cosines(g: torch.Tensor, inverse: torch.Tensor, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
-    """dots[i, j, k] and cos[i, j, k] for the i of ``rows``."""
-    dots = g[rows, None, :] - g[rows, :, None] - g[None, :, :] + g.diagonal()[None, :, None]
-    return dots, dots * inverse[rows, :, None] * inverse.T[None, :, :]
+def _chunk_cosines(
+    g: torch.Tensor, inverse: torch.Tensor, rows: slice, ks: slice
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """dots[i, j, k] and cos[i, j, k] for the i of ``rows`` and the k of ``ks``."""
+    dots = g[rows, None, ks] - g[rows, :, None] - g[None, :, ks] + g.diagonal()[None, :, None]
+    return dots, dots * inverse[rows, :, None] * inverse.T[None, :, ks]
 
 
 def _accumulate(
-    w: torch.Tensor, dots: torch.Tensor, inverse: torch.Tensor, rows: slice, grad_g: torch.Tensor, grad_inv: torch.Tensor
+    w: torch.Tensor,
+    dots: torch.Tensor,
+    inverse: torch.Tensor,
+    rows: slice,
+    ks: slice,
+    grad_g: torch.Tensor,
+    grad_inv: torch.Tensor,
 ) -> None:
-    """Add the gradient of sum(w * cos) over a block of rows, cos = dots * inverse[i, j] * inverse[k, j], to the
-    gradients of the Gram matrix and of the inverse distances it was made from."""
+    """Add the gradient of sum(w * cos) over a block (i in ``rows``, k in ``ks``), cos = dots * inverse[i, j] *
+    inverse[k, j], to the gradients of the Gram matrix and of the inverse distances it was made from."""
     p = w * dots
-    grad_inv[rows] += (p * inverse.T[None, :, :]).sum(2)  # through inverse[i, j]
-    grad_inv += (p * inverse[rows, :, None]).sum(0).T  # through inverse[k, j]
-    dd = w * inverse[rows, :, None] * inverse.T[None, :, :]  # d / d dots
-    grad_g[rows] += dd.sum(1)  # + G_ik
+    grad_inv[rows] += (p * inverse.T[None, :, ks]).sum(2)  # through inverse[i, j]
+    grad_inv[ks] += (p * inverse[rows, :, None]).sum(0).T  # through inverse[k, j]
+    dd = w * inverse[rows, :, None] * inverse.T[None, :, ks]  # d / d dots
+    grad_g[rows, ks] += dd.sum(1)  # + G_ik
     grad_g[rows] -= dd.sum(2)  # - G_ij
-    grad_g -= dd.sum(0)  # - G_jk
+    grad_g[:, ks] -= dd.sum(0)  # - G_jk
     grad_g += torch.diag(dd.sum((0, 2)))  # + G_jj
+
+
+BLOCK_ELEMENTS = 1 << 16  # triplets per block: 4 rows of i at batch 128 (the fastest on 2 cores), more as k narrows
 
 
 class _AngleTerm(torch.autograd.Function):
@@ -88,27 +99,37 @@ class _AngleTerm(torch.autograd.Function):
 
     Written out by hand because the autograd of the plain B x B x B expression keeps a dozen B^3 temporaries
     (8 MB each at batch 128) and walks them again backwards: 33 ms a step on 2 CPU cores. Here a block of
-    rows stays in cache and only B x B gradients are kept."""
+    rows stays in cache and only B x B gradients are kept. The angle at j of (i, k) is the angle of (k, i), so
+    only k >= the block's first row is visited: a pair (i, k) with k past the block stands for both orders
+    (weight 2), one inside the block is visited in both orders (weight 1). Half the triplets, the same sum and
+    the same gradient (the gradient put on G_ik alone instead of G_ik and G_ki reaches the features the same way,
+    G = X X^T)."""
 
     @staticmethod
     def forward(ctx, g_s, inv_s, g_t, inv_t):  # type: ignore[override]
         n = len(g_s)
-        block = max(1, (1 << 16) // (n * n))  # about 4 rows of i at batch 128: fastest on 2 cores
         teacher_learns = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
         total = g_s.new_zeros(())
         grads = [torch.zeros_like(t) for t in (g_s, inv_s, g_t, inv_t)]
-        eye = torch.eye(n, dtype=torch.bool, device=g_s.device)
-        for start in range(0, n, block):
-            rows = slice(start, min(n, start + block))
-            dots_s, cos_s = _chunk_cosines(g_s, inv_s, rows)
-            dots_t, cos_t = _chunk_cosines(g_t, inv_t, rows)
-            diff = (cos_s - cos_t).masked_fill_(eye[rows, None, :], 0.0)  # i = k: no angle
+        start = 0
+        while start < n:
+            stop = min(n, start + max(1, BLOCK_ELEMENTS // (n * (n - start))))
+            rows, ks = slice(start, stop), slice(start, n)
+            dots_s, cos_s = _chunk_cosines(g_s, inv_s, rows, ks)
+            dots_t, cos_t = _chunk_cosines(g_t, inv_t, rows, ks)
+            # weight of each (i, k): 0 for i = k (no angle), 1 inside the block, 2 past it (both orders)
+            weight = g_s.new_full((stop - start, n - start), 2.0)
+            weight[:, : stop - start] = 1.0
+            weight[:, : stop - start].fill_diagonal_(0.0)
+            weight = weight[:, None, :]
+            diff = cos_s - cos_t
             size = diff.abs()
-            total += torch.where(size < 1, 0.5 * diff * diff, size - 0.5).sum()
-            w = diff.clamp_(-1.0, 1.0)  # the smooth-L1 derivative (delta 1)
-            _accumulate(w, dots_s, inv_s, rows, grads[0], grads[1])
+            total += (weight * torch.where(size < 1, 0.5 * diff * diff, size - 0.5)).sum()
+            w = diff.clamp_(-1.0, 1.0).mul_(weight)  # the smooth-L1 derivative (delta 1), weighted
+            _accumulate(w, dots_s, inv_s, rows, ks, grads[0], grads[1])
             if teacher_learns:
-                _accumulate(-w, dots_t, inv_t, rows, grads[2], grads[3])
+                _accumulate(-w, dots_t, inv_t, rows, ks, grads[2], grads[3])
+            start = stop
         ctx.save_for_backward(*grads)
         return total
 

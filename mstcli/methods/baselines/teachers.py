@@ -10,7 +10,7 @@ import torch
 from mstcli.engine.bank import logit_bank, rows_of
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
-from mstcli.models.trio import ALL_TEACHERS, ModalNet
+from mstcli.models.trio import ALL_TEACHERS, ModalNet, Trio
 
 
 class AveragedTeachers:
@@ -28,12 +28,16 @@ class AveragedTeachers:
         return tau * (torch.logsumexp(log_probs, dim=0) - math.log(len(self.teachers)))
 
 
+def teacher_net(trio: Trio, key: str, temperature: float) -> ModalNet | AveragedTeachers:
+    """The frozen teacher under ``key`` (a key of the run, or ``all``: every teacher averaged at ``temperature``)."""
+    if key == ALL_TEACHERS:
+        return AveragedTeachers([trio.teacher(k) for k in trio.spec.teacher_keys], temperature)
+    return trio.teacher(key)
+
+
 def teacher_of(context: DistillContext) -> ModalNet | AveragedTeachers:
     """The frozen teacher ``distill.teacher`` names (already resolved to a key of the run by the distill stage)."""
-    if context.settings.teacher == ALL_TEACHERS:
-        keys = context.trio.spec.teacher_keys
-        return AveragedTeachers([context.trio.teacher(key) for key in keys], context.settings.temperature)
-    return context.trio.teacher(context.settings.teacher)
+    return teacher_net(context.trio, context.settings.teacher, context.settings.temperature)
 
 
 class FrozenTeacher:
