@@ -10,8 +10,9 @@ import inspect
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -26,7 +27,7 @@ app = typer.Typer(
 PARTIAL_EXIT_CODE = 3  # mst predict: some inputs skipped, the others predicted (1 is Python's code for a crash)
 
 ParamsOption = Annotated[
-    Optional[Path], typer.Option("--params", "-p", help="settings file (default: ./params.yaml if present)")
+    Path | None, typer.Option("--params", "-p", help="settings file (default: ./params.yaml if present)")
 ]
 RestartOption = Annotated[
     bool,
@@ -37,7 +38,7 @@ RestartOption = Annotated[
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing but errors")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="also print debug notes")]
 SetOption = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-S", help="override a setting, e.g. -S prepare.num_samples=500 (repeatable)"),
 ]
 
@@ -114,7 +115,7 @@ def show(renderable: Any) -> None:
         Console().print(renderable)
 
 
-def _load(params_file: Optional[Path], overrides: Optional[list[str]], extra: dict[str, Any] | None = None):
+def _load(params_file: Path | None, overrides: list[str] | None, extra: dict[str, Any] | None = None):
     """The settings of params.yaml with the overrides, validated (distill.method against the method registry, so a
     typo stops every command at once, not only `mst distill`)."""
     from mstcli.config import load_params
@@ -134,9 +135,9 @@ def _load(params_file: Optional[Path], overrides: Optional[list[str]], extra: di
 @app.command()
 @user_errors
 def prepare(
-    dataset: Annotated[Optional[str], typer.Option(help="data set name (common.dataset)")] = None,
-    source: Annotated[Optional[str], typer.Option(help="source file or folder (prepare.source)")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="output file (default data/features/<dataset>.h5)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="data set name (common.dataset)")] = None,
+    source: Annotated[str | None, typer.Option(help="source file or folder (prepare.source)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output file (default data/features/<dataset>.h5)")] = None,
     params_file: ParamsOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -175,7 +176,9 @@ def train(params_file: ParamsOption = None, overrides: SetOption = None, restart
     names = {"mm": "MM", "student": "student", "cm": "CM"}
     accuracies = ", ".join(
         f"{names.get(net, net.replace('cm_', 'CM ', 1))} {value:.1%}"
-        for net, value in ((key[4:-4], value) for key, value in last.items() if key.startswith("val_") and key.endswith("_acc"))
+        for net, value in (
+            (key[4:-4], value) for key, value in last.items() if key.startswith("val_") and key.endswith("_acc")
+        )
     )
     say(f"wrote {paths.stage1}: val acc {accuracies}")
 
@@ -198,10 +201,10 @@ def fit_masks(params_file: ParamsOption = None, overrides: SetOption = None, res
 @user_errors
 def distill(
     method: Annotated[
-        Optional[str], typer.Option(help="mst, none or a comparison method: see `mst methods` (distill.method)")
+        str | None, typer.Option(help="mst, none or a comparison method: see `mst methods` (distill.method)")
     ] = None,
     teacher: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="teacher of a comparison method: mm, cm, cm:<modality> (3+ modalities) or all (kd only)"),
     ] = None,
     same_passes: Annotated[
@@ -210,9 +213,9 @@ def distill(
             "--same-passes", help="train for train.epochs + distill.epochs epochs (the rule for baselines from scratch)"
         ),
     ] = False,
-    out: Annotated[Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")] = None,
+    out: Annotated[Path | None, typer.Option(help="student checkpoint (default models/<run>/student.pt)")] = None,
     results: Annotated[
-        Optional[Path], typer.Option(help="folder whose distill/ gets the curves and routing (default results/<run>)")
+        Path | None, typer.Option(help="folder whose distill/ gets the curves and routing (default results/<run>)")
     ] = None,
     params_file: ParamsOption = None,
     overrides: SetOption = None,
@@ -246,9 +249,9 @@ def distill(
 @user_errors
 def evaluate(
     student: Annotated[
-        Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")
+        Path | None, typer.Option(help="student checkpoint (default models/<run>/student.pt)")
     ] = None,
-    results: Annotated[Optional[Path], typer.Option(help="folder for metrics.json and confusion.csv")] = None,
+    results: Annotated[Path | None, typer.Option(help="folder for metrics.json and confusion.csv")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="print only the metrics as one JSON object (what metrics.json holds)")
     ] = False,
@@ -279,17 +282,17 @@ def evaluate(
 @user_errors
 def predict(
     inputs: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Argument(
             help="images (PNG/JPEG/BMP/WebP), clips (WAV/FLAC/OGG/MP3), texts (.txt), .npy feature arrays or folders"
             " of them"
         ),
     ] = None,
     text: Annotated[
-        Optional[list[str]], typer.Option("--text", help="a text to classify, for a text student (repeatable)")
+        list[str] | None, typer.Option("--text", help="a text to classify, for a text student (repeatable)")
     ] = None,
     student: Annotated[
-        Optional[Path], typer.Option(help="student checkpoint (default models/<run>/student.pt)")
+        Path | None, typer.Option(help="student checkpoint (default models/<run>/student.pt)")
     ] = None,
     top: Annotated[int, typer.Option(min=1, help="classes shown per input")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="inputs per forward pass")] = 256,
@@ -328,8 +331,8 @@ def predict(
 @app.command()
 @user_errors
 def export(
-    run: Annotated[Optional[str], typer.Argument(help="the run whose student to export (default common.run)")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="folder to write (default models/<run>/export)")] = None,
+    run: Annotated[str | None, typer.Argument(help="the run whose student to export (default common.run)")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder to write (default models/<run>/export)")] = None,
     params_file: ParamsOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -365,7 +368,6 @@ def compare(
 
     from mstcli.reports import compare_table
     from mstcli.stages.compare import compare as run_compare
-
     from mstcli.ui import logger
 
     table, grid, warnings = run_compare(folder, out)
@@ -381,7 +383,7 @@ def compare(
 @app.command()
 @user_errors
 def report(
-    run: Annotated[Optional[str], typer.Argument(help="the run to describe (default common.run)")] = None,
+    run: Annotated[str | None, typer.Argument(help="the run to describe (default common.run)")] = None,
     params_file: ParamsOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -464,10 +466,10 @@ def methods(
     ] = False,
 ) -> None:
     """List the distillation methods of `mst distill --method`."""
+    import sys
+
     from rich.console import Console
     from rich.table import Table
-
-    import sys
 
     from mstcli.methods.constants import SET_NAMES, constants_record
     from mstcli.methods.registry import ENTRIES
@@ -530,11 +532,11 @@ app.add_typer(bench_app)
 @user_errors
 def bench_folder(
     pairs: Annotated[
-        Optional[list[int]], typer.Option("--pairs", min=1, help="folder sizes to measure (repeatable)")
+        list[int] | None, typer.Option("--pairs", min=1, help="folder sizes to measure (repeatable)")
     ] = None,
     workers: Annotated[int, typer.Option(min=0, help="prepare.workers (0: one per core)")] = 0,
     workdir: Annotated[
-        Optional[Path], typer.Option(help="where the example folders are written (default: the temp folder)")
+        Path | None, typer.Option(help="where the example folders are written (default: the temp folder)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as one JSON list")] = False,
 ) -> None:
@@ -565,10 +567,10 @@ def bench_folder(
 @bench_app.command("accuracy")
 @user_errors
 def bench_accuracy(
-    students: Annotated[Optional[list[str]], typer.Option("--student", help="only these directions (repeatable)")] = None,
-    seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="only these seeds (repeatable)")] = None,
-    methods: Annotated[Optional[list[str]], typer.Option("--method", help="only these comparison methods")] = None,
-    teachers: Annotated[Optional[list[str]], typer.Option("--teacher", help="only these teachers (mm, cm)")] = None,
+    students: Annotated[list[str] | None, typer.Option("--student", help="only these directions (repeatable)")] = None,
+    seeds: Annotated[list[int] | None, typer.Option("--seed", help="only these seeds (repeatable)")] = None,
+    methods: Annotated[list[str] | None, typer.Option("--method", help="only these comparison methods")] = None,
+    teachers: Annotated[list[str] | None, typer.Option("--teacher", help="only these teachers (mm, cm)")] = None,
     dry: Annotated[
         bool, typer.Option("--dry", help="list the cells and which already have results; run nothing")
     ] = False,
@@ -597,10 +599,14 @@ def bench_accuracy(
 @bench_app.command("speed")
 @user_errors
 def bench_speed(
-    rounds: Annotated[int, typer.Option(min=2, help="epochs of every method, taken in turns (the first is a warm-up)")] = 3,
-    s1_epochs: Annotated[int, typer.Option(min=1, help="S1 epochs before timing (the teachers' quality is irrelevant)")] = 1,
+    rounds: Annotated[
+        int, typer.Option(min=2, help="epochs of every method, taken in turns (the first is a warm-up)")
+    ] = 3,
+    s1_epochs: Annotated[
+        int, typer.Option(min=1, help="S1 epochs before timing (the teachers' quality is irrelevant)")
+    ] = 1,
     s2_epochs: Annotated[int, typer.Option(min=1, help="S2 epochs before timing")] = 1,
-    out: Annotated[Optional[Path], typer.Option(help="also write the JSON object here")] = None,
+    out: Annotated[Path | None, typer.Option(help="also write the JSON object here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
     params_file: ParamsOption = None,
     overrides: SetOption = None,
@@ -627,7 +633,9 @@ def bench_speed(
     for column in ("method", "s / epoch", "x student alone", "teacher", "set-up s"):
         table.add_column(column, justify="right")
     for name, m in figures["methods"].items():
-        table.add_row(name, f"{m['seconds_per_epoch']:.3f}", f"{m['over_student']:.2f}", m["teacher"], f"{m['setup_s']:.2f}")
+        table.add_row(
+            name, f"{m['seconds_per_epoch']:.3f}", f"{m['over_student']:.2f}", m["teacher"], f"{m['setup_s']:.2f}"
+        )
     show(table)
     say(
         f"frozen-teacher methods: median {figures['frozen_teacher_median_over_student']}x, largest "
@@ -637,7 +645,7 @@ def bench_speed(
 
 
 
-def _emit(figures: Any, out: Optional[Path], as_json: bool) -> bool:
+def _emit(figures: Any, out: Path | None, as_json: bool) -> bool:
     """Write the figures to ``out`` (if given) and, under ``--json``, print them as one JSON object; True when the
     command is done (no table to show)."""
     import json
@@ -651,14 +659,14 @@ def _emit(figures: Any, out: Optional[Path], as_json: bool) -> bool:
     return as_json
 
 
-OutOption = Annotated[Optional[Path], typer.Option(help="also write the JSON object here")]
+OutOption = Annotated[Path | None, typer.Option(help="also write the JSON object here")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print only the JSON object")]
 WorkdirOption = Annotated[
-    Optional[Path], typer.Option(help="where the run's files go (default: a new temporary folder, kept)")
+    Path | None, typer.Option(help="where the run's files go (default: a new temporary folder, kept)")
 ]
 
 
-def _seconds(value: Optional[float], digits: int = 3) -> str:
+def _seconds(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -669,11 +677,11 @@ def bench_full_run(
     spec_size: Annotated[int, typer.Option(min=1, help="spectrogram side (112 = AV-MNIST)")] = 112,
     student: Annotated[str, typer.Option(help="the student's modality (common.student)")] = "image",
     epochs: Annotated[
-        Optional[tuple[int, int, int]],
+        tuple[int, int, int] | None,
         typer.Option(metavar="S1 S2 S3", help="change the schedule: the epochs of S1, S2 and S3"),
     ] = None,
     scale_to: Annotated[
-        Optional[tuple[int, int, int]],
+        tuple[int, int, int] | None,
         typer.Option(metavar="S1 S2 S3", help="also extrapolate (not measured) to these epochs of S1, S2 and S3"),
     ] = None,
     synthetic: Annotated[
@@ -730,7 +738,7 @@ def bench_stages(
     n: Annotated[int, typer.Option("--n", min=1, help="pairs in all (70000 = AV-MNIST; 60% train)")] = 6000,
     spec_size: Annotated[int, typer.Option(min=1, help="spectrogram side (112 = AV-MNIST)")] = 32,
     features: Annotated[
-        Optional[Path], typer.Option(help="a prepared feature file instead of random features")
+        Path | None, typer.Option(help="a prepared feature file instead of random features")
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, help="epochs per stage (the first is a warm-up)")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="batch size of S1, S2 and S3")] = 512,
@@ -823,7 +831,7 @@ def bench_resume_cost(
 @user_errors
 def bench_torchrun(
     procs: Annotated[
-        Optional[list[int]], typer.Option("--procs", min=1, help="process counts to measure (repeatable; default 1 and 2)")
+        list[int] | None, typer.Option("--procs", min=1, help="process counts to measure (repeatable; default 1 and 2)")
     ] = None,
     out: OutOption = None,
     as_json: JsonOption = False,
@@ -867,7 +875,7 @@ def bench_dense(
     reuse: Annotated[
         bool, typer.Option("--reuse", help="keep --workdir's data, S1 and S2 of an earlier run; time S3 only")
     ] = False,
-    child: Annotated[Optional[str], typer.Option("--child", hidden=True)] = None,
+    child: Annotated[str | None, typer.Option("--child", hidden=True)] = None,
     out: OutOption = None,
     as_json: JsonOption = False,
     params_file: ParamsOption = None,
@@ -910,7 +918,7 @@ def bench_dense(
 @user_errors
 def bench_export(
     runs: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Argument(metavar="RUN", help="runs to measure (models/<run>/student.pt; default common.run)"),
     ] = None,
     repeats: Annotated[int, typer.Option(min=1, help="timed calls per figure (the median is reported)")] = 20,

@@ -211,7 +211,8 @@ class DistillParams:
         "cumulative", "expert j runs with masks 1..j of its teacher (reference) or with its own mask only"
     )
     gate_input: Literal["logits", "features"] = _opt(
-        "logits", "what GateNet reads: the student's logits (reference) or its penultimate features (not in the reference)"
+        "logits",
+        "what GateNet reads: the student's logits (reference) or its penultimate features (not in the reference)",
     )
     gate_signal: Literal["balance", "weighted"] = _opt(
         "balance", "GateNet learns from load balancing only (reference) or also from gate-weighted distillation"

@@ -63,11 +63,13 @@ def compare_table(grid) -> Table:
         table.add_column(f"{group.upper()} teacher\n{direction}", justify="right")
     for name, cells in grid.rows:
         texts = [cell_text(c, len(grid.seeds)) for c in cells]
-        table.add_row(name, *(f"[bold]{t}[/bold]" if c is not None and c[3] else t for t, c in zip(texts, cells)))
+        table.add_row(
+            name, *(f"[bold]{t}[/bold]" if c is not None and c[3] else t for t, c in zip(texts, cells, strict=True))
+        )
     return table
 
 
-def predictions_table(report: "PredictReport", top: int) -> Table:
+def predictions_table(report: PredictReport, top: int) -> Table:
     """The Rich table of ``mst predict``: per input, the predicted class and the ``top`` classes with probabilities."""
     table = Table(title=f"predictions of the {report.student} student ({report.checkpoint})")
     for column in ("input", "class", "probability", f"top {top}"):

@@ -79,13 +79,13 @@ def check_eval_files(root: Path, run: str, features_path: Path, student: str, gr
     actual, predicted = [r["actual"] for r in rows], [r["predicted"] for r in rows]
     assert Counter(actual) == Counter(names[y] for y in features.labels()[test]), "eval must judge the test rows"
     assert set(predicted) <= set(names)
-    correct = sum(a == p for a, p in zip(actual, predicted))
+    correct = sum(a == p for a, p in zip(actual, predicted, strict=True))
     assert metrics["accuracy"] == pytest.approx(correct / len(rows), abs=1e-12)
 
     per_class, f1 = {}, []
     for name in names:
         support = actual.count(name)
-        hits = sum(a == p == name for a, p in zip(actual, predicted))
+        hits = sum(a == p == name for a, p in zip(actual, predicted, strict=True))
         per_class[name] = None if support == 0 else hits / support
         if support:
             called = predicted.count(name)

@@ -13,9 +13,9 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from conftest import write_raw_avdigits
 from typer.testing import CliRunner
 
-from conftest import write_raw_avdigits
 from mstcli.cli import app
 from mstcli.data.splits import reference_permutations, split_permutation
 from mstcli.data.store import write_features

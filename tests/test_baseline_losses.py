@@ -25,7 +25,7 @@ def softmax(row, t=1.0):
 
 
 def kl(p, q):
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
 
 
 def ce(row, y):
@@ -41,7 +41,7 @@ def tensor(x, grad=False):
 
 def dkd_by_hand(s, t, labels, tau):
     tckd = nckd = 0.0
-    for zs, zt, y in zip(s, t, labels):
+    for zs, zt, y in zip(s, t, labels, strict=True):
         ps, pt = softmax(zs, tau), softmax(zt, tau)
         tckd += kl([pt[y], 1 - pt[y]], [ps[y], 1 - ps[y]])
         rest_s = softmax([v for j, v in enumerate(zs) if j != y], tau)
@@ -56,7 +56,7 @@ def test_dkd_terms_match_hand_computation_and_decompose_kd():
     assert tckd.item() == pytest.approx(want_t, rel=1e-9) and nckd.item() == pytest.approx(want_n, rel=1e-9)
     # the paper's identity, per sample: KD = TCKD + (1 - p_t[target]) NCKD
     per_sample = non_target_kd_per_sample(tensor(S), tensor(T), torch.tensor(LABELS), 2.0) / 4.0
-    for i, (zs, zt, y) in enumerate(zip(S, T, LABELS)):
+    for i, (zs, zt, y) in enumerate(zip(S, T, LABELS, strict=True)):
         ps, pt = softmax(zs, 2.0), softmax(zt, 2.0)
         tckd_i = kl([pt[y], 1 - pt[y]], [ps[y], 1 - ps[y]])
         assert kl(pt, ps) == pytest.approx(tckd_i + (1 - pt[y]) * per_sample[i].item(), rel=1e-9)
@@ -103,7 +103,9 @@ def test_mlld_sums_each_level_over_the_temperatures():
     temps = (2.0, 5.0)
     terms = mlld_terms(tensor(S), tensor(T), temps)
     assert set(terms) == {"instance", "batch", "class"}
-    instance = sum(t * t * sum(kl(softmax(b, t), softmax(a, t)) for a, b in zip(S, T)) / len(S) for t in temps)
+    instance = sum(
+        t * t * sum(kl(softmax(b, t), softmax(a, t)) for a, b in zip(S, T, strict=True)) / len(S) for t in temps
+    )
     assert terms["instance"].item() == pytest.approx(instance, rel=1e-9)
     assert terms["batch"].item() == pytest.approx(sum(batch_by_hand(S, T, t) for t in temps), rel=1e-9)
     assert terms["class"].item() == pytest.approx(sum(class_by_hand(S, T, t) for t in temps), rel=1e-9)
@@ -118,7 +120,7 @@ def test_mlld_sums_each_level_over_the_temperatures():
 
 def pearson(x, y):
     mx, my = sum(x) / len(x), sum(y) / len(y)
-    cov = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    cov = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
     return cov / math.sqrt(sum((a - mx) ** 2 for a in x) * sum((b - my) ** 2 for b in y))
 
 
@@ -141,8 +143,8 @@ def test_dml_each_peer_gets_its_ce_plus_kl_to_the_other_detached():
     s, p = tensor(S, grad=True), tensor(T, grad=True)
     student_loss, peer_loss = mutual_pair_loss(s, p, torch.tensor(LABELS))
     n = len(S)
-    want_s = sum(ce(a, y) + kl(softmax(b), softmax(a)) for a, b, y in zip(S, T, LABELS)) / n
-    want_p = sum(ce(b, y) + kl(softmax(a), softmax(b)) for a, b, y in zip(S, T, LABELS)) / n
+    want_s = sum(ce(a, y) + kl(softmax(b), softmax(a)) for a, b, y in zip(S, T, LABELS, strict=True)) / n
+    want_p = sum(ce(b, y) + kl(softmax(a), softmax(b)) for a, b, y in zip(S, T, LABELS, strict=True)) / n
     assert student_loss.item() == pytest.approx(want_s, rel=1e-9) and peer_loss.item() == pytest.approx(want_p)
     student_loss.backward()
     assert p.grad is None and s.grad.abs().sum() > 0  # the student's loss does not train the peer
@@ -165,13 +167,13 @@ def non_target_by_hand(trained, target, y, tau):
 
 def test_kendall_tau_per_sample():
     got = kendall_tau(tensor(S), tensor(T)).tolist()
-    assert got == pytest.approx([kendall_by_hand(a, b) for a, b in zip(S, T)])
+    assert got == pytest.approx([kendall_by_hand(a, b) for a, b in zip(S, T, strict=True)])
     assert kendall_tau(tensor(S), -tensor(S)).tolist() == pytest.approx([-1.0] * 3)
 
 
 def test_c2kd_distils_non_target_classes_of_the_selected_samples_only():
     tau = 2.0
-    taus = [kendall_by_hand(a, b) for a, b in zip(S, T)]
+    taus = [kendall_by_hand(a, b) for a, b in zip(S, T, strict=True)]
     keep = [t > 0 for t in taus]
     assert any(keep) and not all(keep), "the case must select some samples and drop others"
     chosen = [i for i in range(3) if keep[i]]
@@ -185,12 +187,12 @@ def test_c2kd_distils_non_target_classes_of_the_selected_samples_only():
     terms = c2kd_terms(tensor(student), tensor(teacher), tensor(S), tensor(T), torch.tensor(LABELS), tau)
     n = 3
     assert terms["ce"].item() == pytest.approx(
-        sum(ce(a, y) + ce(b, y) for a, b, y in zip(student, teacher, LABELS)) / n, rel=1e-9
+        sum(ce(a, y) + ce(b, y) for a, b, y in zip(student, teacher, LABELS, strict=True)) / n, rel=1e-9
     )
     proxy = sum(
         tau**2 * (kl(softmax(h, tau), softmax(q, tau)) + kl(softmax(q, tau), softmax(h, tau)))
         for hosts, proxies in ((student, S), (teacher, T))
-        for h, q in zip(hosts, proxies)
+        for h, q in zip(hosts, proxies, strict=True)
     )
     assert terms["proxy"].item() == pytest.approx(proxy / n, rel=1e-9)
     cross = sum(
@@ -233,8 +235,10 @@ def test_mgdfr_freezes_the_other_units_to_the_batch_mean_and_cotrains_with_mse()
     f = [[1.0, 2.0, 3.0], [3.0, 6.0, 5.0]]
     frozen = freeze_to_batch_mean(tensor(f), torch.tensor([True, False, True]))
     assert frozen.tolist() == [[1.0, 4.0, 3.0], [3.0, 4.0, 5.0]]
-    mse = sum((a - b) ** 2 for ra, rb in zip(S, T) for a, b in zip(ra, rb)) / (len(S) * len(S[0]))
-    want = sum(ce(a, y) + ce(b, y) for a, b, y in zip(S, T, LABELS)) / len(S) + mse
+    mse = sum((a - b) ** 2 for ra, rb in zip(S, T, strict=True) for a, b in zip(ra, rb, strict=True)) / (
+        len(S) * len(S[0])
+    )
+    want = sum(ce(a, y) + ce(b, y) for a, b, y in zip(S, T, LABELS, strict=True)) / len(S) + mse
     s, t = tensor(S, grad=True), tensor(T, grad=True)
     loss = cotraining_loss(s, t, torch.tensor(LABELS))
     assert loss.item() == pytest.approx(want, rel=1e-9)

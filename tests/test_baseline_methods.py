@@ -4,8 +4,7 @@ import json
 import math
 
 import pytest
-
-from test_stages import invoke, workdir, inside  # noqa: F401  (fixtures)
+from test_stages import inside, invoke, workdir  # noqa: F401  (fixtures)
 
 from mstcli.engine.logbook import read_curves
 

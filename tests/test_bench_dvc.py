@@ -8,7 +8,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from test_dvc_pipeline import REPO, copy_repo, set_params
 
 
@@ -80,7 +79,9 @@ def test_bench_accuracy_runs_the_chosen_cells_of_the_one_matrix_once(tmp_path):
                    "bench/dvc.yaml:baseline@rkd-cm-image-1"}  # fmt: skip
     compared = json.loads((tmp_path / "results" / "compare.json").read_text())
     assert "rkd" in json.dumps(compared) or "RKD" in json.dumps(compared)
-    assert all(status == "has results" for status in (l.split("\t")[1] for l in bench("--dry").stdout.splitlines()))
+    assert all(
+        status == "has results" for status in (line.split("\t")[1] for line in bench("--dry").stdout.splitlines())
+    )
     second = bench()
     assert second.returncode == 0 and "Running stage" not in second.stdout, second.stdout
     bad = bench("--method", "nokd")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import invoke, tiny_workdir
 from typer.testing import CliRunner
 
-from conftest import invoke, tiny_workdir
 from mstcli.cli import app
 from mstcli.methods.registry import ENTRIES
 

@@ -90,7 +90,7 @@ def test_paired_differences_of_mst_against_each_method_over_shared_seeds(results
     def diffs(method, teacher, direction):
         mine = ACCURACIES[("mst", "mm+cm", direction)]
         theirs = ACCURACIES[(method, teacher, direction)]
-        d = [100 * (a - b) for a, b in zip(mine, theirs)]
+        d = [100 * (a - b) for a, b in zip(mine, theirs, strict=True)]
         return [round(statistics.mean(d), 2), round(statistics.stdev(d), 2), 3]
 
     assert paired["kd"]["cm"]["image"] == pytest.approx([12.0, 6.0, 3])  # 18, 12, 6 points
@@ -127,4 +127,5 @@ def test_results_whose_teacher_was_at_chance_are_listed_on_screen_and_in_the_mar
     markdown = (tmp_path / "out" / "compare.md").read_text()
     assert f"- {line}" in markdown and "seed 2" not in markdown and markdown.count("at chance on validation") == 1
     # the number itself still counts: the table is what was measured
-    assert json.loads((tmp_path / "out" / "compare.json").read_text())["kd"]["cm"]["image"] == pytest.approx([75.0, 5.0])
+    compared = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert compared["kd"]["cm"]["image"] == pytest.approx([75.0, 5.0])

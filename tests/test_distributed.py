@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import invoke, tensors, tiny_workdir
+
 from mstcli.config import load_params
 from mstcli.engine.checkpoints import read_checkpoint_file
 
@@ -97,7 +97,6 @@ def differences(a: Path, b: Path) -> tuple[float, float]:
     assert left.keys() == right.keys()
     floats = [k for k in left if left[k].is_floating_point()]
     assert floats
-    import torch
 
     diffs = torch.cat([(left[k] - right[k]).abs().flatten().double() for k in floats])
     return float(diffs.max()), float(diffs.quantile(0.999))

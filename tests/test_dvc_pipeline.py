@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import yaml
-
 from source_pipeline import check_eval_files
 
 REPO = Path(__file__).resolve().parents[1]

@@ -95,7 +95,7 @@ def test_exported_files_give_predicts_probabilities_without_mstcli(exported, tmp
     )
     loaded = json.loads(result.stdout)
     assert loaded.pop("mstcli_imported") is False
-    for run, folder in zip(files, folders):
+    for run, folder in zip(files, folders, strict=True):
         for kind in ("onnx", "pt2"):
             np.testing.assert_allclose(np.array(loaded[folder][kind]), predicted[run], atol=1e-5, rtol=0)
     assert predicted["aud"][10].argmax() == 3 and predicted["aud"][11].shape == (10,)  # the long clip is cropped

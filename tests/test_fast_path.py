@@ -6,19 +6,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import random_split, tiny_trio
 
 from mstcli.config import DistillParams
 from mstcli.engine.bank import logit_bank
-from mstcli.engine.splits import Split
-from mstcli.engine.layer_cache import build_layer_cache, layer_outputs, plan_cache
 from mstcli.engine.checkpoints import MasksCheckpoint
+from mstcli.engine.layer_cache import build_layer_cache, layer_outputs, plan_cache
+from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
 from mstcli.methods.losses import kd_loss
 from mstcli.methods.mst.dynamic_distillation import MSTDistill
-from mstcli.methods.registry import build_method
-from conftest import random_split, tiny_trio
 from mstcli.methods.mst.experts import masks_from_entries
 from mstcli.methods.mst.masked_teachers import MaskedTeachers, build_masks, mask_entries
+from mstcli.methods.registry import build_method
 from mstcli.models.trio import Trio
 
 
@@ -134,7 +134,7 @@ def test_s2_losses_and_gradients_from_the_layer_cache_equal_recomputation():
             results.append((float(loss), [p.grad.clone() for p in net.parameters()]))
         (fast, fast_grads), (slow, slow_grads) = results
         assert abs(fast - slow) <= 1e-5
-        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fast_grads, slow_grads))
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fast_grads, slow_grads, strict=True))
 
 
 def test_the_cache_plan_keeps_to_its_budget():
@@ -200,7 +200,9 @@ def test_the_three_linear_head_tail_continues_its_forward():
     ):
         outs = {}
         handles = [
-            getattr(net, name).register_forward_hook(lambda _m, _i, out, name=name: outs.__setitem__(name, out))
+            getattr(net, name).register_forward_hook(
+                lambda _m, _i, out, name=name, outs=outs: outs.__setitem__(name, out)
+            )
             for name in net.mask_layers
         ]
         full = net(*inputs)

@@ -29,14 +29,16 @@ def huber(a, b):
 
 
 def dist(a, b):
-    return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))
+    return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b, strict=True)))
 
 
 def cosine_at(i, j, k, x):
     """Cosine of the angle at x[j] between x[i] and x[k]."""
-    u = [a - b for a, b in zip(x[i], x[j])]
-    v = [a - b for a, b in zip(x[k], x[j])]
-    return sum(a * b for a, b in zip(u, v)) / (math.sqrt(sum(a * a for a in u)) * math.sqrt(sum(b * b for b in v)))
+    u = [a - b for a, b in zip(x[i], x[j], strict=True)]
+    v = [a - b for a, b in zip(x[k], x[j], strict=True)]
+    return sum(a * b for a, b in zip(u, v, strict=True)) / (
+        math.sqrt(sum(a * a for a in u)) * math.sqrt(sum(b * b for b in v))
+    )
 
 
 def softmax(row):
@@ -76,7 +78,8 @@ def test_pkt_loss_by_hand():
         n = len(x)
         norm = [math.sqrt(sum(v * v for v in row)) for row in x]
         kernel = [
-            [(1 + sum(a * b for a, b in zip(x[i], x[j])) / (norm[i] * norm[j])) / 2 for j in range(n)] for i in range(n)
+            [(1 + sum(a * b for a, b in zip(x[i], x[j], strict=True)) / (norm[i] * norm[j])) / 2 for j in range(n)]
+            for i in range(n)
         ]
         return [[kernel[i][j] / sum(kernel[i][k] for k in range(n) if k != i) for j in range(n)] for i in range(n)]
 
@@ -93,14 +96,20 @@ def test_ofa_loss_by_hand():
     labels = [2, 0]
     eps = 1.1
     total = 0.0
-    for zs, zt, y in zip(student, teacher, labels):
+    for zs, zt, y in zip(student, teacher, labels, strict=True):
         ps, pt = softmax(zs), softmax(zt)
         total += -sum(((pt[c] + (c == y)) ** eps - (c == y)) * math.log(ps[c]) for c in range(3))
     expected = total / len(labels)
     got = ofa_loss(tensor(student), tensor(teacher), torch.tensor(labels), eps)
     assert float(got) == pytest.approx(expected, rel=1e-9)
     # at eps = 1 the OFA loss is the cross-entropy from the teacher's distribution (the CE is a separate term)
-    cross = sum(-sum(p * math.log(q) for p, q in zip(softmax(zt), softmax(zs))) for zs, zt in zip(student, teacher)) / 2
+    cross = (
+        sum(
+            -sum(p * math.log(q) for p, q in zip(softmax(zt), softmax(zs), strict=True))
+            for zs, zt in zip(student, teacher, strict=True)
+        )
+        / 2
+    )
     assert float(ofa_loss(tensor(student), tensor(teacher), torch.tensor(labels), 1.0)) == pytest.approx(cross)
 
 
@@ -134,7 +143,7 @@ def test_crd_nce_loss_by_hand():
     b, a = bank.tolist(), anchors.tolist()
 
     def score(u, v):
-        return sum(x * y for x, y in zip(u, v)) / tau
+        return sum(x * y for x, y in zip(u, v, strict=True)) / tau
 
     all_scores = [score(a[i], b[r]) for i in range(2) for r in [positives[i].item(), *negatives[i].tolist()]]
     z = rows * sum(math.exp(s) for s in all_scores) / len(all_scores)
@@ -180,7 +189,6 @@ FEATURE_METHODS = ("fitnet", "rkd", "pkt", "crd", "ofa")
 def trained(tmp_path_factory):
     """Tiny features and one-epoch stage-1 nets for an image and an audio student, shared by the CLI tests."""
     import yaml
-
     from conftest import write_raw_avdigits
     from test_stages import TINY, invoke
 
@@ -228,7 +236,8 @@ def test_fitnet_refuses_hint_epochs_that_leave_no_kd(trained, monkeypatch):
     from mstcli.cli import app
 
     monkeypatch.chdir(trained)
-    args = ["distill", "--method", "fitnet", "-S", "common.run=image", "-S", "distill.constants={fitnet: {hint_fraction: 1.0}}"]
+    args = ["distill", "--method", "fitnet", "-S", "common.run=image"]
+    args += ["-S", "distill.constants={fitnet: {hint_fraction: 1.0}}"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "hint_fraction" in result.output and "leaves no KD epoch" in result.output
 

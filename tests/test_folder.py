@@ -12,8 +12,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
-
 from folder_fixtures import (
     NAMES,
     gray_level,
@@ -24,6 +22,8 @@ from folder_fixtures import (
     write_table,
     write_wav,
 )
+from typer.testing import CliRunner
+
 from mstcli.cli import app
 from mstcli.data.store import FeatureFile
 from mstcli.engine.logbook import routing_teachers
@@ -111,7 +111,9 @@ def test_jsonl_with_a_split_column_keeps_every_given_split(tmp_path):
     write_table(tmp_path / "f" / "metadata.jsonl", rows)
     features = prepared(tmp_path / "f", tmp_path / "f.h5")
     for group in (0, 7):
-        assert group_rows(features, group) == {s: {i for i, g in given.items() if g == s} for s in ("train", "val", "test")}
+        assert group_rows(features, group) == {
+            s: {i for i, g in given.items() if g == s} for s in ("train", "val", "test")
+        }
 
 
 def test_split_folders_each_with_their_own_table(tmp_path):
@@ -205,7 +207,9 @@ def test_inline_text_column_and_bmp_webp_images(tmp_path, tiny_text_model):
     for i in range(9):
         suffix = (".bmp", ".webp", ".png")[i % 3]
         (root / "img").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((9, 9), gray_level(i), dtype=np.uint8)).save(root / "img" / f"{i}{suffix}", lossless=True)
+        Image.fromarray(np.full((9, 9), gray_level(i), dtype=np.uint8)).save(
+            root / "img" / f"{i}{suffix}", lossless=True
+        )
         rows.append({"image_file_name": f"img/{i}{suffix}", "caption_text": f"a {NAMES[i % 3]}", "label": NAMES[i % 3]})
     write_table(root / "metadata.jsonl", rows)
     features = prepared(root, tmp_path / "f.h5", "-S", f"prepare.text_model={tiny_text_model}")
@@ -279,7 +283,10 @@ def test_truncated_png(tmp_path):
     [
         (lambda rows: rows[2].update(split="holdout"), ("line 4", "unknown split 'holdout'")),
         (lambda rows: rows[4].update(label=" "), ("line 6", "empty label")),
-        (lambda rows: rows[1].update(image_file_name="../outside.png"), ("line 3", "../outside.png", "leaves the folder")),
+        (
+            lambda rows: rows[1].update(image_file_name="../outside.png"),
+            ("line 3", "../outside.png", "leaves the folder"),
+        ),
         (lambda rows: rows[1].update(image_file_name="/etc/passwd.png"), ("line 3", "absolute path")),
         (lambda rows: rows[3].update(audio_file_name="pics/000.png"), ("line 5", "kind image", "kind audio")),
         (lambda rows: rows[3].update(image_file_name=""), ("line 5", "no image_file_name")),

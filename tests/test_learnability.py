@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import invoke, tiny_workdir
+
 from mstcli.methods.registry import comparison_methods
 
 PARAMS = {
@@ -78,7 +78,8 @@ def test_the_constants_set_is_chosen_changed_and_recorded(stage1, monkeypatch):
     run = ["-S", "common.student=image", "-S", "common.run=image", "-S", "distill.epochs=1"]
     out, results = stage1 / "models/image/kd-paper.pt", stage1 / "results/image/kd-paper"
     invoke("distill", "--method", "kd", *run, "-S", "distill.baseline_settings=paper",
-           "-S", "distill.constants={kd: {alpha: 0.7}, rkd: {angle_weight: 3}}", "--out", str(out), "--results", str(results))  # fmt: skip
+           "-S", "distill.constants={kd: {alpha: 0.7}, rkd: {angle_weight: 3}}",
+           "--out", str(out), "--results", str(results))  # fmt: skip
     invoke("eval", *run, "--student", str(out), "--results", str(results))
     metrics = json.loads((results / "metrics.json").read_text())
     assert metrics["baseline_settings"] == "paper" and metrics["method_constants"] == {"alpha": 0.7}

@@ -5,13 +5,13 @@ import math
 
 import pytest
 import torch
-
-from mstcli.methods.losses import kd_loss
-from mstcli.methods.mst.losses import load_balance_cv, load_balance_kl, mutual_loss, routed_kd
 from conftest import random_split, tiny_trio
+
 from mstcli.config import DistillParams
 from mstcli.methods.base import DistillContext
+from mstcli.methods.losses import kd_loss
 from mstcli.methods.mst.dynamic_distillation import MSTDistill
+from mstcli.methods.mst.losses import load_balance_cv, load_balance_kl, mutual_loss, routed_kd
 from mstcli.methods.mst.masked_teachers import build_masks
 
 
@@ -24,14 +24,14 @@ def softmax(row, t=1.0):
 def kd_by_hand(trained, target, t):
     """t^2 * KL(p(target) || p(trained)), averaged over rows."""
     total = 0.0
-    for a, b in zip(trained, target):
+    for a, b in zip(trained, target, strict=True):
         p, q = softmax(b, t), softmax(a, t)
-        total += sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q))
+        total += sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q, strict=True))
     return t * t * total / len(trained)
 
 
 def ce_by_hand(logits, labels):
-    return sum(-math.log(softmax(row)[y]) for row, y in zip(logits, labels)) / len(labels)
+    return sum(-math.log(softmax(row)[y]) for row, y in zip(logits, labels, strict=True)) / len(labels)
 
 
 A = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]

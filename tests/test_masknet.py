@@ -3,9 +3,9 @@ import copy
 import pytest
 import torch
 
-from mstcli.models.avmnist import CNNI, LeNet5, ThreeLayerCNNA
 from mstcli.methods.mst.experts import MaskSlot, SpecializedTeachers
 from mstcli.methods.mst.masknet import MaskNet, hidden_size, layer_output_shapes, masknet_for, plugged
+from mstcli.models.avmnist import CNNI, LeNet5, ThreeLayerCNNA
 from mstcli.models.trio import ModalNet
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from typer.testing import CliRunner
 
 from mstcli.cli import app
@@ -78,7 +77,7 @@ def snapshot(modules) -> list[dict[str, torch.Tensor]]:
 
 
 def same(a, b) -> bool:
-    return all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
+    return all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(a, b, strict=True))
 
 
 class Watched(Distillation):

@@ -9,8 +9,8 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import random_split, tiny_trio
+
 from mstcli.config import DistillParams
 from mstcli.methods.base import DistillContext
 from mstcli.methods.mst.dynamic_distillation import MSTDistill

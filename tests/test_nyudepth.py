@@ -10,11 +10,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from source_pipeline import invoke, prepare_fails, reference_test_rows, run_all_stages, runner, write_params
 
+from mstcli.cli import app
 from mstcli.data.store import FeatureFile
 from mstcli.engine.segmentation import confusion_counts, segmentation_metrics
-from source_pipeline import invoke, prepare_fails, reference_test_rows, run_all_stages, runner, write_params
-from mstcli.cli import app
 
 FRAMES, HEIGHT, WIDTH = 10, 48, 64
 TINY = ["-S", "train.width_divisor=16"]
@@ -115,12 +115,16 @@ def test_both_student_directions_run_every_stage(tmp_path, monkeypatch, mat):
     assert result.exit_code == 0, result.output
     assert "Test mIoU (%)" in (tmp_path / "cmp/compare.md").read_text()
     mst = json.loads((tmp_path / "cmp/compare.json").read_text())["mst"]["mm+cm"]
-    assert mst["rgb"][0] == pytest.approx(round(100 * json.loads((tmp_path / "results/rgb/metrics.json").read_text())["miou"], 2))
+    assert mst["rgb"][0] == pytest.approx(
+        round(100 * json.loads((tmp_path / "results/rgb/metrics.json").read_text())["miou"], 2)
+    )
 
     invoke("report", "-S", "common.run=rgb")
     assert "mIoU" in (tmp_path / "results/rgb/report.md").read_text()
 
-    refused = runner.invoke(app, ["distill", "-S", "common.run=rgb", "-S", "common.student=rgb", "-S", "distill.method=kd", *TINY])
+    refused = runner.invoke(
+        app, ["distill", "-S", "common.run=rgb", "-S", "common.student=rgb", "-S", "distill.method=kd", *TINY]
+    )
     assert refused.exit_code == 2 and "does not support segmentation" in refused.output.strip().splitlines()[-1]
 
 
@@ -169,7 +173,7 @@ def test_vgg16_weights_fill_the_encoders(tmp_path):
     net = FuseNetI(((3, 32, 32), (1, 32, 32)), 41, width_divisor=16)
     rgb_convs, depth_convs = net.encoder_convs()
     state = {}
-    for index, conv in zip(VGG16_CONVS, rgb_convs):
+    for index, conv in zip(VGG16_CONVS, rgb_convs, strict=True):
         state[f"features.{index}.weight"] = torch.randn_like(conv.weight)
         state[f"features.{index}.bias"] = torch.randn_like(conv.bias)
     torch.save(state, tmp_path / "vgg16.pt")

@@ -22,8 +22,10 @@ def test_the_fused_adam_takes_the_default_adams_steps():
     fused = _three_steps(lambda ps: adam(ps, 0.01))
     default = _three_steps(lambda ps: torch.optim.Adam(ps, lr=0.01))
     start = _three_steps(lambda ps: torch.optim.Adam(ps, lr=0.0))
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fused, default))
-    assert not all(torch.allclose(a, b, atol=1e-3) for a, b in zip(fused, start))  # the steps did move the net
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fused, default, strict=True))
+    assert not all(
+        torch.allclose(a, b, atol=1e-3) for a, b in zip(fused, start, strict=True)
+    )  # the steps did move the net
 
 
 def test_fused_where_the_kernels_exist_and_the_default_elsewhere():

@@ -38,8 +38,8 @@ def inside(tiny_runs, monkeypatch):
 def assert_learned(predicted: list[str], actual: list[str]) -> None:
     """At least 8 of the 10 digits right (chance: 1). The tiny runs (300 samples, a few epochs, test accuracy
     about 93% image / 75% audio) got 9 of 10 right in every trial; asking for all 10 would be flaky at this cost."""
-    right = sum(p == a for p, a in zip(predicted, actual))
-    assert right >= 8, list(zip(actual, predicted))
+    right = sum(p == a for p, a in zip(predicted, actual, strict=True))
+    assert right >= 8, list(zip(actual, predicted, strict=True))
 
 
 def predict_json(*args: str) -> dict:

@@ -3,9 +3,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import digit_image
 from typer.testing import CliRunner
 
-from conftest import digit_image
 from mstcli.cli import app
 from mstcli.data.store import FeatureFile
 
@@ -51,7 +51,7 @@ def test_prepare_writes_paired_features(raw_avdigits, tmp_path):
     images, spectrograms = features.read("image"), features.read("audio")
     assert images.dtype == np.float32 and len(images) == len(spectrograms) == len(labels) == 200
     # images: the bright band sits in the label's rows
-    for image, label in zip(images[:50], labels[:50]):
+    for image, label in zip(images[:50], labels[:50], strict=True):
         rows = image[0].mean(axis=1)
         assert abs(int(np.argmax(rows)) - int(np.argmax(digit_image(int(label)).mean(axis=1)))) <= 1
     # audio: the loudest mel band rises with the digit (each digit's tone is higher), no overlap between digits

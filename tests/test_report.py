@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import invoke, tiny_workdir
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import invoke, tiny_workdir
 from mstcli.cli import app
 from mstcli.engine.logbook import read_curves, routing_teachers
 from mstcli.report.figures import pixel_size
@@ -146,10 +146,10 @@ def test_mean_masks_match_one_pass_over_the_whole_split(inside):
     masks = masks_from_entries(MasksCheckpoint.load(inside / "models/main/masks.pt").masks)
     val = load_splits(features, 0, list(trio.spec.modalities), torch.device("cpu"), names=("val",))["val"]
     means = mean_masks(trio, masks, val, batch_size=7)  # batches of 7: the sum must be over every row once
-    for (slot, net), (_, mean) in zip(masks, means):
+    for (slot, net), (_, mean) in zip(masks, means, strict=True):
         seen = []
         layer = dict(trio.teacher(slot.teacher).net.named_modules())[slot.layer]
-        handle = layer.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        handle = layer.register_forward_hook(lambda _m, _i, out, seen=seen: seen.append(out))
         with torch.no_grad():
             trio.teacher(slot.teacher)(val.inputs)
             z = seen[0].flatten(1) if seen[0].dim() == 4 and seen[0].shape[-2:] == (1, 1) else seen[0]
@@ -217,10 +217,10 @@ def test_compare_figure_draws_one_bar_per_cell(tmp_path):
 def test_progress_shows_epoch_and_batch_bars_with_loss_and_accuracy_on_a_terminal(monkeypatch):
     import io
 
+    from conftest import random_split
     from rich.console import Console
 
     import mstcli.ui as ui
-    from conftest import random_split
     from mstcli.engine.loop import EpochEnd, EpochTask, LoopConfig, run_epochs
 
     class Tiny(EpochTask):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import invoke, tensors, tiny_workdir
 from typer.testing import CliRunner
 
-from conftest import invoke, tensors, tiny_workdir
 from mstcli.cli import app
 from mstcli.engine.checkpoints import ResumeState, read_checkpoint_file
 from mstcli.engine.logbook import read_curves

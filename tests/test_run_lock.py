@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import invoke, tiny_workdir
 from typer.testing import CliRunner
 
-from conftest import invoke, tiny_workdir
 from mstcli.cli import app
 from mstcli.engine.run_lock import LOCK_NAME, run_lock
 from mstcli.errors import UserError

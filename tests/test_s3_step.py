@@ -5,13 +5,13 @@ import dataclasses
 import logging
 
 import torch
-
 from conftest import random_split, tiny_trio
+from test_fast_path import loaded_masks, masks_checkpoint
+
 from mstcli.config import DistillParams
 from mstcli.engine.runtime import CompiledOrEager
 from mstcli.methods.base import DistillContext
 from mstcli.methods.mst.dynamic_distillation import MSTDistill
-from test_fast_path import loaded_masks, masks_checkpoint
 
 
 def _loss_and_grads(tmp_path, compile: bool, k: int = 2):
@@ -39,7 +39,7 @@ def test_the_compiled_s3_step_equals_the_eager_one(tmp_path):
     for name in ("distill", "balance", "ce"):
         assert abs(float(eager[1][name]) - float(compiled[1][name])) <= 1e-5, name
     assert torch.allclose(eager[2], compiled[2], atol=1e-5)
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(eager[3], compiled[3]))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(eager[3], compiled[3], strict=True))
     assert torch.equal(eager[4], compiled[4])  # the same experts were chosen and counted
 
 

@@ -50,8 +50,15 @@ def test_python_float_spellings_in_params_yaml(tmp_path, text, number):
     assert params.prepare.snr_db[0] == pytest.approx(number)
 
 
-@pytest.mark.parametrize("text, message", [("abc", "must be a number"), ("nan", "must be a finite number"), ("-inf", "must be a finite number"),
-                                           ("true", "must be a number")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("abc", "must be a number"),
+        ("nan", "must be a finite number"),
+        ("-inf", "must be a finite number"),
+        ("true", "must be a number"),
+    ],
+)
 def test_what_is_not_a_number_is_still_refused(text, message):
     with pytest.raises(UserError, match=rf"train\.lr {message}"):
         load_params(overrides=[f"train.lr={text}"])

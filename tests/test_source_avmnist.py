@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from source_pipeline import check_eval_files, invoke, prepare_fails, run_all_stages, write_params
 
 from mstcli.data.store import FeatureFile
-from source_pipeline import check_eval_files, invoke, prepare_fails, run_all_stages, write_params
 
 SIDE = 16  # spectrogram side (112 in the real files)
 

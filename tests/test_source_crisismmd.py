@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from source_pipeline import check_eval_files, invoke, prepare_fails, run_all_stages, write_params
 
 from mstcli.data.store import FeatureFile
-from source_pipeline import check_eval_files, invoke, prepare_fails, run_all_stages, write_params
 
 COLUMNS = [
     "event_name",

@@ -6,9 +6,9 @@ from pathlib import Path
 import av
 import numpy as np
 import soundfile
+from source_pipeline import check_eval_files, invoke, prepare_fails, run_all_stages, write_params
 
 from mstcli.data.store import FeatureFile
-from source_pipeline import check_eval_files, invoke, prepare_fails, run_all_stages, write_params
 
 W, H, FPS = 64, 48, 30
 BOX = (slice(8, 32), slice(20, 44))  # the fixed crop of a 48 x 64 frame: side H/2, top H/6, centred

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import numpy as np
+from source_pipeline import check_eval_files, invoke, prepare_fails, run_all_stages, write_params
 
 from mstcli.data.store import FeatureFile
-from source_pipeline import check_eval_files, invoke, prepare_fails, run_all_stages, write_params
 
 
 def write_vggsound(root: Path, clips: int = 20, classes: int = 3, seed: int = 0) -> Path:
@@ -65,7 +65,9 @@ def test_vggsound_category_names_number_in_order_of_appearance(tmp_path, monkeyp
     source = write_vggsound(tmp_path / "vggs", clips=4)
     names = [line.split("&")[0] for line in (source / "VGGS50k_metadata.txt").read_text().split()]
     (source / "VGGS50k_metadata.txt").write_text(
-        "\n".join(f"{n}&{c}" for n, c in zip(names, ["dog barking", "playing piano", "dog barking", "rain"]))
+        "\n".join(
+            f"{n}&{c}" for n, c in zip(names, ["dog barking", "playing piano", "dog barking", "rain"], strict=True)
+        )
     )
     monkeypatch.chdir(tmp_path)
     invoke("prepare", "--dataset", "vggsound", "--source", str(source))

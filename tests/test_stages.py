@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import invoke, tiny_workdir
 from typer.testing import CliRunner
 
-from conftest import invoke, tiny_workdir
 from mstcli.cli import app
 
 runner = CliRunner()

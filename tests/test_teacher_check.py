@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import invoke
+
 from mstcli.engine.checkpoints import Stage1Checkpoint, StudentCheckpoint
 from mstcli.engine.splits import Split
 from mstcli.methods.teacher_check import TeacherCheck, check_teacher
@@ -33,7 +33,9 @@ def test_threshold_is_three_standard_errors_above_the_largest_class_share():
 def test_constant_guess_is_the_largest_class_share_and_accuracy_is_counted_over_every_batch():
     labels = [3] * 1500 + [1] * 600 + [7] * 400  # 2,500 rows: three batches of the check
     val = _val(labels)
-    constant = check_teacher("mm", lambda x: torch.zeros(len(x["image"]), 10).index_fill_(1, torch.tensor([3]), 1.0), val)
+    constant = check_teacher(
+        "mm", lambda x: torch.zeros(len(x["image"]), 10).index_fill_(1, torch.tensor([3]), 1.0), val
+    )
     assert constant.constant_guess == pytest.approx(0.6)
     assert constant.val_accuracy == pytest.approx(0.6)  # always class 3: exactly the constant guess
     assert constant.at_chance

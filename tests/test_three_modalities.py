@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import write_raw_avdigits
 from typer.testing import CliRunner
 
-from conftest import write_raw_avdigits
 from mstcli.cli import app
 from mstcli.engine.logbook import read_curves, routing_teachers
 
@@ -112,7 +112,9 @@ def test_scan_degradation_blanks_its_share_of_cells_and_adds_noise():
 def test_s1_trains_every_net_and_s2_masks_every_teacher(three_views):
     stage1 = torch.load(three_views / "models/three/stage1.pt", weights_only=True)
     assert stage1["spec"]["cm_nets"] == {"audio": "three_layer_cnn_a", "scan": "folder_vector_net"}
-    prefixes = {key.split(".")[0] + ("." + key.split(".")[1] if key.startswith("cms.") else "") for key in stage1["state"]}
+    prefixes = {
+        key.split(".")[0] + ("." + key.split(".")[1] if key.startswith("cms.") else "") for key in stage1["state"]
+    }
     assert prefixes == {"mm", "student", "cms.audio", "cms.scan"}
     curves = read_curves(three_views / "results/three/train")
     assert {"val_mm_acc", "val_student_acc", "val_cm_audio_acc", "val_cm_scan_acc"} <= set(curves[-1])

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import write_raw_avdigits
+
 from mstcli.engine.logbook import read_curves
 
 PARAMS = {

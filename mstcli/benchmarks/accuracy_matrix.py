@@ -33,7 +33,7 @@ class Matrix:
     seeds: list[int]
 
     @classmethod
-    def read(cls, path: Path = MATRIX) -> "Matrix":
+    def read(cls, path: Path = MATRIX) -> Matrix:
         if not path.is_file() or not PIPELINE.is_file():
             raise UserError(f"{path} or {PIPELINE} not found: run `mst bench accuracy` from the repository's root")
         try:
@@ -42,7 +42,7 @@ class Matrix:
         except (yaml.YAMLError, KeyError, TypeError) as exc:
             raise UserError(f"{path}: not a benchmark matrix ({exc})") from None
 
-    def narrowed(self, **subsets: list | None) -> "Matrix":
+    def narrowed(self, **subsets: list | None) -> Matrix:
         """The matrix restricted to the given values of each axis; a value outside the matrix is refused."""
         axes = {}
         for axis, chosen in subsets.items():
@@ -52,7 +52,9 @@ class Matrix:
                 continue
             unknown = [v for v in chosen if v not in full]
             if unknown:
-                raise UserError(f"--{axis}: {', '.join(map(str, unknown))} not in {MATRIX} ({', '.join(map(str, full))})")
+                raise UserError(
+                    f"--{axis}: {', '.join(map(str, unknown))} not in {MATRIX} ({', '.join(map(str, full))})"
+                )
             axes[axis] = [v for v in full if v in chosen]
         return Matrix(**{**{a: getattr(self, a) for a in ("methods", "teachers", "students", "seeds")}, **axes})
 

@@ -48,7 +48,7 @@ def write_inputs(source: Path, modality: str, folder: Path, count: int) -> list[
         if modality == "image":
             images = f["images"][:count]
             paths = [folder / f"{i}.png" for i in range(len(images))]
-            for path, image in zip(paths, images):
+            for path, image in zip(paths, images, strict=True):
                 Image.fromarray(image).save(path)
         else:
             audio, lengths, rate = f["audio"][:], f["audio_lengths"][:], int(f.attrs.get("sample_rate", 8000))

@@ -62,7 +62,7 @@ def settings_file(params: Path, workdir: Path, n: int, spec_size: int, student: 
     if prepare.get("source") is None:  # the run works in its own folder: the embedded source by its full path
         prepare["source"] = str(RAW_SOURCE.resolve())
     if epochs:
-        for stage, count in zip(TRAINING, epochs):
+        for stage, count in zip(TRAINING, epochs, strict=True):
             raw.setdefault(stage, {})["epochs"] = count
     path = workdir / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -195,12 +195,12 @@ def measure(
     }
     if scale_to:
         scaled = {}
-        for stage, new in zip(TRAINING, scale_to):
+        for stage, new in zip(TRAINING, scale_to, strict=True):
             fixed = max(walls[stage] - counts[stage] * (epoch_s[stage] or 0.0), 0.0)
             scaled[stage] = fixed + new * (epoch_s[stage] or 0.0)
         others = sum(w for s, w in walls.items() if s not in TRAINING)
         summary["extrapolated"] = {
-            "epochs": dict(zip(TRAINING, scale_to)),
+            "epochs": dict(zip(TRAINING, scale_to, strict=True)),
             "wall_s": {s: round(v, 1) for s, v in scaled.items()},
             "total_s": round(others + sum(scaled.values()), 1),
         }

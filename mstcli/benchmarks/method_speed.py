@@ -60,14 +60,18 @@ def measure(params: Params, features: Path, rounds: int = 3, s1_epochs: int = 1,
         setups, setup_s = {}, {}
         for entry in ENTRIES:
             started = time.perf_counter()
-            setups[entry.name] = setup_distillation(_with(params, "distill", method=entry.name), features, stage1, masks)
+            setups[entry.name] = setup_distillation(
+                _with(params, "distill", method=entry.name), features, stage1, masks
+            )
             setup_s[entry.name] = time.perf_counter() - started
         epochs: dict[str, list[float]] = {name: [] for name in setups}
         batch_size = params.distill.batch_size
         with progress_bar("timing method epochs", rounds * len(setups), transient=True) as advance:
             for r in range(rounds):
                 for name, setup in setups.items():
-                    config = LoopConfig(1, batch_size, setup.device, params.common.precision, order_seed=r, resume_every=0)
+                    config = LoopConfig(
+                        1, batch_size, setup.device, params.common.precision, order_seed=r, resume_every=0
+                    )
                     started = time.perf_counter()
                     run_epochs(setup.task, setup.train, config)
                     epochs[name].append(time.perf_counter() - started)
@@ -89,7 +93,9 @@ def measure(params: Params, features: Path, rounds: int = 3, s1_epochs: int = 1,
     }
     frozen = [m["over_student"] for name, m in methods.items() if m["teacher"] == "frozen" and name != "mst"]
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "dataset": params.common.dataset,
         "student": params.common.student,

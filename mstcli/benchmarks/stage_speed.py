@@ -58,7 +58,7 @@ def interleaved_rounds(mst_params, student_params, features: Path, stage1: Path,
     out = []
     for r in range(rounds):
         times = []
-        for setup, p in zip(setups, (mst_params, student_params)):
+        for setup, p in zip(setups, (mst_params, student_params), strict=True):
             config = LoopConfig(1, p.distill.batch_size, setup.device, p.common.precision, order_seed=r, resume_every=0)
             started = time.perf_counter()
             run_epochs(setup.task, setup.train, config)
@@ -106,7 +106,7 @@ def measure(
     common = [f"common.student={student}", "common.run=speed"]
     keys = [f"{stage}.{key}" for stage in ("train", "fit_masks", "distill") for key in ("epochs", "batch_size")]
     values = [epochs, batch_size] * 3
-    base = [*common, *(f"{k}={v}" for k, v in zip(keys, values)), f"fit_masks.hidden_dim_factor={factor}"]
+    base = [*common, *(f"{k}={v}" for k, v in zip(keys, values, strict=True)), f"fit_masks.hidden_dim_factor={factor}"]
     base += list(overrides or [])
 
     def params(*extra: str):

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -122,7 +124,7 @@ class FeatureWriter:
         self._file: h5py.File | None = None
         self._labels_written = False
 
-    def __enter__(self) -> "FeatureWriter":
+    def __enter__(self) -> FeatureWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -291,7 +293,7 @@ class FeatureFile:
         return bool(self.label_shape)
 
     @classmethod
-    def open(cls, path: Path | str) -> "FeatureFile":
+    def open(cls, path: Path | str) -> FeatureFile:
         """Open and check a feature file, so that a broken one is refused here with its file and its fault
         named, not as a KeyError or a NaN loss deep inside a stage. Labels are read (they are small);
         modality arrays are only checked for shape and dtype, their values when they are read."""
@@ -307,7 +309,7 @@ class FeatureFile:
             raise UserError(f"{path}: malformed feature file ({exc})") from None
 
     @classmethod
-    def _checked(cls, path: Path, f: h5py.File) -> "FeatureFile":
+    def _checked(cls, path: Path, f: h5py.File) -> FeatureFile:
         version = f.attrs.get("schema_version")
         if version != SCHEMA_VERSION:
             raise UserError(f"{path}: not an mst feature file of schema {SCHEMA_VERSION} (found {version})")
@@ -475,7 +477,7 @@ def gather_rows(data: h5py.Dataset, indices: np.ndarray, block_bytes: int = 256 
         block = max(1, block_bytes // per_row)
         rows = np.empty((len(unique), *data.shape[1:]), dtype=data.dtype)
         bounds = np.searchsorted(unique, np.arange(0, data.shape[0] + block, block))
-        for b, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for b, (lo, hi) in enumerate(pairwise(bounds)):
             if hi > lo:
                 chunk = data[b * block : min((b + 1) * block, data.shape[0])]
                 rows[lo:hi] = chunk[unique[lo:hi] - b * block]

@@ -32,8 +32,8 @@ import re
 import signal
 import threading
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -252,7 +252,7 @@ def gather_rows(local: torch.Tensor, n: int, dim: int = 0) -> torch.Tensor:
     padded[: len(moved)] = moved
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
-    return torch.cat([p[:s] for p, s in zip(parts, sizes)]).to(local.device).movedim(0, dim)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)]).to(local.device).movedim(0, dim)
 
 
 def _collective_device() -> torch.device:

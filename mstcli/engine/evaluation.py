@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -41,7 +41,9 @@ def classification_metrics(predicted: np.ndarray, actual: np.ndarray, class_name
     return {
         "accuracy": float(true_pos.sum() / max(len(actual), 1)),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "per_class_accuracy": {name: (None if np.isnan(r) else float(r)) for name, r in zip(class_names, recall)},
+        "per_class_accuracy": {
+            name: (None if np.isnan(r) else float(r)) for name, r in zip(class_names, recall, strict=True)
+        },
         "n_test": int(len(actual)),
         "confusion": confusion,
     }

@@ -10,7 +10,7 @@ by a hook, as the reference does. A net without ``tail`` is always recomputed.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -34,8 +34,9 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROUTING = "routing"  # the custom plot of the routing shares
 SUMMARY_LEFT_OUT = ("step", "epoch_s")
@@ -159,7 +160,8 @@ def read_curves(folder: Path) -> list[dict[str, Any]]:
             continue
         header = lines[0].split("\t")
         for line in lines[1:]:
-            values = dict(zip(header, line.split("\t")))
+            # not strict: a last row cut short by a killed run keeps the columns it has, as before
+            values = dict(zip(header, line.split("\t"), strict=False))
             step = int(values.pop("step"))
             for key, text in values.items():
                 rows.setdefault(step, {"epoch": step})[key] = float(text)

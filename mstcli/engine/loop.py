@@ -60,7 +60,7 @@ class EpochTask(ABC):
     def modules(self) -> dict[str, nn.Module]:
         """The nets this stage trains, by a stable name (their states go into the resume state)."""
 
-    def start_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int) -> None:  # noqa: B027 - an optional hook: most tasks have no phases
         """Called before epoch ``epoch`` (0-based), also the first one after a resume: phase switches go here."""
 
     def train_mode(self) -> None:
@@ -84,7 +84,7 @@ class EpochTask(ABC):
         """The task's own state besides nets and optimizer (decayed weights, memory banks, ...), for resume."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional: the default state is empty
         """Restore what ``state_dict`` returned."""
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -27,4 +27,4 @@ class EpochMeans:
         totals = [float(self._sums[name]) for name in names] + [self._weight]
         if reduce is not None:
             totals = reduce(torch.tensor(totals, dtype=torch.float64)).tolist()
-        return {name: total / max(totals[-1], 1e-12) for name, total in zip(names, totals)}
+        return {name: total / max(totals[-1], 1e-12) for name, total in zip(names, totals[:-1], strict=True)}

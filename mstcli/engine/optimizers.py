@@ -11,11 +11,10 @@ default implementation.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
-
 
 FUSED_DEVICES = ("cpu", "cuda")
 

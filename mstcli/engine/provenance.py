@@ -31,7 +31,7 @@ def _git(root: Path, *args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_version(package_dir: str | None = None) -> dict[str, Any]:
     """``{"commit": sha | "unknown", "dirty": bool | "unknown"}`` of the checkout holding ``package_dir``."""
     import mstcli

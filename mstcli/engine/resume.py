@@ -44,7 +44,7 @@ class ResumeStore:
     key: str
 
     @classmethod
-    def for_output(cls, output: Path, key: str, restart: bool = False) -> "ResumeStore":
+    def for_output(cls, output: Path, key: str, restart: bool = False) -> ResumeStore:
         store = cls(resume_path_for(output), key)
         if restart:
             store.clear()

@@ -66,12 +66,12 @@ class Holder:
     argv: tuple[str, ...] = ()
 
     @classmethod
-    def this_process(cls, command: str) -> "Holder":
+    def this_process(cls, command: str) -> Holder:
         since = datetime.now().astimezone().isoformat(timespec="seconds")
         return cls(os.getpid(), socket.gethostname(), command, since, tuple(sys.argv))
 
     @classmethod
-    def parse(cls, text: str) -> "Holder | None":
+    def parse(cls, text: str) -> Holder | None:
         """The holder a lock file records; None for an empty, half-written or foreign file."""
         try:
             data = json.loads(text)
@@ -136,7 +136,7 @@ class _RunLock:
     made: list[Path]
 
     @classmethod
-    def acquire(cls, folder: Path, run: str, command: str) -> "_RunLock":
+    def acquire(cls, folder: Path, run: str, command: str) -> _RunLock:
         path = folder / LOCK_NAME
         made: list[Path] = []
         deadline = time.monotonic() + HOLDER_WAIT_S
@@ -177,7 +177,7 @@ class _RunLock:
             raise
 
     @classmethod
-    def _unlocked(cls, path: Path, run: str, made: list[Path], exc: OSError) -> "_RunLock":
+    def _unlocked(cls, path: Path, run: str, made: list[Path], exc: OSError) -> _RunLock:
         from mstcli.ui import logger
 
         logger().warning(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from typing import Any, Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,7 +81,7 @@ def runtime_for(common, seed: int | None = None) -> torch.device:
     )
 
 
-def autocast(device: torch.device, precision: str) -> ContextManager:
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     """bf16 autocast on CUDA when asked for; nothing otherwise (CPU bf16 is slower than fp32 on our machines)."""
     if precision == "bf16" and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)

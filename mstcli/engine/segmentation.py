@@ -16,7 +16,7 @@ void on a labelled pixel counts as wrong. The figures are over the other classes
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ def segmentation_metrics(confusion: np.ndarray, class_names: list[str], frames: 
     labelled = int(support.sum())
 
     def by_class(values: np.ndarray) -> dict:
-        return {name: (None if np.isnan(v) else float(v)) for name, v in zip(names, values)}
+        return {name: (None if np.isnan(v) else float(v)) for name, v in zip(names, values, strict=True)}
 
     return {
         "accuracy": float(true_pos.sum() / labelled) if labelled else 0.0,
@@ -85,6 +85,6 @@ def segmentation_metrics(confusion: np.ndarray, class_names: list[str], frames: 
 def confusion_csv(confusion: np.ndarray, class_names: list[str]) -> str:
     """The matrix as CSV: one row per labelled class (void left out), one column per predicted class."""
     lines = ["actual," + ",".join(class_names)]
-    for name, row in zip(class_names[1:], np.asarray(confusion)[1:]):
+    for name, row in zip(class_names[1:], np.asarray(confusion)[1:], strict=True):
         lines.append(name + "," + ",".join(str(int(v)) for v in row))
     return "\n".join(lines) + "\n"

@@ -11,9 +11,9 @@ batches of row indices can wrap a LazySplit as it is.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
@@ -33,7 +33,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, rows: torch.Tensor) -> "Split":
+    def batch(self, rows: torch.Tensor) -> Split:
         return Split({m: x[rows] for m, x in self.inputs.items()}, self.labels[rows], rows)
 
 

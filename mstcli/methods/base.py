@@ -105,7 +105,7 @@ class DistillMethod(ABC):
         for module in self.frozen_modules():
             module.eval()
 
-    def start_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int) -> None:  # noqa: B027 - an optional hook: most methods have no phases
         """Called before the batches of epoch ``epoch`` (0-based): phase switches keyed on the epoch go here, so
         that a resumed run is in the right phase without replaying earlier epochs."""
 
@@ -123,5 +123,5 @@ class DistillMethod(ABC):
         """The method's own state besides its modules, as tensors and plain values."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional: the default state is empty
         """Restore what ``state_dict`` returned."""

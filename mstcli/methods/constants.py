@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from mstcli.config import check_value
 from mstcli.errors import UserError

@@ -31,7 +31,7 @@ class MethodEntry:
     # whether the method trains a copy of its teacher (a per-epoch cost no bank can remove) or keeps it frozen
     teacher_training: Literal["frozen", "trained", "none"] = "frozen"
 
-    def load(self) -> type["DistillMethod"]:
+    def load(self) -> type[DistillMethod]:
         module, _, cls = self.target.partition(":")
         return getattr(importlib.import_module(module), cls)
 
@@ -47,7 +47,9 @@ ENTRIES: tuple[MethodEntry, ...] = (
     MethodEntry("rkd", "RKD", f"{_B}.rkd:RelationalKD", "baseline"),
     MethodEntry("crd", "CRD", f"{_B}.crd:ContrastiveRD", "baseline"),
     MethodEntry("dml", "DML", f"{_B}.dml:DeepMutualLearning", "baseline", teacher_training="trained"),
-    MethodEntry("mgdfr", "MGDFR", f"{_B}.mgdfr:ModalityGeneralDecisiveFeatures", "baseline", teacher_training="trained"),
+    MethodEntry(
+        "mgdfr", "MGDFR", f"{_B}.mgdfr:ModalityGeneralDecisiveFeatures", "baseline", teacher_training="trained"
+    ),
     MethodEntry("c2kd", "C2KD", f"{_B}.c2kd:CustomizedCrossModalKD", "baseline", teacher_training="trained"),
     MethodEntry("dkd", "DKD", f"{_B}.dkd:DecoupledKD", "baseline"),
     MethodEntry("dist", "DIST", f"{_B}.dist:DistillationFromStrongerTeacher", "baseline"),
@@ -73,9 +75,9 @@ def entry(name: str) -> MethodEntry:
     return _BY_NAME[name]
 
 
-def method_class(name: str) -> type["DistillMethod"]:
+def method_class(name: str) -> type[DistillMethod]:
     return entry(name).load()
 
 
-def build_method(name: str, context: "DistillContext") -> "DistillMethod":
+def build_method(name: str, context: DistillContext) -> DistillMethod:
     return method_class(name)(context)

@@ -22,8 +22,8 @@ labels come from the run's :class:`TaskKind` (``RunSpec.task`` names it, ``TASKS
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

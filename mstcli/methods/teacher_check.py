@@ -16,8 +16,9 @@ and a teacher is called "at chance" below p plus three standard errors of such a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

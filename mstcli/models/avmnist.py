@@ -3,11 +3,13 @@ intermediate-fusion MM teacher CNN-I. Also used for AV-Digits, which has the sam
 
 Layer names follow the reference so that MaskNets plug into the same places: a hook on ``conv3`` or
 ``fc1`` sees the layer's output before its ReLU. Each net's ``tail(layer, z)`` runs the rest of its forward from
-a mask layer's output, and ``forward`` is written through it, so the two cannot drift apart. Flatten sizes are measured from the input shape, so
-the same nets serve 28x28 images with 32x32 or 112x112 spectrograms.
+a mask layer's output, and ``forward`` is written through it, so the two cannot drift apart. Flatten sizes are
+measured from the input shape, so the same nets serve 28x28 images with 32x32 or 112x112 spectrograms.
 """
 
 from __future__ import annotations
+
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -101,7 +103,7 @@ class FiveLayerAudioFeatures(nn.Module):
     def __init__(self, shape: tuple[int, ...]) -> None:
         super().__init__()
         widths = (shape[0], 32, 64, 128, 256, 512)
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(widths, widths[1:]))
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in pairwise(widths))
         self.pool = nn.MaxPool2d(2)
         self.act = nn.ReLU()
 

@@ -100,7 +100,7 @@ class _FuseNetBase(nn.Module):
 
     def _decoder(self, tag: str, num_classes: int) -> list[str]:
         names, in_channels = [], _width(ENCODER_STAGES[-1][-1], self.width_divisor)
-        for k, widths in zip(range(5, 0, -1), DECODER_STAGES):
+        for k, widths in zip(range(5, 0, -1), DECODER_STAGES, strict=True):
             widths = tuple(_width(w, self.width_divisor) for w in widths)
             name = f"CBR{k}_{tag}_DEC"
             setattr(self, name, cbr(in_channels, widths))
@@ -183,7 +183,7 @@ class FuseNetI(_FuseNetBase):
         height, width = rgb.shape[-2:]
         x, y = pad_to_multiple(rgb), pad_to_multiple(depth)
         indices, sizes = [], []
-        for k, (rgb_name, depth_name) in enumerate(zip(*self.encoder_names), start=1):
+        for k, (rgb_name, depth_name) in enumerate(zip(*self.encoder_names, strict=True), start=1):
             y = getattr(self, depth_name)(y)
             x = (getattr(self, rgb_name)(x) + y) / 2
             sizes.append(x.shape)
@@ -211,7 +211,7 @@ def load_vgg16(net: _FuseNetBase, path: Path) -> None:
         raise UserError(f"{path}: not a VGG16 state_dict (no {missing[0]})")
     with torch.no_grad():
         for convs in net.encoder_convs():
-            for index, conv in zip(VGG16_CONVS, convs):
+            for index, conv in zip(VGG16_CONVS, convs, strict=True):
                 weight, bias = state[f"features.{index}.weight"], state[f"features.{index}.bias"]
                 if conv.in_channels == 1 and weight.shape[1] == 3:
                     weight = weight.mean(dim=1, keepdim=True)

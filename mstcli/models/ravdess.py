@@ -8,6 +8,8 @@ Layers are named ``fc1``/``fc2``/``fc3`` at the top level so MaskNets plug in wh
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -25,7 +27,7 @@ class AudioBranch(nn.Module):
         self.blocks = nn.Sequential(
             *(
                 nn.Sequential(nn.Conv1d(a, b, 3, padding=1), nn.BatchNorm1d(b), nn.ReLU(), nn.MaxPool1d(3))
-                for a, b in zip(widths, widths[1:])
+                for a, b in pairwise(widths)
             )
         )
 
@@ -42,7 +44,7 @@ class VisualBranch(nn.Module):
         self.blocks = nn.Sequential(
             *(
                 nn.Sequential(nn.Conv3d(a, b, 3, padding=1), nn.BatchNorm3d(b), nn.ReLU(), nn.MaxPool3d(2))
-                for a, b in zip(widths, widths[1:])
+                for a, b in pairwise(widths)
             )
         )
 

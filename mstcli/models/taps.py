@@ -7,7 +7,7 @@ penultimate features are that layer's input) and ``mask_layers`` are the layers 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

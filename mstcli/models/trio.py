@@ -21,7 +21,6 @@ from mstcli.engine.checkpoints import Stage1Checkpoint, state_fingerprint
 from mstcli.errors import UserError
 from mstcli.models.zoo import build_multimodal, build_unimodal, family, other_modalities
 
-
 #: ``distill.teacher`` value of the multi-teacher baseline: every teacher of the run, their soft labels averaged
 ALL_TEACHERS = "all"
 
@@ -47,7 +46,7 @@ class RunSpec:
     cm_nets: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_features(cls, features: FeatureFile, student: str, width_divisor: int = 1) -> "RunSpec":
+    def from_features(cls, features: FeatureFile, student: str, width_divisor: int = 1) -> RunSpec:
         fam = family(features.dataset, features.modalities)
         others = other_modalities(fam, student)
         cm = others[0]
@@ -73,7 +72,7 @@ class RunSpec:
         )
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunSpec":
+    def from_dict(cls, data: dict) -> RunSpec:
         data = dict(data)
         data["modalities"] = tuple(data["modalities"])
         data["shapes"] = {k: tuple(v) for k, v in data["shapes"].items()}
@@ -185,7 +184,7 @@ class Trio(nn.Module):
         )
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Stage1Checkpoint) -> "Trio":
+    def from_checkpoint(cls, checkpoint: Stage1Checkpoint) -> Trio:
         trio = cls(RunSpec.from_dict(checkpoint.spec))
         trio.load_state_dict(checkpoint.state)
         trio.fingerprint = checkpoint.fingerprint

@@ -6,6 +6,8 @@ Inputs: visual ``10 x 7 x 7 x 512`` (segments x H x W x channels), audio ``10 x 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -20,7 +22,7 @@ class VisualFeatureBranch(nn.Module):
         super().__init__()
         widths = (shape[-1], 256, 128, 64)
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        for i, (a, b) in enumerate(pairwise(widths)):
             layers += [nn.Conv3d(a, b, 3, padding=1), nn.BatchNorm3d(b), nn.ReLU()]
             if i < 2:
                 layers.append(nn.MaxPool3d(2))
@@ -39,7 +41,7 @@ class AudioFeatureBranch(nn.Module):
         self.blocks = nn.Sequential(
             *(
                 nn.Sequential(nn.Conv1d(a, b, 3, padding=1), nn.BatchNorm1d(b), nn.ReLU(), nn.MaxPool1d(3))
-                for a, b in zip(widths, widths[1:])
+                for a, b in pairwise(widths)
             )
         )
 

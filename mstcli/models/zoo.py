@@ -6,8 +6,8 @@ number of classes. A new data set adds one ``Family`` here (and its nets in a mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 

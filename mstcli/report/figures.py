@@ -7,9 +7,10 @@ check the data behind the picture, not only that a file exists.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -114,7 +115,10 @@ def _more_cm_teachers(rows: Rows) -> tuple[Series, ...]:
     return tuple(
         s
         for m in modalities
-        for s in (Series(f"CM teacher ({m}) train", f"cm_{m}_acc", "train"), Series(f"CM teacher ({m}) val", f"val_cm_{m}_acc", "val"))
+        for s in (
+            Series(f"CM teacher ({m}) train", f"cm_{m}_acc", "train"),
+            Series(f"CM teacher ({m}) val", f"val_cm_{m}_acc", "val"),
+        )
     )
 
 

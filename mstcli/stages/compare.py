@@ -188,7 +188,7 @@ def render_markdown(grid: Grid) -> str:
     ]
     for name, cells in grid.rows:
         texts = [cell_text(c, len(grid.seeds)) for c in cells]
-        texts = [f"**{t}**" if c is not None and c[3] else t for t, c in zip(texts, cells)]
+        texts = [f"**{t}**" if c is not None and c[3] else t for t, c in zip(texts, cells, strict=True)]
         lines.append(f"| {name} | " + " | ".join(texts) + " |")
     caption = (
         f"Test {grid.metric} (%) of the student, mean ± std over seeds {', '.join(map(str, grid.seeds))}; "

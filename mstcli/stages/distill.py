@@ -20,6 +20,7 @@ from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
 from mstcli.engine.checkpoints import MasksCheckpoint, StudentCheckpoint
 from mstcli.engine.loop import EpochEnd, EpochTask
+from mstcli.engine.provenance import result_provenance
 from mstcli.engine.run_lock import run_lock
 from mstcli.engine.runtime import maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
@@ -27,15 +28,14 @@ from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod
 from mstcli.methods.baselines.teachers import teacher_net
 from mstcli.methods.constants import constants_record
-from mstcli.methods.records import method_record
 from mstcli.methods.mst.experts import masks_from_entries
+from mstcli.methods.records import method_record
 from mstcli.methods.registry import entry, method_class
 from mstcli.methods.tasks import task_kind
 from mstcli.methods.teacher_check import TeacherCheck, check_teacher
 from mstcli.models.trio import ALL_TEACHERS, ModalNet, RunSpec, Trio, load_frozen_trio
-from mstcli.engine.provenance import result_provenance
-from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
 from mstcli.stages.paths import RunPaths
+from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
 from mstcli.ui import logger
 
 
@@ -144,7 +144,8 @@ def setup_distillation(
     )
     check = None
     if entry(settings.method).fixed_teacher is None:
-        check = check_teacher(settings.teacher, teacher_net(trio, settings.teacher, settings.temperature), splits["val"])
+        teacher = teacher_net(trio, settings.teacher, settings.temperature)
+        check = check_teacher(settings.teacher, teacher, splits["val"])
         if check.at_chance and distributed.is_main():
             logger().warning(check.warning(settings.method))
     student = _initial_student(trio, settings.student_init, cls.continues_stage1, device)

@@ -14,16 +14,16 @@ from pathlib import Path
 
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
-from mstcli.engine.segmentation import confusion_csv, dense_confusion, segmentation_metrics
-from mstcli.engine.splits import Split, load_splits
-from mstcli.engine.evaluation import classification_metrics, predict
 from mstcli.engine import distributed
 from mstcli.engine.checkpoints import StudentCheckpoint
+from mstcli.engine.evaluation import classification_metrics, predict
 from mstcli.engine.logbook import log_final
-from mstcli.engine.provenance import result_provenance
 from mstcli.engine.outputs import write_json, write_text
-from mstcli.engine.runtime import setup_runtime
+from mstcli.engine.provenance import result_provenance
 from mstcli.engine.run_lock import run_lock
+from mstcli.engine.runtime import setup_runtime
+from mstcli.engine.segmentation import confusion_csv, dense_confusion, segmentation_metrics
+from mstcli.engine.splits import Split, load_splits
 from mstcli.models.trio import ModalNet, RunSpec
 from mstcli.stages.paths import RunPaths
 
@@ -76,7 +76,9 @@ def _classification_test(student: ModalNet, test: Split, batch_size: int, names:
     """Per-sample figures and confusion.csv as one (actual, predicted) row per test sample."""
     predicted = predict(student, test, batch_size).argmax(1).cpu().numpy()
     actual = test.labels.cpu().numpy()
-    lines = ["actual,predicted"] + [f"{names[a]},{names[p]}" for a, p in zip(actual.tolist(), predicted.tolist())]
+    lines = ["actual,predicted"] + [
+        f"{names[a]},{names[p]}" for a, p in zip(actual.tolist(), predicted.tolist(), strict=True)
+    ]
     return classification_metrics(predicted, actual, names), "\n".join(lines) + "\n"
 
 

@@ -160,7 +160,7 @@ def check_graphs(model: nn.Module, graph: FeatureGraph, folder: Path, rng: np.ra
         with torch.no_grad():
             expected = model(*tensors).numpy()
             pt2 = reloaded(*tensors).numpy()
-        onnx = session.run(["probabilities"], dict(zip(names, arrays)))[0]
+        onnx = session.run(["probabilities"], dict(zip(names, arrays, strict=True)))[0]
         worst["onnx"] = max(worst["onnx"], float(np.abs(onnx - expected).max()))
         worst["pt2"] = max(worst["pt2"], float(np.abs(pt2 - expected).max()))
     for kind, diff in worst.items():

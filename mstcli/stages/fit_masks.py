@@ -16,7 +16,6 @@ import dataclasses
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mstcli.config import Params
@@ -26,10 +25,14 @@ from mstcli.engine.checkpoints import MasksCheckpoint
 from mstcli.engine.layer_cache import build_layer_cache, plan_cache
 from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.optimizers import adam
+from mstcli.engine.provenance import result_provenance
 from mstcli.engine.run_lock import run_lock
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
-from mstcli.methods.tasks import CLASSIFICATION, TaskKind, task_kind
+from mstcli.methods.hardcoded import stage_record
+from mstcli.methods.mst import experts as experts_module
+from mstcli.methods.mst import masked_teachers as masked_teachers_module
+from mstcli.methods.mst import masknet as masknet_module
 from mstcli.methods.mst.experts import MaskSlot
 from mstcli.methods.mst.masked_teachers import (
     MaskedTeachers,
@@ -38,15 +41,11 @@ from mstcli.methods.mst.masked_teachers import (
     selection_score,
     validation_terms,
 )
-from mstcli.methods.mst import experts as experts_module
-from mstcli.methods.mst import masked_teachers as masked_teachers_module
-from mstcli.methods.mst import masknet as masknet_module
 from mstcli.methods.mst.masknet import MaskNet
+from mstcli.methods.tasks import CLASSIFICATION, TaskKind, task_kind
 from mstcli.models.trio import Trio, load_frozen_trio
-from mstcli.methods.hardcoded import stage_record
-from mstcli.engine.provenance import result_provenance
-from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
 from mstcli.stages.paths import RunPaths
+from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
 from mstcli.ui import logger
 
 
@@ -102,11 +101,13 @@ class MaskFitting(EpochTask):
             val_kl, val_ce, val_acc = validation_terms(
                 self.masked, self.val, self.targets["val"], self.temperature, self.batch_size, self.kind
             )
-        score = selection_score(self.slots, [kl + self.label_weight * ce for kl, ce in zip(val_kl, val_ce)])
+        score = selection_score(
+            self.slots, [kl + self.label_weight * ce for kl, ce in zip(val_kl, val_ce, strict=True)]
+        )
         row = {"val_score": score, "val_masked_acc": sum(val_acc) / len(val_acc)}
-        row.update({f"val_kl_{slot.teacher}@{slot.layer}": kl for slot, kl in zip(self.slots, val_kl)})
-        row.update({f"val_ce_{slot.teacher}@{slot.layer}": ce for slot, ce in zip(self.slots, val_ce)})
-        row.update({f"val_acc_{slot.teacher}@{slot.layer}": acc for slot, acc in zip(self.slots, val_acc)})
+        row.update({f"val_kl_{slot.teacher}@{slot.layer}": kl for slot, kl in zip(self.slots, val_kl, strict=True)})
+        row.update({f"val_ce_{slot.teacher}@{slot.layer}": ce for slot, ce in zip(self.slots, val_ce, strict=True)})
+        row.update({f"val_acc_{slot.teacher}@{slot.layer}": acc for slot, acc in zip(self.slots, val_acc, strict=True)})
         return EpochEnd(row, score=score, shown={"val_score": score, "val_masked_acc": row["val_masked_acc"]})
 
     def selected_state(self) -> list[dict]:

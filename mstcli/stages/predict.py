@@ -225,7 +225,7 @@ def predict_files(
                 for s in range(0, len(raw), batch_size)
             ]
         )
-        for (position, _), row in zip(raw, rows):
+        for (position, _), row in zip(raw, rows, strict=True):
             named[position] = (named[position][0], row)
 
     if not named:
@@ -235,5 +235,5 @@ def predict_files(
         more = f" (and {len(report.failures) - 1} more bad inputs)" if len(report.failures) > 1 else ""
         raise UserError(f"{file}: {reason}{more}")
     probabilities = student.probabilities(np.stack([row for _, row in named]).astype(np.float32), batch_size)
-    report.predictions = [Prediction(name, p.tolist()) for (name, _), p in zip(named, probabilities)]
+    report.predictions = [Prediction(name, p.tolist()) for (name, _), p in zip(named, probabilities, strict=True)]
     return report

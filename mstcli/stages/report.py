@@ -65,7 +65,7 @@ def read_confusion(path: Path, class_names: list[str]) -> np.ndarray:
     if len(header) > 2:  # a dense run's class x class matrix (engine/segmentation.py); void is not a class here
         for line in lines[1:]:
             actual, *values = line.split(",")
-            for predicted, value in zip(header[1:], values):
+            for predicted, value in zip(header[1:], values, strict=True):
                 if actual in index and predicted in index:
                     counts[index[actual], index[predicted]] += int(value)
         return counts

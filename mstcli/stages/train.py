@@ -20,18 +20,18 @@ from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
 from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.optimizers import adam
+from mstcli.engine.provenance import result_provenance
 from mstcli.engine.run_lock import run_lock
 from mstcli.engine.runtime import maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
+from mstcli.methods.hardcoded import stage_record
 from mstcli.methods.mst import losses as mst_losses
 from mstcli.methods.mst.losses import mutual_loss
 from mstcli.methods.tasks import task_kind
 from mstcli.models.pretrained import load_pretrained
 from mstcli.models.trio import RunSpec, Trio
-from mstcli.methods.hardcoded import stage_record
-from mstcli.engine.provenance import result_provenance
-from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
 from mstcli.stages.paths import RunPaths
+from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
 
 
 def log_name(key: str) -> str:

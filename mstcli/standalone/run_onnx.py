@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
     session = onnxruntime.InferenceSession(str(HERE / "student.onnx"), providers=["CPUExecutionProvider"])
     probabilities = session.run(["probabilities"], inputs)[0]
     classes = manifest["classes"]
-    for path, row in zip(paths, probabilities):
+    for path, row in zip(paths, probabilities, strict=True):
         best = int(np.argmax(row))
         if as_json:
             print(json.dumps({"file": path, "class": classes[best], "probabilities": row.tolist()}))

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+
 class DecodeError(Exception):
     """One file cannot become a feature row; the message is the reason shown with the row."""
 

@@ -22,9 +22,10 @@ import json
 import os
 import sys
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from mstcli.errors import UserError
 
@@ -123,7 +124,8 @@ def find_tables(root: Path) -> list[tuple[Path, str]]:
             raise UserError(f"{tables[0].parent}: both metadata.csv and metadata.jsonl; keep one")
     if own and split_tables:
         raise UserError(
-            f"{root}: a metadata file at the top and in split folders ({split_tables[0][0].parent.name}/); use one layout"
+            f"{root}: a metadata file at the top and in split folders ({split_tables[0][0].parent.name}/);"
+            " use one layout"
         )
     if own:
         return [(own[0], "")]
@@ -297,7 +299,9 @@ def _checked_file(root: str, base: str, given: str, modality: Modality, kinds: d
     if not expected:
         kinds[modality.name] = kind
     elif kind != expected:
-        return Problem(nowhere, given, f"a file of kind {kind} in {modality.column}, whose files are of kind {expected}")
+        return Problem(
+            nowhere, given, f"a file of kind {kind} in {modality.column}, whose files are of kind {expected}"
+        )
     if not os.path.isfile(full):
         return Problem(nowhere, given, "missing file")
     return full[len(root) + 1 :]

@@ -7,9 +7,10 @@ nothing else in mst needs to change for a new data set.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mstcli.errors import UserError
 

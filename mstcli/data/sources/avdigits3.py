@@ -64,7 +64,9 @@ def degrade_scans(counts: np.ndarray, dropout: float, noise: float, rng: np.rand
 
 def _source_files(source: Path) -> tuple[Path, Path]:
     if not source.is_dir():
-        raise UserError(f"prepare.source for avdigits3 is the folder with {AVDIGITS_FILE} and {SCAN_FILE}, got {source}")
+        raise UserError(
+            f"prepare.source for avdigits3 is the folder with {AVDIGITS_FILE} and {SCAN_FILE}, got {source}"
+        )
     files = source / AVDIGITS_FILE, source / SCAN_FILE
     for path in files:
         if not path.is_file():

@@ -18,8 +18,9 @@ its own (the reference's rule for 2-D/3-D arrays). The arrays are memory-mapped 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -31,7 +31,7 @@ def shape_text(shape: tuple[int, ...]) -> str:
 def require_shape(path: Path, array: np.ndarray, expected: tuple[int | None, ...], what: str) -> None:
     """``expected`` is the full shape; None matches any size on that axis."""
     shape = tuple(array.shape)
-    if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
+    if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape, strict=True)):
         wanted = shape_text(tuple("N" if e is None else e for e in expected))  # type: ignore[arg-type]
         raise UserError(f"{path}: {what} must have shape {wanted}, got {shape_text(shape)}")
 

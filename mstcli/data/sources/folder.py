@@ -129,7 +129,9 @@ def _states(
                 weights=str(params.image_weights or ""),
             )
         elif m.kind == "audio":
-            state.update(sample_rate=settings.sample_rate, clip_seconds=settings.clip_seconds, spec_size=settings.spec_size)
+            state.update(
+                sample_rate=settings.sample_rate, clip_seconds=settings.clip_seconds, spec_size=settings.spec_size
+            )
         elif m.kind == "text":
             state.update(model=text_model, max_length=params.text_max_length, width=text_width)
         states[m.name] = state

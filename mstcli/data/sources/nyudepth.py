@@ -112,7 +112,9 @@ class MatLayout:
         try:
             self.file = h5py.File(path, "r")
         except OSError:
-            raise UserError(f"{path}: not a MATLAB v7.3 (HDF5) .mat file; NYU-Depth-V2's labelled file is one") from None
+            raise UserError(
+                f"{path}: not a MATLAB v7.3 (HDF5) .mat file; NYU-Depth-V2's labelled file is one"
+            ) from None
         try:
             self._check(label_map)
         except Exception:
@@ -139,7 +141,9 @@ class MatLayout:
         else:
             raise UserError(f"{self.path}: missing key 'labels40' (or 'labels' with prepare.label_map)")
         if self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise UserError(f"{self.path}: images must be N x 3 x W x H as MATLAB writes them, got {self._shape(self.images)}")
+            raise UserError(
+                f"{self.path}: images must be N x 3 x W x H as MATLAB writes them, got {self._shape(self.images)}"
+            )
         n, _, width, height = self.images.shape
         for name, array in (("depths", self.depths), (self.labels.name.lstrip("/"), self.labels)):
             if array.shape != (n, width, height):

@@ -20,9 +20,10 @@ N with labels 0-7), in the source folder or its ``RAVDESS_preprocessed_npy/``: s
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import soundfile

@@ -7,8 +7,9 @@ never needs more memory than one block; modalities the reference scales over the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

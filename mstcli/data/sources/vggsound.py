@@ -15,8 +15,9 @@ reference's global scaling); the clips are read and written in blocks, never all
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -34,8 +34,8 @@ from mstcli.engine import distributed
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.dkd import non_target_kd_per_sample
-from mstcli.methods.losses import kd_loss
 from mstcli.methods.baselines.teachers import trainable_copy
+from mstcli.methods.losses import kd_loss
 from mstcli.models.taps import FeatureTap
 
 

@@ -10,11 +10,11 @@ move towards the new embeddings with momentum 0.5 and are renormalized.
 
 ``paper`` constants: loss = CE + 0.8 CRD, the paper's default (beta = 0.8); "CRD+KD" is a separate variant
 there, so no KD term. ``reference`` constants (the MST-Distill reference script): (1 - alpha) CE + alpha CRD,
-alpha = 0.5; embedding, tau, momentum and negatives as the paper's. The paper's h leaves out the normalization of exp(a.b / tau) that its
-NCE derivation (noise density 1/M against a normalized model density) assumes; taken literally each sample starts
-at about N log 2 and must push thousands of negatives below cosine -0.3, which cannot be reached. So, as the
-authors' release (after Wu et al. 2018), exp(a.b / tau) is divided by Z = M * mean exp(score), estimated on the
-first batch and then fixed, one Z per direction.
+alpha = 0.5; embedding, tau, momentum and negatives as the paper's. The paper's h leaves out the normalization of
+exp(a.b / tau) that its NCE derivation (noise density 1/M against a normalized model density) assumes; taken
+literally each sample starts at about N log 2 and must push thousands of negatives below cosine -0.3, which cannot
+be reached. So, as the authors' release (after Wu et al. 2018), exp(a.b / tau) is divided by
+Z = M * mean exp(score), estimated on the first batch and then fixed, one Z per direction.
 N = the ``negatives`` constant (4,096, the paper's) is clamped to M - 1 when the train split is smaller.
 """
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from mstcli.engine import distributed
 from mstcli.engine.splits import Split
@@ -141,7 +141,7 @@ class ContrastiveRD(DistillMethod):
         self.teacher_bank.vectors = state["teacher_bank"].to(self.teacher_bank.vectors.device)
         self.log_z = list(state["log_z"])
 
-    def _direction(self, index: int, anchors, bank: "MemoryBank", rows, negatives) -> torch.Tensor:
+    def _direction(self, index: int, anchors, bank: MemoryBank, rows, negatives) -> torch.Tensor:
         """NCE of one net's embeddings against the other net's memory; Z is fixed at the first batch."""
         positive, negative = contrast_scores(anchors, bank.vectors, rows, negatives, self.constants.tau)
         if self.log_z[index] is None:  # from the global first batch under torchrun

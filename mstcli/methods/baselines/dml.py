@@ -16,13 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
-from mstcli.methods.losses import kd_loss
 from mstcli.methods.baselines.teachers import trainable_copy
+from mstcli.methods.losses import kd_loss
 
 
 def mutual_pair_loss(
@@ -52,5 +52,7 @@ class DeepMutualLearning(DistillMethod):
 
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         peer_logits = self.peer(batch.inputs)
-        student_loss, peer_loss = mutual_pair_loss(student_logits, peer_logits, batch.labels, self.constants.temperature)
+        student_loss, peer_loss = mutual_pair_loss(
+            student_logits, peer_logits, batch.labels, self.constants.temperature
+        )
         return student_loss + peer_loss, {"student": student_loss.detach(), "peer": peer_loss.detach()}

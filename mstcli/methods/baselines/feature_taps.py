@@ -12,7 +12,6 @@ from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
 from mstcli.models.taps import FeatureTap
 
-
 LOGITS = "logits"
 
 

@@ -29,7 +29,6 @@ from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.feature_taps import TappedPair, as_vector, vector_width
 from mstcli.methods.losses import kd_loss
 
-
 HintLoss = Literal["half_sum", "mse"]
 
 
@@ -85,7 +84,7 @@ class FitNet(DistillMethod):
                 " no KD epoch (lower distill.constants.fitnet.hint_fraction or raise distill.epochs)"
             )
         self.pair = TappedPair(context, layers=True, penultimate=False)
-        self.pairs = list(zip(self.pair.student_layers, self.pair.teacher_layers))
+        self.pairs = list(zip(self.pair.student_layers, self.pair.teacher_layers, strict=True))
         self.regressors = nn.ModuleList(
             HintRegressor(self.pair.student_shapes[s], self.pair.teacher_shapes[t]) for s, t in self.pairs
         ).to(context.device)
@@ -100,7 +99,7 @@ class FitNet(DistillMethod):
         with torch.set_grad_enabled(self.hinting):
             hint = sum(
                 hint_loss(*r(guided[s], hints[t]), self.constants.hint_loss)
-                for r, (s, t) in zip(self.regressors, self.pairs)
+                for r, (s, t) in zip(self.regressors, self.pairs, strict=True)
             )
         ce = F.cross_entropy(student_logits, batch.labels)
         kd = kd_loss(student_logits, teacher_logits, self.settings.temperature)

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from mstcli.engine import distributed
 from mstcli.engine.splits import Split, seeded_generator
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
-from mstcli.methods.losses import kd_loss
 from mstcli.methods.baselines.teachers import trainable_copy
+from mstcli.methods.losses import kd_loss
 from mstcli.models.taps import PENULTIMATE, FeatureTap
 
 

@@ -26,9 +26,8 @@ import torch.nn.functional as F
 from mstcli.engine import distributed
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
-from mstcli.methods.losses import kd_loss
 from mstcli.methods.baselines.teachers import FrozenTeacher
-
+from mstcli.methods.losses import kd_loss
 
 Correlation = Literal["paper", "mse"]
 

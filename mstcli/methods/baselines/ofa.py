@@ -10,7 +10,8 @@ probabilities p^t and student probabilities p^s at temperature 1 is, per sample,
 
 i.e. the paper's -(1 + p^t_y)^eps log p^s_y target term with the plain CE (the "1" at eps = 1) kept as the
 separate CE term, and the same exponent on the non-target classes (the form of the authors' release; at eps = 1
-CE + OFA is CE plus the cross-entropy to the teacher, i.e. KD at temperature 1). loss = CE + sum of the OFA loss over every branch and the final logits (weights 1, as the paper).
+CE + OFA is CE plus the cross-entropy to the teacher, i.e. KD at temperature 1). loss = CE + sum of the OFA loss
+over every branch and the final logits (weights 1, as the paper).
 That is the ``paper`` constants set; the ``reference`` set (the MST-Distill reference script) averages the OFA
 loss over the branches only and mixes with alpha = 0.5: (1 - alpha) CE + alpha mean over branches.
 """

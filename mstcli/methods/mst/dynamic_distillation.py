@@ -10,8 +10,9 @@ logits: ten logits say little about *why* a sample is hard, the features say mor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +25,8 @@ from mstcli.engine.splits import Split
 from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.losses import kd_per_sample
-from mstcli.methods.mst.losses import chosen_kd, load_balance_cv, load_balance_kl
 from mstcli.methods.mst.experts import SpecializedTeachers
+from mstcli.methods.mst.losses import chosen_kd, load_balance_cv, load_balance_kl
 from mstcli.methods.mst.router import GateNet
 from mstcli.methods.tasks import task_kind
 from mstcli.models.taps import PENULTIMATE, FeatureTap, penultimate_size
@@ -164,7 +165,7 @@ class MSTDistill(DistillMethod):
     def end_epoch(self, epoch: int) -> dict[str, float]:
         counts = distributed.sum_over_ranks(self.counts)  # every process's choices
         frequency = (counts / counts.sum().clamp_min(1)).tolist()
-        stats = {"w_kl": self.w_kl, "w_lb": self.w_lb, **dict(zip(self.expert_names, frequency))}
+        stats = {"w_kl": self.w_kl, "w_lb": self.w_lb, **dict(zip(self.expert_names, frequency, strict=True))}
         if decayed(self.settings.decay, epoch, 10):
             self.w_lb *= 0.9
         if decayed(self.settings.decay, epoch, 30):

@@ -10,6 +10,7 @@ from torch import nn
 from mstcli.methods.mst.masknet import MaskNet, plugged
 from mstcli.models.trio import ModalNet
 
+
 @dataclass(frozen=True)
 class MaskSlot:
     """One MaskNet and where it plugs in."""
@@ -53,7 +54,7 @@ class SpecializedTeachers(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "SpecializedTeachers":
+    def train(self, mode: bool = True) -> SpecializedTeachers:
         return super().train(False)
 
     @property

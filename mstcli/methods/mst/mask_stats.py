@@ -27,7 +27,7 @@ def mean_masks(
         layer = dict(teacher.net.named_modules())[slot.layer]
         total = torch.zeros(net.dim, device=split.labels.device)
         seen: list[torch.Tensor] = []
-        handle = layer.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        handle = layer.register_forward_hook(lambda _m, _i, out, seen=seen: seen.append(out))
         try:
             for index in batches(len(split), batch_size, None, split.labels.device):
                 seen.clear()

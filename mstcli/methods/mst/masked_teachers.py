@@ -50,7 +50,7 @@ def mask_entries(masks: list[tuple[MaskSlot, MaskNet]], states: list[dict], head
             "state": state,
             "parameters": sum(p.numel() for p in net.parameters()),
         }
-        for (slot, net), state in zip(masks, states)
+        for (slot, net), state in zip(masks, states, strict=True)
     ]
 
 
@@ -75,7 +75,7 @@ def selection_score(slots: list[MaskSlot], val_kl: list[float]) -> float:
     """Mean validation KL over each teacher's MaskNets, summed over the teachers (the reference's criterion)."""
     score = 0.0
     for key in dict.fromkeys(slot.teacher for slot in slots):
-        values = [kl for slot, kl in zip(slots, val_kl) if slot.teacher == key]
+        values = [kl for slot, kl in zip(slots, val_kl, strict=True) if slot.teacher == key]
         score += sum(values) / len(values) if values else 0.0
     return score
 
