@@ -262,7 +262,7 @@ def evaluate(
     import json
 
     params = _load(params_file, overrides)
-    from mstcli.reports import metrics_table
+    from mstcli.report.tables import metrics_table
     from mstcli.stages.evaluate import evaluate as run_evaluate
 
     paths = _paths(params)
@@ -319,7 +319,7 @@ def predict(
     else:
         from rich.console import Console
 
-        from mstcli.reports import predictions_table
+        from mstcli.report.tables import predictions_table
 
         Console(width=200).print(predictions_table(report, top))
         for file, reason in report.failures:
@@ -366,7 +366,7 @@ def compare(
     """The benchmark table: test accuracy per method, teacher and student direction, mean ± std over seeds."""
     import json
 
-    from mstcli.reports import compare_table
+    from mstcli.report.tables import compare_table
     from mstcli.stages.compare import compare as run_compare
     from mstcli.ui import logger
 
@@ -588,7 +588,7 @@ def bench_accuracy(
         return
     started = time.perf_counter()
     reproduce([stage for stage, _ in cells])
-    from mstcli.reports import compare_table
+    from mstcli.report.tables import compare_table
     from mstcli.stages.compare import compare as run_compare
 
     _, grid, _ = run_compare(RESULTS, Path("results"))
@@ -620,7 +620,7 @@ def bench_speed(
 
     figures = measure(params, _features(params), rounds, s1_epochs, s2_epochs)
     if out is not None:
-        from mstcli.engine.outputs import write_json
+        from mstcli.atomic_write import write_json
 
         write_json(out, figures)
     if as_json:
@@ -651,7 +651,7 @@ def _emit(figures: Any, out: Path | None, as_json: bool) -> bool:
     import json
 
     if out is not None:
-        from mstcli.engine.outputs import write_json
+        from mstcli.atomic_write import write_json
 
         write_json(out, figures)
     if as_json:

@@ -12,7 +12,14 @@ from conftest import write_raw_avdigits
 from typer.testing import CliRunner
 
 from mstcli.cli import app
-from mstcli.engine.checkpoints import SCHEMA_VERSION, StudentCheckpoint, read_checkpoint_file
+from mstcli.engine.checkpoints import (
+    SCHEMA_VERSION,
+    MaskRecord,
+    MasksCheckpoint,
+    StudentCheckpoint,
+    read_checkpoint_file,
+)
+from mstcli.errors import UserError
 
 runner = CliRunner()
 
@@ -109,3 +116,58 @@ def test_a_student_from_other_data_or_another_split_group_is_refused(inside, tmp
 def test_a_stage_input_from_another_split_group_is_refused(inside):
     message = one_line_error(["distill", "--method", "kd", "-S", "common.seed=4", "-S", "common.run=main"])
     assert "split group 0" in message and "common.seed=4" in message
+
+
+def _mask_record_dict(teacher: str) -> dict:
+    """One MaskNet record as masks.pt has always stored it: a plain dict."""
+    return {
+        "teacher": teacher,
+        "layer": "fc1",
+        "shape": (8,),
+        "dim": 8,
+        "heads": 1,
+        "hidden_dim_factor": 2,
+        "spatial": False,
+        "state": {"weight": torch.arange(6.0).reshape(2, 3)},
+        "parameters": 6,
+    }
+
+
+def _masks_file(path: Path, records: list[dict]) -> Path:
+    """A masks.pt written the way an mst before typed records wrote it (no MaskRecord in the file)."""
+    data = {
+        "kind": "masks",
+        "schema": SCHEMA_VERSION,
+        "spec": {},
+        "inputs": {"dataset": "avdigits", "features": "-", "split_group": 0},
+        "settings": {},
+        "provenance": {},
+        "stage1": "abc",
+        "masks": records,
+        "best_epoch": 1,
+        "val_score": 0.5,
+    }
+    torch.save(data, path)
+    return path
+
+
+def test_masks_checkpoint_records_are_typed_and_the_file_format_is_unchanged(tmp_path):
+    written = [_mask_record_dict("mm"), _mask_record_dict("cm")]
+    old = _masks_file(tmp_path / "old.pt", written)
+    loaded = MasksCheckpoint.load(old)
+    assert all(isinstance(r, MaskRecord) for r in loaded.masks)
+    assert [r.teacher for r in loaded.masks] == ["mm", "cm"] and loaded.masks[0].shape == (8,)
+    loaded.save(tmp_path / "again.pt")  # what a typed checkpoint writes is what the old one held
+    again = torch.load(tmp_path / "again.pt", weights_only=True)
+    original = torch.load(old, weights_only=True)
+    assert again.keys() == original.keys()
+    for saved, before in zip(again["masks"], original["masks"], strict=True):
+        assert list(saved) == list(before) and saved["shape"] == before["shape"]
+        assert torch.equal(saved["state"]["weight"], before["state"]["weight"])
+    assert loaded.fingerprint() == MasksCheckpoint.load(tmp_path / "again.pt").fingerprint()
+
+
+def test_a_masks_checkpoint_with_a_broken_record_is_refused_in_one_line(tmp_path):
+    broken = {k: v for k, v in _mask_record_dict("mm").items() if k != "heads"}
+    with pytest.raises(UserError, match=r"malformed MaskNet checkpoint .*without heads"):
+        MasksCheckpoint.load(_masks_file(tmp_path / "broken.pt", [broken]))

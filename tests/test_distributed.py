@@ -57,12 +57,12 @@ def _rank_main(rank: int, port: int, root: Path) -> None:
         {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
         | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "MST_DIST_TIMEOUT": "60"}
     )
-    import mstcli.engine.outputs as outputs
+    import mstcli.atomic_write as outputs
 
     written: list[str] = []
     replace = outputs.os.replace
 
-    class Recording:  # os as seen by engine/outputs.py: every completed atomic write goes through replace
+    class Recording:  # os as seen by atomic_write.py: every completed atomic write goes through replace
         def __getattr__(self, name):
             return getattr(os, name)
 

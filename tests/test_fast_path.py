@@ -11,13 +11,13 @@ from conftest import random_split, tiny_trio
 from mstcli.config import DistillParams
 from mstcli.engine.bank import logit_bank
 from mstcli.engine.checkpoints import MasksCheckpoint
-from mstcli.engine.layer_cache import build_layer_cache, layer_outputs, plan_cache
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
 from mstcli.methods.losses import kd_loss
 from mstcli.methods.mst.dynamic_distillation import MSTDistill
-from mstcli.methods.mst.experts import masks_from_entries
-from mstcli.methods.mst.masked_teachers import MaskedTeachers, build_masks, mask_entries
+from mstcli.methods.mst.experts import masks_from_records
+from mstcli.methods.mst.layer_cache import build_layer_cache, layer_outputs, plan_cache
+from mstcli.methods.mst.masked_teachers import MaskedTeachers, build_masks, mask_records
 from mstcli.methods.registry import build_method
 from mstcli.models.trio import Trio
 
@@ -33,7 +33,7 @@ def masks_checkpoint(trio: Trio, path, split: Split):
         inputs={"dataset": "avdigits", "features": "-", "split_group": 0},
         settings={},
         stage1=trio.fingerprint,
-        masks=mask_entries(masks, [net.state_dict() for _, net in masks], heads=3, factor=16),
+        masks=mask_records(masks, [net.state_dict() for _, net in masks], heads=3, factor=16),
     )
     checkpoint.save(path)
     return masks
@@ -41,7 +41,7 @@ def masks_checkpoint(trio: Trio, path, split: Split):
 
 def loaded_masks(path):
     """The MaskNets as the S3 stage gets them: read back from the checkpoint file."""
-    return masks_from_entries(MasksCheckpoint.load(path).masks)
+    return masks_from_records(MasksCheckpoint.load(path).masks)
 
 
 @pytest.mark.parametrize("compose", ["cumulative", "single"])

@@ -137,13 +137,13 @@ def test_mean_masks_match_one_pass_over_the_whole_split(inside):
     from mstcli.data.store import FeatureFile
     from mstcli.engine.checkpoints import MasksCheckpoint
     from mstcli.engine.splits import load_splits
-    from mstcli.methods.mst.experts import masks_from_entries
+    from mstcli.methods.mst.experts import masks_from_records
     from mstcli.methods.mst.mask_stats import mean_masks
     from mstcli.models.trio import load_frozen_trio
 
     features = FeatureFile.open(inside / "data/features/avdigits.h5")
     trio = load_frozen_trio(inside / "models/main/stage1.pt", features, 0, torch.device("cpu"))
-    masks = masks_from_entries(MasksCheckpoint.load(inside / "models/main/masks.pt").masks)
+    masks = masks_from_records(MasksCheckpoint.load(inside / "models/main/masks.pt").masks)
     val = load_splits(features, 0, list(trio.spec.modalities), torch.device("cpu"), names=("val",))["val"]
     means = mean_masks(trio, masks, val, batch_size=7)  # batches of 7: the sum must be over every row once
     for (slot, net), (_, mean) in zip(masks, means, strict=True):

@@ -27,8 +27,8 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
+from mstcli.atomic_write import atomic_path
 from mstcli.data.fingerprint import feature_fingerprint
-from mstcli.engine.outputs import atomic_path
 from mstcli.errors import UserError
 
 SCHEMA_VERSION = 3  # 3: every checkpoint carries ``provenance``
@@ -133,17 +133,55 @@ class Stage1Checkpoint(MadeFrom):
 
 
 @dataclass
+class MaskRecord:
+    """One fitted MaskNet as masks.pt holds it: where it plugs in, what rebuilds it, its weights. In the file it is
+    a plain dict of these fields (``dataclasses.asdict``), as it always was, so older masks.pt files load."""
+
+    teacher: str  # the teacher key (mm, cm, cm_<modality>)
+    layer: str  # the masked layer of that teacher's net
+    shape: tuple[int, ...]  # the layer's output shape per sample
+    dim: int  # MaskNet arguments: mask width, heads, hidden size factor, spatial (conv) input
+    heads: int
+    hidden_dim_factor: int
+    spatial: bool
+    state: dict[str, torch.Tensor]  # the MaskNet's state_dict at the best epoch
+    parameters: int  # its parameter count (for the record)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MaskRecord:
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ValueError(f"a MaskNet record without {', '.join(missing)}")
+        return cls(**{n: data[n] for n in names})
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(self.shape)
+
+
+@dataclass
 class MasksCheckpoint(MadeFrom):
     KIND: ClassVar[str] = "masks"
     WHAT: ClassVar[str] = "MaskNet checkpoint"
     stage1: str = ""  # fingerprint of the stage-1 nets the MaskNets were fitted to
-    masks: list[dict[str, Any]] = field(default_factory=list)  # per MaskNet: teacher, layer, shape, sizes, state
+    masks: list[MaskRecord] = field(default_factory=list)  # one per MaskNet, in the order of S2's slots
     best_epoch: int = 0
     val_score: float = 0.0
 
+    def __post_init__(self) -> None:
+        # read from a file the records are dicts; the file format stays the dict (to_dict writes asdict's)
+        self.masks = [m if isinstance(m, MaskRecord) else MaskRecord.from_dict(m) for m in self.masks]
+
+    @classmethod
+    def load(cls, path: Path) -> MasksCheckpoint:
+        try:
+            return super().load(path)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{path}: malformed {cls.WHAT} ({exc})") from None
+
     def fingerprint(self) -> str:
         """Digest of every MaskNet's weights: a student records the MaskNets it learned from."""
-        merged = {f"{i}.{name}": value for i, entry in enumerate(self.masks) for name, value in entry["state"].items()}
+        merged = {f"{i}.{name}": value for i, record in enumerate(self.masks) for name, value in record.state.items()}
         return state_fingerprint(merged)
 
     def check_stage1(self, path: Path, stage1_fingerprint: str) -> None:

@@ -1,4 +1,5 @@
-"""Where a result came from, recorded the same way in every checkpoint and every ``metrics.json``.
+"""Where a result came from, recorded the same way in every checkpoint and every ``metrics.json``; and the
+inputs record of a stage's checkpoint (``stage_inputs``), which its resume key and the next stage check.
 
 A number is only worth keeping with what made it: the settings (all of them, resolved after params.yaml and the
 ``-S`` overrides), the method's fixed constants, the data (data set, feature-file fingerprint, split group), the
@@ -17,7 +18,10 @@ import functools
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mstcli.data.store import FeatureFile
 
 UNKNOWN = "unknown"
 IGNORED_FOR_DIRTY = (":(exclude)dvc.lock",)
@@ -93,3 +97,14 @@ def result_provenance(params: Any, features: Any, split_group: int, device: Any,
         "split_group": split_group,
     }
     return provenance(params.to_dict(), data, device, method)
+
+
+def stage_inputs(features: FeatureFile, split_group: int) -> dict[str, Any]:
+    """The inputs a stage's checkpoint records (data set, feature-file fingerprint, split group), as the
+    :class:`~mstcli.engine.checkpoints.Inputs` of ``features``."""
+    import dataclasses
+
+    from mstcli.data.fingerprint import feature_fingerprint
+    from mstcli.engine.checkpoints import Inputs
+
+    return dataclasses.asdict(Inputs(features.dataset, feature_fingerprint(features), split_group))

@@ -82,13 +82,10 @@ class DistillMethod(ABC):
         but C2KD's and MGDFR's, which override this when their set asks for SGD)."""
         return adam(parameters, lr)
 
-    @property
-    def teacher_label(self) -> str | None:
-        """What the checkpoint and metrics.json record as the teacher."""
-        from mstcli.methods.registry import entry
-
-        fixed = entry(self.name).fixed_teacher
-        return self.settings.teacher if fixed is None else (fixed or None)
+    def teacher_label(self, fixed_teacher: str | None) -> str | None:
+        """What the checkpoint and metrics.json record as the teacher, given the registry's ``fixed_teacher`` of
+        this method (the stage looks it up: the registry knows the methods, a method does not know the registry)."""
+        return self.settings.teacher if fixed_teacher is None else (fixed_teacher or None)
 
     def extra_modules(self) -> list[nn.Module]:
         """Trainable modules besides the student; optimized with it and saved for resume."""

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mstcli.engine.outputs import atomic_path  # noqa: E402
+from mstcli.atomic_write import atomic_path  # noqa: E402
 
 DPI = 100
 SIZES = {  # inches at DPI: the PNG's pixel size is 100x these

@@ -22,9 +22,10 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from mstcli.engine.outputs import write_json, write_text
+from mstcli.atomic_write import write_json, write_text
 from mstcli.errors import UserError
 from mstcli.methods.registry import ENTRIES
+from mstcli.report.tables import cell_text
 
 TEACHER_GROUPS = ("mm", "cm")
 #: methods whose numbers do not depend on the teacher column, and the teacher key they are filed under
@@ -171,13 +172,6 @@ def layout(runs: list[Run]) -> Grid:
     ]
     metrics = sorted({r.metric for r in runs})
     return Grid(columns, rows, sorted({r.seed for r in runs}), metrics[0] if len(metrics) == 1 else "accuracy or mIoU")
-
-
-def cell_text(cell: tuple[float, float, int, bool] | None, seeds: int) -> str:
-    if cell is None:
-        return "–"
-    mean, std, n, _ = cell
-    return f"{mean:.2f} ± {std:.2f}" + (f" (n={n})" if n != seeds else "")
 
 
 def render_markdown(grid: Grid) -> str:

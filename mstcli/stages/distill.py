@@ -20,7 +20,7 @@ from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
 from mstcli.engine.checkpoints import MasksCheckpoint, StudentCheckpoint
 from mstcli.engine.loop import EpochEnd, EpochTask
-from mstcli.engine.provenance import result_provenance
+from mstcli.engine.provenance import result_provenance, stage_inputs
 from mstcli.engine.run_lock import run_lock
 from mstcli.engine.runtime import maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
@@ -28,14 +28,14 @@ from mstcli.errors import UserError
 from mstcli.methods.base import DistillContext, DistillMethod
 from mstcli.methods.baselines.teachers import teacher_net
 from mstcli.methods.constants import constants_record
-from mstcli.methods.mst.experts import masks_from_entries
+from mstcli.methods.mst.experts import masks_from_records
 from mstcli.methods.records import method_record
 from mstcli.methods.registry import entry, method_class
 from mstcli.methods.tasks import task_kind
 from mstcli.methods.teacher_check import TeacherCheck, check_teacher
 from mstcli.models.trio import ALL_TEACHERS, ModalNet, RunSpec, Trio, load_frozen_trio
 from mstcli.stages.paths import RunPaths
-from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
+from mstcli.stages.stage_run import run_stage, stage_key, stage_logbook
 from mstcli.ui import logger
 
 
@@ -197,7 +197,7 @@ def distill(
                 ),
                 state=result.best_state,
                 method=settings.method,
-                teacher=method.teacher_label,
+                teacher=method.teacher_label(entry(method.name).fixed_teacher),
                 best_epoch=result.best_epoch,
                 val_ce=result.best_score,
                 stage1=trio.fingerprint,
@@ -215,7 +215,7 @@ def _masks(cls: type[DistillMethod], masks_path: Path | None, trio: Trio) -> tup
         raise UserError(f"--method {cls.name} needs the MaskNets of `mst fit-masks` (models/<run>/masks.pt)")
     checkpoint = MasksCheckpoint.load(masks_path)
     checkpoint.check_stage1(masks_path, trio.fingerprint)
-    return masks_from_entries(checkpoint.masks), checkpoint.fingerprint()
+    return masks_from_records(checkpoint.masks), checkpoint.fingerprint()
 
 
 def with_baseline_budget(params: Params) -> Params:

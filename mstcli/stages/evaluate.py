@@ -12,18 +12,17 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from mstcli.atomic_write import write_json, write_text
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
 from mstcli.engine.checkpoints import StudentCheckpoint
-from mstcli.engine.evaluation import classification_metrics, predict
 from mstcli.engine.logbook import log_final
-from mstcli.engine.outputs import write_json, write_text
 from mstcli.engine.provenance import result_provenance
 from mstcli.engine.run_lock import run_lock
 from mstcli.engine.runtime import setup_runtime
-from mstcli.engine.segmentation import confusion_csv, dense_confusion, segmentation_metrics
-from mstcli.engine.splits import Split, load_splits
+from mstcli.engine.splits import load_splits
+from mstcli.methods.tasks import task_kind
 from mstcli.models.trio import ModalNet, RunSpec
 from mstcli.stages.paths import RunPaths
 
@@ -45,7 +44,8 @@ def evaluate(params: Params, features_path: Path, student_path: Path, metrics_pa
         student.to(device).eval()
         test = load_splits(features, group, [spec.student], device, names=("test",), memory_mb=params.common.memory_mb)
         test = test["test"]
-        metrics, confusion_text = TESTS[spec.task](student, test, params.eval.batch_size, list(spec.class_names))
+        kind = task_kind(spec.task)  # per-sample or per-pixel figures (methods/tasks.py)
+        metrics, confusion_text = kind.test_metrics(student, test, params.eval.batch_size, list(spec.class_names))
         confusion = metrics.pop("confusion")
         report = {
             "student": spec.student,
@@ -72,26 +72,6 @@ def evaluate(params: Params, features_path: Path, student_path: Path, metrics_pa
         return report
 
 
-def _classification_test(student: ModalNet, test: Split, batch_size: int, names: list[str]) -> tuple[dict, str]:
-    """Per-sample figures and confusion.csv as one (actual, predicted) row per test sample."""
-    predicted = predict(student, test, batch_size).argmax(1).cpu().numpy()
-    actual = test.labels.cpu().numpy()
-    lines = ["actual,predicted"] + [
-        f"{names[a]},{names[p]}" for a, p in zip(actual.tolist(), predicted.tolist(), strict=True)
-    ]
-    return classification_metrics(predicted, actual, names), "\n".join(lines) + "\n"
-
-
-def _segmentation_test(student: ModalNet, test: Split, batch_size: int, names: list[str]) -> tuple[dict, str]:
-    """Per-pixel figures (engine/segmentation.py) and confusion.csv as the class x class matrix; ``eval.batch_size``
-    frames per forward are capped at 8 (a batch of logits is B x 41 x H x W)."""
-    confusion = dense_confusion(student, test, min(batch_size, 8), len(names)).numpy()
-    metrics = {"task": "segmentation", **segmentation_metrics(confusion, names, len(test))}
-    return metrics, confusion_csv(confusion, names)
-
-
-#: how a student is tested, by its run's task kind (methods/tasks.py)
-TESTS = {"classification": _classification_test, "segmentation": _segmentation_test}
 DENSE_KEYS = ("mean_class_accuracy", "miou", "per_class_iou", "n_pixels")
 
 

@@ -33,11 +33,11 @@ import torch
 from torch import nn
 
 import mstcli
+from mstcli.atomic_write import write_json, write_text
 from mstcli.data.graphs import FeatureGraph, feature_rows_graph
 from mstcli.data.readers import BadInput
 from mstcli.data.sources import get_source
 from mstcli.engine.checkpoints import StudentCheckpoint
-from mstcli.engine.outputs import write_json, write_text
 from mstcli.engine.run_lock import run_lock
 from mstcli.errors import UserError
 from mstcli.stages.predict import FeatureContext, Student

@@ -22,10 +22,9 @@ from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
 from mstcli.engine.checkpoints import MasksCheckpoint
-from mstcli.engine.layer_cache import build_layer_cache, plan_cache
 from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.optimizers import adam
-from mstcli.engine.provenance import result_provenance
+from mstcli.engine.provenance import result_provenance, stage_inputs
 from mstcli.engine.run_lock import run_lock
 from mstcli.engine.runtime import autocast, maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
@@ -34,10 +33,11 @@ from mstcli.methods.mst import experts as experts_module
 from mstcli.methods.mst import masked_teachers as masked_teachers_module
 from mstcli.methods.mst import masknet as masknet_module
 from mstcli.methods.mst.experts import MaskSlot
+from mstcli.methods.mst.layer_cache import build_layer_cache, plan_cache
 from mstcli.methods.mst.masked_teachers import (
     MaskedTeachers,
     build_masks,
-    mask_entries,
+    mask_records,
     selection_score,
     validation_terms,
 )
@@ -45,7 +45,7 @@ from mstcli.methods.mst.masknet import MaskNet
 from mstcli.methods.tasks import CLASSIFICATION, TaskKind, task_kind
 from mstcli.models.trio import Trio, load_frozen_trio
 from mstcli.stages.paths import RunPaths
-from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
+from mstcli.stages.stage_run import run_stage, stage_key, stage_logbook
 from mstcli.ui import logger
 
 
@@ -185,7 +185,7 @@ def fit_masks(
                 settings=dataclasses.asdict(settings),
                 provenance=result_provenance(params, features, common.seed, device, record),
                 stage1=trio.fingerprint,
-                masks=mask_entries(masks, result.best_state, settings.heads, settings.hidden_dim_factor),
+                masks=mask_records(masks, result.best_state, settings.heads, settings.hidden_dim_factor),
                 best_epoch=result.best_epoch,
                 val_score=result.best_score,
             ).save(out)

@@ -74,9 +74,11 @@ class Student:
 
     @classmethod
     def load(cls, path: Path) -> Student:
+        from mstcli.methods.tasks import task_kind
+
         checkpoint = StudentCheckpoint.load(path)
         spec = RunSpec.from_dict(checkpoint.spec)
-        if spec.task != "classification":
+        if task_kind(spec.task).dense:  # per-pixel logits: no class per input to show or export
             raise UserError(f"{path}: a per-pixel ({spec.task}) student; mst predict and export take per-sample ones")
         net = ModalNet(spec.build_student(), (spec.student,))
         net.net.load_state_dict(checkpoint.state)

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from mstcli.atomic_write import write_text
 from mstcli.engine.logbook import read_curves, routing_teachers
-from mstcli.engine.outputs import write_text
 from mstcli.engine.run_lock import run_lock
 from mstcli.errors import UserError
 from mstcli.stages.paths import RunPaths
@@ -128,18 +128,18 @@ def _mask_means(run: RunPaths, features_path: Path, group: int, batch_size: int)
     from mstcli.data.store import FeatureFile
     from mstcli.engine.checkpoints import MasksCheckpoint
     from mstcli.engine.splits import load_splits
-    from mstcli.methods.mst.experts import masks_from_entries
+    from mstcli.methods.mst.experts import masks_from_records
     from mstcli.methods.mst.mask_stats import mean_masks
+    from mstcli.methods.tasks import task_kind
     from mstcli.models.trio import load_frozen_trio
 
     device = torch.device("cpu")
     features = FeatureFile.open(features_path)
     trio = load_frozen_trio(run.stage1, features, group, device)
-    if trio.spec.task != "classification":
-        batch_size = min(batch_size, 8)  # a dense batch is B x C x H x W per layer
+    batch_size = task_kind(trio.spec.task).forward_batch(batch_size)  # a dense batch is B x C x H x W per layer
     checkpoint = MasksCheckpoint.load(run.masks)
     checkpoint.check_stage1(run.masks, trio.fingerprint)
-    masks = masks_from_entries(checkpoint.masks)
+    masks = masks_from_records(checkpoint.masks)
     val = load_splits(features, group, list(trio.spec.modalities), device, names=("val",))["val"]
     return [
         (f"{slot.teacher}@{slot.layer}", values.numpy()) for slot, values in mean_masks(trio, masks, val, batch_size)

@@ -20,7 +20,7 @@ from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
 from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.optimizers import adam
-from mstcli.engine.provenance import result_provenance
+from mstcli.engine.provenance import result_provenance, stage_inputs
 from mstcli.engine.run_lock import run_lock
 from mstcli.engine.runtime import maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
@@ -31,7 +31,7 @@ from mstcli.methods.tasks import task_kind
 from mstcli.models.pretrained import load_pretrained
 from mstcli.models.trio import RunSpec, Trio
 from mstcli.stages.paths import RunPaths
-from mstcli.stages.provenance import run_stage, stage_inputs, stage_key, stage_logbook
+from mstcli.stages.stage_run import run_stage, stage_key, stage_logbook
 
 
 def log_name(key: str) -> str:
@@ -48,8 +48,6 @@ class CollaborativeTraining(EpochTask):
         self.trio, self.val, self.temperature = trio, val, temperature
         self.device, self.precision = device, precision
         self.kind = task_kind(trio.spec.task)  # per-sample or per-pixel losses (methods/tasks.py)
-        # the classification call stays the plain three-argument one; dense runs pass their per-pixel CE and KD
-        self.loss_options = {"ce_fn": self.kind.ce, "kd_fn": self.kind.kd} if self.kind.dense else {}
         self.optimizer = adam(trio.parameters(), lr)
 
     def modules(self) -> dict[str, nn.Module]:
@@ -58,7 +56,7 @@ class CollaborativeTraining(EpochTask):
     def batch_loss(self, batch: Split):
         members = self.trio.members()
         logits = [net(batch.inputs) for _, net in members]
-        loss, terms = mutual_loss(logits, batch.labels, self.temperature, **self.loss_options)
+        loss, terms = mutual_loss(logits, batch.labels, self.temperature, self.kind.ce, self.kind.kd)
         with torch.no_grad():  # train accuracy of each net, averaged on the device like the loss terms
             for (key, _), net_logits in zip(members, logits, strict=True):
                 terms[f"{log_name(key)}_acc"] = self.kind.accuracy(net_logits, batch.labels)

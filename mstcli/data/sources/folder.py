@@ -240,7 +240,7 @@ def _encode(encoder: Any, items: list[Any], batch: int) -> np.ndarray:
 
 
 def _write_bad_rows(path: Path, problems: list[Problem]) -> None:
-    from mstcli.engine.outputs import write_text
+    from mstcli.atomic_write import write_text
 
     text = io.StringIO()
     writer = csv.writer(text)

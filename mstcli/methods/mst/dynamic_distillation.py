@@ -105,8 +105,7 @@ class MSTDistill(DistillMethod):
         train = context.splits["train"]
         self.kind = task_kind(context.trio.spec.task)  # per-sample or per-pixel (methods/tasks.py)
         self.bank = self.kind.expert_bank(self.experts, train, context) if settings.bank else None
-        if settings.gate_input == "features" and self.kind.dense:
-            raise UserError("distill.gate_input=features is for per-sample logits; dense data sets use logits")
+        self.kind.check_gate_input(settings.gate_input)  # the penultimate features are per sample
         if settings.gate_input == "features":  # the features of the forward that made the logits, not detached
             self.tap: FeatureTap | None = FeatureTap(context.student.net, penultimate=True)
             width = penultimate_size(context.student.net)
@@ -133,10 +132,9 @@ class MSTDistill(DistillMethod):
     def expert_names(self) -> list[str]:
         return self.experts.names
 
-    @property
-    def teacher_label(self) -> str | None:
+    def teacher_label(self, fixed_teacher: str | None) -> str | None:
         """``mm+cm`` as the registry files MST-Distill, or the one group it was limited to (``distill.experts``)."""
-        return super().teacher_label if self.settings.experts == "all" else self.settings.experts
+        return super().teacher_label(fixed_teacher) if self.settings.experts == "all" else self.settings.experts
 
     def extra_modules(self) -> list[nn.Module]:
         return [self.gate]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mstcli.engine.checkpoints import MaskRecord
 from mstcli.methods.mst.masknet import MaskNet, plugged
 from mstcli.models.trio import ModalNet
 
@@ -20,13 +21,13 @@ class MaskSlot:
     shape: tuple[int, ...]
 
 
-def masks_from_entries(entries: list[dict]) -> list[tuple[MaskSlot, MaskNet]]:
-    """The MaskNets of a MasksCheckpoint's ``masks`` entries, each with its slot."""
+def masks_from_records(records: list[MaskRecord]) -> list[tuple[MaskSlot, MaskNet]]:
+    """The MaskNets of a MasksCheckpoint's records, each with its slot."""
     out = []
-    for entry in entries:
-        slot = MaskSlot(entry["teacher"], entry["layer"], tuple(entry["shape"]))
-        net = MaskNet(entry["dim"], entry["heads"], entry["hidden_dim_factor"], entry["spatial"])
-        net.load_state_dict(entry["state"])
+    for record in records:
+        slot = MaskSlot(record.teacher, record.layer, tuple(record.shape))
+        net = MaskNet(record.dim, record.heads, record.hidden_dim_factor, record.spatial)
+        net.load_state_dict(record.state)
         out.append((slot, net))
     return out
 

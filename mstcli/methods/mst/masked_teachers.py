@@ -1,9 +1,9 @@
 """S2's model (method.md §2.3): one MaskNet per (teacher, layer), each plugged alone into its frozen teacher.
 
 :func:`build_masks` sizes a MaskNet for every masked layer of both teachers; :class:`MaskedTeachers` computes a
-masked teacher's logits for a batch, from the S2 layer cache (engine/layer_cache.py) where it holds the masked
-layer's output, else by plugging the MaskNet into a full teacher forward; :func:`mask_entries` and
-``experts.masks_from_entries`` turn MaskNets into the records of a MasksCheckpoint and back.
+masked teacher's logits for a batch, from the S2 layer cache (methods/mst/layer_cache.py) where it holds the masked
+layer's output, else by plugging the MaskNet into a full teacher forward; :func:`mask_records` and
+``experts.masks_from_records`` turn MaskNets into the records of a MasksCheckpoint and back.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from mstcli.engine import distributed
+from mstcli.engine.checkpoints import MaskRecord
 from mstcli.engine.splits import Split
 from mstcli.errors import UserError
-from mstcli.methods.losses import kd_per_sample
 from mstcli.methods.mst.experts import MaskSlot
 from mstcli.methods.mst.masknet import MaskNet, layer_output_shapes, masknet_for, plugged
+from mstcli.methods.tasks import CLASSIFICATION, TaskKind
 from mstcli.models.trio import Trio
 
 
@@ -36,20 +37,22 @@ def build_masks(trio: Trio, sample: Split, layers: int, heads: int, factor: int)
     return masks
 
 
-def mask_entries(masks: list[tuple[MaskSlot, MaskNet]], states: list[dict], heads: int, factor: int) -> list[dict]:
+def mask_records(
+    masks: list[tuple[MaskSlot, MaskNet]], states: list[dict], heads: int, factor: int
+) -> list[MaskRecord]:
     """The MasksCheckpoint records of MaskNets, with the given (best-epoch) states."""
     return [
-        {
-            "teacher": slot.teacher,
-            "layer": slot.layer,
-            "shape": tuple(slot.shape),
-            "dim": net.dim,
-            "heads": heads,
-            "hidden_dim_factor": factor,
-            "spatial": net.reduce is not None,
-            "state": state,
-            "parameters": sum(p.numel() for p in net.parameters()),
-        }
+        MaskRecord(
+            teacher=slot.teacher,
+            layer=slot.layer,
+            shape=tuple(slot.shape),
+            dim=net.dim,
+            heads=heads,
+            hidden_dim_factor=factor,
+            spatial=net.reduce is not None,
+            state=state,
+            parameters=sum(p.numel() for p in net.parameters()),
+        )
         for (slot, net), state in zip(masks, states, strict=True)
     ]
 
@@ -82,11 +85,14 @@ def selection_score(slots: list[MaskSlot], val_kl: list[float]) -> float:
 
 @torch.no_grad()
 def validation_terms(
-    masked: MaskedTeachers, split: Split, targets, temperature: float, batch_size: int, kind=None
-) -> tuple[list[float], list[float]]:
+    masked: MaskedTeachers, split: Split, targets, temperature: float, batch_size: int, kind: TaskKind = CLASSIFICATION
+) -> tuple[list[float], list[float], list[float]]:
     """(mean KL to the student, mean CE on the labels, accuracy on the labels) of every specialized teacher (its
-    own mask only): the CE and the accuracy say what the mask costs the teacher."""
-    if kind is not None and kind.dense:
+    own mask only): the CE and the accuracy say what the mask costs the teacher.
+
+    Two reductions, kept apart because their numbers must not move: per sample the sums are float32 over the
+    samples; per pixel they are float64 over the labelled pixels (``kind.void`` left out)."""
+    if kind.dense:
         return dense_validation_terms(masked, split, targets, temperature, batch_size, kind)
     kl = torch.zeros(len(masked.masks), device=targets.device)
     ce = torch.zeros(len(masked.masks), device=targets.device)
@@ -96,7 +102,7 @@ def validation_terms(
         for index in distributed.shard_batches(len(split), batch_size, targets.device):  # this process's share
             batch = split.batch(index)
             logits = masked.logits(i, "val", batch).float()
-            kl[i] += kd_per_sample(logits, targets[index].float(), temperature).sum()
+            kl[i] += kind.kd_per_sample(logits, targets[index].float(), temperature).sum()
             ce[i] += F.cross_entropy(logits, batch.labels, reduction="sum")
             right[i] += (logits.argmax(1) == batch.labels).sum()
     if distributed.shard_range(len(split)) != (0, len(split)):
@@ -106,7 +112,7 @@ def validation_terms(
 
 @torch.no_grad()
 def dense_validation_terms(
-    masked: MaskedTeachers, split: Split, targets, temperature: float, batch_size: int, kind
+    masked: MaskedTeachers, split: Split, targets, temperature: float, batch_size: int, kind: TaskKind
 ) -> tuple[list[float], list[float], list[float]]:
     """:func:`validation_terms` for per-pixel logits: the KL is the per-pixel mean of each frame (void included,
     as in training) averaged over the frames; CE and accuracy are over the labelled pixels."""
@@ -120,8 +126,8 @@ def dense_validation_terms(
             logits = masked.logits(i, "val", batch).float()
             labels = batch.labels.long()
             kl[i] += kind.kd_per_sample(logits, targets[index].float(), temperature).sum()
-            ce[i] += F.cross_entropy(logits, labels, ignore_index=0, reduction="sum")
-            valid = labels != 0
+            ce[i] += F.cross_entropy(logits, labels, ignore_index=kind.void, reduction="sum")
+            valid = labels != kind.void
             right[i] += ((logits.argmax(1) == labels) & valid).sum()
             if i == 0:
                 labelled += valid.sum()

@@ -1,13 +1,33 @@
-"""Rich tables of results."""
+"""The terminal's tables of results (Rich): ``mst eval``'s metrics, ``mst predict``'s predictions and ``mst
+compare``'s grid, whose cell text the Markdown table of stages/compare.py shares.
+
+Rendering only: a table takes what a stage returned and knows no stage, so the stages (one layer up) may use it.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from mstcli.stages.predict import PredictReport
+
+class Ranked(Protocol):
+    """What ``predictions_table`` reads of ``mst predict``'s result (stages/predict.py's ``PredictReport``)."""
+
+    student: str
+    checkpoint: str
+    predictions: Sequence[Any]  # each with a ``file``
+
+    def top(self, prediction: Any, k: int) -> list[tuple[str, float]]: ...
+
+
+def cell_text(cell: tuple[float, float, int, bool] | None, seeds: int) -> str:
+    """A grid cell of ``mst compare``: mean ± std over the seeds, and the count when a seed is missing."""
+    if cell is None:
+        return "–"
+    mean, std, n, _ = cell
+    return f"{mean:.2f} ± {std:.2f}" + (f" (n={n})" if n != seeds else "")
 
 
 def metrics_table(report: dict) -> Table:
@@ -49,10 +69,8 @@ def segmentation_table(report: dict) -> Table:
     return table
 
 
-def compare_table(grid) -> Table:
-    """The benchmark grid of `mst compare` (mstcli.stages.compare.Grid), best mean per column in bold."""
-    from mstcli.stages.compare import cell_text
-
+def compare_table(grid: Any) -> Table:
+    """The benchmark grid of `mst compare` (stages/compare.py's ``Grid``), best mean per column in bold."""
     table = Table(
         title=f"test {grid.metric} (%), mean ± std over seeds",
         caption=f"seeds {', '.join(map(str, grid.seeds))}; best per column in bold; "
@@ -69,7 +87,7 @@ def compare_table(grid) -> Table:
     return table
 
 
-def predictions_table(report: PredictReport, top: int) -> Table:
+def predictions_table(report: Ranked, top: int) -> Table:
     """The Rich table of ``mst predict``: per input, the predicted class and the ``top`` classes with probabilities."""
     table = Table(title=f"predictions of the {report.student} student ({report.checkpoint})")
     for column in ("input", "class", "probability", f"top {top}"):

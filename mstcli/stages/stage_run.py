@@ -1,9 +1,9 @@
-"""What a stage records about where its result came from, the key that lets a killed stage resume, and the
-call that runs a stage's epochs on the engine, resumably, with its dvclive log.
+"""How a training stage (S1, S2, S3) runs its epochs on the engine: resumably, under the key that says when a
+killed run may be continued, with its dvclive log.
 
-Every checkpoint records its inputs (data set, feature-file fingerprint, split group); the resume key is a digest
-of the stage's settings, the ``common`` settings that change its numbers, and the fingerprints of its inputs, so a
-rerun continues a killed stage only when it would compute the same thing.
+The resume key is a digest of the stage's settings, the ``common`` settings that change its numbers, and the
+fingerprints of its inputs (engine/provenance.py's ``stage_inputs``), so a rerun continues a killed stage only when
+it would compute the same thing. What a result records about where it came from is engine/provenance.py's.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mstcli.config import Params
-from mstcli.data.fingerprint import feature_fingerprint
-from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
-from mstcli.engine.checkpoints import Inputs
 from mstcli.engine.logbook import Logbook, SilentLogbook
 from mstcli.engine.loop import EpochTask, LoopConfig, LoopResult, run_epochs
 from mstcli.engine.resume import ResumeStore, resume_key
@@ -24,10 +21,6 @@ from mstcli.engine.splits import Split
 
 # common settings that change a stage's numbers (run, threads and memory_mb do not)
 RESULT_COMMON = ("dataset", "student", "seed", "device", "precision", "compile", "deterministic")
-
-
-def stage_inputs(features: FeatureFile, split_group: int) -> dict[str, Any]:
-    return dataclasses.asdict(Inputs(features.dataset, feature_fingerprint(features), split_group))
 
 
 def stage_logbook(folder: Path, stage: str, params: Params, settings: Any, routing: bool = False) -> Logbook:
