@@ -154,8 +154,8 @@ def poisoned_after_first_epoch(mutual_loss):
     """S1's loss with its 'align' term (and so the total) made NaN from the second epoch on."""
     calls = {"n": 0}
 
-    def poisoned(logits, labels, temperature):
-        total, terms = mutual_loss(logits, labels, temperature)
+    def poisoned(logits, labels, temperature, *task_losses):  # task_losses: the run's CE and KD (methods/tasks.py)
+        total, terms = mutual_loss(logits, labels, temperature, *task_losses)
         calls["n"] += 1
         if calls["n"] > BATCHES_PER_EPOCH:
             nan = torch.tensor(float("nan"))
