@@ -12,6 +12,4 @@ terminal tables); ``stages`` has one module per command. ``standalone`` is shipp
 nothing of mstcli.
 """
 
-"""mst: cross-modal knowledge distillation by MST-Distill, from the command line."""
-
 __version__ = "0.1.0"

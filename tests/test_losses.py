@@ -120,7 +120,7 @@ def weights_over_epochs(decay: str, epochs: int) -> list[tuple[float, float]]:
 
 
 def test_reference_decay_gives_the_documented_weights():
-    """method.md §2.4: w_kl = 1 in epoch 0, 0.5 in 1-30, 0.25 in 31-60, 0.125 in 61-90, 0.0625 in 91-99;
+    """docs/method.md §2.4: w_kl = 1 in epoch 0, 0.5 in 1-30, 0.25 in 31-60, 0.125 in 61-90, 0.0625 in 91-99;
     w_lb = 0.9^n after n decays, 0.9 in epochs 1-10, 0.9^10 in 91-99."""
     history = weights_over_epochs("reference", 100)
     expected_kl = [1.0] + [0.5] * 30 + [0.25] * 30 + [0.125] * 30 + [0.0625] * 9

@@ -17,7 +17,7 @@ def test_hidden_size_follows_the_reference_rule():
 
 
 def test_parameter_count_of_the_reference_avmnist_masknet():
-    # method.md §2.3: the MM concat_identity MaskNet (D=596, h=297) has about 106.0 M parameters
+    # docs/method.md §2.3: the MM concat_identity MaskNet (D=596, h=297) has about 106.0 M parameters
     assert sum(p.numel() for p in MaskNet(596, 3, 2).parameters()) / 1e6 == pytest.approx(106.0, abs=0.1)
 
 

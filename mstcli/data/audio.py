@@ -46,7 +46,7 @@ def place_in_window(
 def log_mel(waves: np.ndarray, rate: int, size: int, batch: int = 2048) -> np.ndarray:
     """N x 1 x size x size log-mel spectrograms (size mel bands x size frames), min-max scaled per sample.
 
-    Per-sample min-max follows the reference's treatment of AV-MNIST spectrograms (method.md §3.1).
+    Per-sample min-max follows the reference's treatment of AV-MNIST spectrograms (docs/method.md §3.1).
     """
     import torch
 

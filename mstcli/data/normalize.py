@@ -1,4 +1,4 @@
-"""Min-max scaling as the reference does it (method.md §3.0), in forms that work on row blocks.
+"""Min-max scaling as the reference does it (docs/method.md §3.0), in forms that work on row blocks.
 
 The reference scales 2-D and 3-D arrays per sample and 4-D/5-D arrays per channel over the whole data set
 (test rows included). A data set larger than memory cannot be scaled in one call, so the data-set-wide case

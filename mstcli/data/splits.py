@@ -1,4 +1,4 @@
-"""The reference split protocol (method.md §3.0), regenerated for any N, and the splits of a user's folder.
+"""The reference split protocol (docs/method.md §3.0), regenerated for any N, and the splits of a user's folder.
 
 The reference code's index CSVs are exactly ``numpy.random.seed(19980427)`` followed by 20 successive
 ``numpy.random.permutation(N)`` calls; run ``--seed g`` uses permutation g: the first 60 % is train, the

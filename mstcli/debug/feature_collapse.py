@@ -4,8 +4,8 @@ and of its logits.
 For each student checkpoint given, on the first 512 validation rows of its split group: the share of zero
 penultimate units (after ReLU), the units that never fire, the mean feature norm and the mean over classes of
 the logits' standard deviation across samples (near 0: the student predicts the same for every input, CE stays
-at ln C). Used for the RKD rows of the README: RKD's relation terms do not change when the student's features are
-scaled, so nothing stops them from shrinking while CE is drowned out.
+at ln C). Used for the RKD findings of docs/benchmarks.md: RKD's relation terms do not change when the student's
+features are scaled, so nothing stops them from shrinking while CE is drowned out.
 
     mst debug collapse models/dev/image-s0/rkd-cm.pt models/dev/image-s0/none.pt [--features F]
 """

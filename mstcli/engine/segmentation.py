@@ -1,4 +1,4 @@
-"""Per-pixel evaluation (method.md §3.5-3.6): one confusion matrix over every test pixel, and what it gives.
+"""Per-pixel evaluation (docs/method.md §3.5-3.6): one confusion matrix over every test pixel, and what it gives.
 
 The confusion matrix is counted with ``torch.bincount`` on the device, batch by batch, so the 290 x 41 x 480 x 640
 test logits (15 GB as float32) never exist at once. torchmetrics would do the same count; it is not a dependency

@@ -2,7 +2,7 @@
 method by ``distill.constants``, and recorded in every result.
 
 Why sets: the MST-Distill reference code ships its own baseline scripts whose constants differ from the original
-papers' (method.md §4: RKD's embedding and weights, CRD's and OFA's mixing, MLLD's normalisation, ...). The
+papers' (docs/method.md §4: RKD's embedding and weights, CRD's and OFA's mixing, MLLD's normalisation, ...). The
 paper's table was most likely made with the reference's values, the original papers define the methods; a
 reader must be able to run either and see which one a number came from. So each method declares a frozen
 dataclass of its constants and one instance per set:

@@ -37,7 +37,7 @@ class MethodEntry:
 
 
 _B = "mstcli.methods.baselines"
-#: in the order of the paper's table (method.md §5.2): the student alone, its baselines, then our extras, then MST
+#: in the order of the paper's table (docs/method.md §5.2): the student alone, its baselines, then our extras, then MST
 ENTRIES: tuple[MethodEntry, ...] = (
     MethodEntry("none", "Student w/o KD", f"{_B}.none:StudentAlone", "alone", NO_TEACHER, "none"),
     MethodEntry("kd", "KD", f"{_B}.kd:HintonKD", "baseline"),

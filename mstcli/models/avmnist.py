@@ -1,4 +1,4 @@
-"""The AV-MNIST family (method.md §3.1): LeNet5 for images, a three-layer CNN for spectrograms and the
+"""The AV-MNIST family (docs/method.md §3.1): LeNet5 for images, a three-layer CNN for spectrograms and the
 intermediate-fusion MM teacher CNN-I. Also used for AV-Digits, which has the same two modalities.
 
 Layer names follow the reference so that MaskNets plug into the same places: a hook on ``conv3`` or

@@ -1,4 +1,4 @@
-"""The CrisisMMD-V2 family (method.md §3.4): MLPs over pre-extracted image (ResNet-50, 2048-d) and text
+"""The CrisisMMD-V2 family (docs/method.md §3.4): MLPs over pre-extracted image (ResNet-50, 2048-d) and text
 (encoder pooled, 768-d for BERTweet) features. ReLU after every hidden Linear.
 
 Unimodal MLP-Vb / MLP-Tb: D -> 1024 -> 512 -> classes (MaskNets on fc1 1024, fc2 512). MM MLP-I: each modality

@@ -1,7 +1,7 @@
 """The head shared by the RAVDESS, VGGSound and CrisisMMD nets: fc1 -> ReLU -> fc2 -> ReLU -> fc3.
 
 The layers live directly on the net (``net.fc1``, ...) because MaskNets hook ``fc1`` and ``fc2`` by name, as
-the reference does (method.md §2.3); the hooks see the outputs before the ReLU.
+the reference does (docs/method.md §2.3); the hooks see the outputs before the ReLU.
 """
 
 from __future__ import annotations

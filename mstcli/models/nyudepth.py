@@ -1,4 +1,4 @@
-"""The NYU-Depth-V2 family (method.md §3.5): FuseNet-style RGB-D encoder-decoders for 41-way per-pixel logits.
+"""The NYU-Depth-V2 family (docs/method.md §3.5): FuseNet-style RGB-D encoder-decoders for 41-way per-pixel logits.
 
 * ``FuseNetI`` (the MM teacher): a depth encoder and an RGB encoder of five VGG16 stages (conv3x3 + BN + ReLU;
   2, 2, 3, 3, 3 convs of 64, 128, 256, 512, 512 channels); at every stage RGB <- (RGB + depth) / 2 before the
@@ -12,7 +12,7 @@ Layer names follow the reference so that the MaskNets plug in where §2.3 says: 
 block, 512 x H/16 x W/16); the RGB branch at ``CBR5_RGB_ENC`` and ``CBR5_RGB_DEC``, the depth branch at
 ``CBR5_DEPTH_ENC`` and ``CBR5_D_DEC``.
 
-Choices (README, "NYU-Depth-V2"):
+Choices (docs/datasets.md, "NYU-Depth-V2"):
 
 * Five 2x2 poolings need H and W divisible by 32. 480 x 640 is (15 x 20 after pool5) and runs exactly as the
   reference; any other size (the tests' 48 x 64 frames) is zero-padded at the bottom and right to the next multiple

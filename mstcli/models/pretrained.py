@@ -1,7 +1,7 @@
 """Optional pretrained weights for the stage-1 nets, from a local file (``train.vgg16_weights``).
 
 Only NYU-Depth-V2's FuseNets take any (VGG16 ImageNet weights in their encoders, models/nyudepth.py); the
-reference's own initialisation discards them (method.md §6.6-6), so by default none are loaded.
+reference's own initialisation discards them (docs/method.md §6.6-6), so by default none are loaded.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The RAVDESS family (method.md §3.2): 1-D conv over MFCC time for audio, 3-D conv over frames for video,
+"""The RAVDESS family (docs/method.md §3.2): 1-D conv over MFCC time for audio, 3-D conv over frames for video,
 and the intermediate-fusion MM teacher DSCNN-I. Hidden widths 320 and 160 as the reference.
 
 Inputs: audio ``15 x T`` (MFCCs as channels), visual ``F x 3 x S x S`` (frames, BGR, square crop). Flatten

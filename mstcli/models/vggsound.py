@@ -1,4 +1,4 @@
-"""The VGGSound-50k family (method.md §3.3, the reference's "-VGGS" nets): conv nets over pre-extracted
+"""The VGGSound-50k family (docs/method.md §3.3, the reference's "-VGGS" nets): conv nets over pre-extracted
 per-second features, hidden widths 320 and 160, and the intermediate-fusion MM teacher DSCNN-VGGS-I.
 
 Inputs: visual ``10 x 7 x 7 x 512`` (segments x H x W x channels), audio ``10 x 128`` (segments x VGGish).

@@ -1,7 +1,7 @@
 """``mst compare``: the benchmark table from the ``metrics.json`` files of ``mst eval``.
 
 Every metrics file names its method, teacher, student direction and seed. The table is laid out like the
-paper's main table (method.md §5.2): one row per method (the student alone first, MST-Distill last), columns
+paper's main table (docs/method.md §5.2): one row per method (the student alone first, MST-Distill last), columns
 grouped by teacher (MM, CM) and, inside a group, by student direction; a cell is the test accuracy in %, mean and
 sample standard deviation over the seeds. The student alone and MST-Distill do not learn from one teacher
 type, so their numbers stand in both groups; each column's best mean is then the best of all methods for that

@@ -1,4 +1,4 @@
-"""``mst distill``: S3 (method.md §2.4) or a comparison method, then best-student selection.
+"""``mst distill``: S3 (docs/method.md §2.4) or a comparison method, then best-student selection.
 
 The method (``methods/registry.py``) says how a batch becomes a loss; this stage owns the rest: the student (the
 stage-1 one continued, or a fresh one), the Adam over the student and the method's extra modules, validation, and

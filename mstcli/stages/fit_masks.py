@@ -1,4 +1,4 @@
-"""``mst fit-masks``: S2, specialized teacher adaptation (method.md §2.3).
+"""``mst fit-masks``: S2, specialized teacher adaptation (docs/method.md §2.3).
 
 Each MaskNet is plugged alone into its frozen teacher and trained, by Adam, so that the masked
 teacher's output matches the frozen student's (the student's logits are the stop-gradient target; the

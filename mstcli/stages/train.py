@@ -1,4 +1,4 @@
-"""``mst train``: S1, collaborative initialization (method.md §2.2).
+"""``mst train``: S1, collaborative initialization (docs/method.md §2.2).
 
 The MM teacher, the CM teacher and the student learn together: each has its CE plus the KL towards the
 other two (six KL terms, no detaching), one Adam over all three, no validation-based selection (the

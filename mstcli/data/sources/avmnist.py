@@ -1,4 +1,4 @@
-"""AV-MNIST from its MultiBench-style ``.npy`` files (method.md §3.1).
+"""AV-MNIST from its MultiBench-style ``.npy`` files (docs/method.md §3.1).
 
 Layout under the source folder::
 

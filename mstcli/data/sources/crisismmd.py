@@ -1,4 +1,4 @@
-"""CrisisMMD v2.0, humanitarian task (method.md §3.4): the TSVs and images, or the reference's tensor file.
+"""CrisisMMD v2.0, humanitarian task (docs/method.md §3.4): the TSVs and images, or the reference's tensor file.
 
 Layout under the source folder (the CrisisMMD_v2.0 folder)::
 

@@ -1,4 +1,4 @@
-"""NYU-Depth-V2, the 1,449 labelled RGB-D frames (method.md §3.5), from the labelled ``.mat`` file.
+"""NYU-Depth-V2, the 1,449 labelled RGB-D frames (docs/method.md §3.5), from the labelled ``.mat`` file.
 
 The file is MATLAB v7.3, i.e. HDF5, read with h5py. MATLAB stores arrays column-major, so h5py sees every array
 transposed: ``images`` N x 3 x W x H, ``depths`` N x W x H, labels N x W x H. They become N x 3 x H x W (``rgb``),

@@ -1,4 +1,4 @@
-"""RAVDESS (method.md §3.2): the raw release, or the reference's preprocessed arrays.
+"""RAVDESS (docs/method.md §3.2): the raw release, or the reference's preprocessed arrays.
 
 Raw release: ``Actor_01`` ... ``Actor_24`` folders anywhere under the source folder (the audio and the video
 downloads may sit side by side) holding ``MM-VV-EE-II-SS-RR-AA.wav|.mp4`` files: modality (01 audio-video,

@@ -1,4 +1,4 @@
-"""VGGSound-50k (method.md §3.3): per-clip features extracted outside mst, listed by a metadata file.
+"""VGGSound-50k (docs/method.md §3.3): per-clip features extracted outside mst, listed by a metadata file.
 
 Layout under the source folder (the feature files may sit in any sub-folders)::
 

@@ -4,7 +4,7 @@ There is no fixed teacher: the student and a peer learn together, each with its 
 KL(p_other || p_self) at temperature 1 (the paper has no temperature), the other's prediction taken as a constant.
 Here the peer is a trainable copy of the stage-1 MM or CM net (``--teacher``), so an MM peer reads both
 modalities; it is returned by ``extra_modules`` and trained by the S3 optimizer. The MST-Distill repository has
-no DML script (method.md §4), so there is no reference behaviour to differ from.
+no DML script (docs/method.md §4), so there is no reference behaviour to differ from.
 
 Simplification: the paper updates the two peers in turn within a mini-batch (the second one sees the first one's
 updated prediction); here both are updated from the same forward pass in one optimizer step, which is what most

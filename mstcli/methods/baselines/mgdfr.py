@@ -1,5 +1,5 @@
 """MGDFR, modality-general decisive feature ranking (Xue, Gao, Ren and Zhao, "The modality focusing hypothesis",
-ICLR 2023, Algorithm 1), as the MST-Distill reference runs it (method.md §4). Our reading, in three steps:
+ICLR 2023, Algorithm 1), as the MST-Distill reference runs it (docs/method.md §4). Our reading, in three steps:
 
 1. co-training (the first half of the epochs; the reference runs 100 + 100): a trainable copy of the stage-1
    teacher (the reference's default is the CM net) and the student learn together, each with its CE, plus the MSE

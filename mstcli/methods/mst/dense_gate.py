@@ -1,4 +1,4 @@
-"""GateNet_dense: S3's router for per-pixel logits (method.md §2.4, NYU-Depth-V2)."""
+"""GateNet_dense: S3's router for per-pixel logits (docs/method.md §2.4, NYU-Depth-V2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MST-Distill's S3 (method.md §2.4): a GateNet on the student's logits routes each sample to its top-k
+"""MST-Distill's S3 (docs/method.md §2.4): a GateNet on the student's logits routes each sample to its top-k
 specialized teachers; loss = w_task CE + w_kl KD(chosen) + w_lb load balancing.
 
 The reference code's quirks are the defaults, each with a switch in ``distill``:

@@ -1,4 +1,4 @@
-"""Specialized teachers: frozen teachers with their S2 MaskNets plugged in (method.md §2.3-2.4)."""
+"""Specialized teachers: frozen teachers with their S2 MaskNets plugged in (docs/method.md §2.3-2.4)."""
 
 from __future__ import annotations
 

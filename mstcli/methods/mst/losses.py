@@ -1,4 +1,4 @@
-"""MST-Distill's own losses (method.md §2.2, §2.4): S1's mutual alignment, S3's routed distillation and the
+"""MST-Distill's own losses (docs/method.md §2.2, §2.4): S1's mutual alignment, S3's routed distillation and the
 load-balancing terms of the router. Argument order follows the reference: the first argument is the distribution
 being trained, the second the target; KL terms are scaled by tau^2 with batchmean reduction.
 """

@@ -1,4 +1,4 @@
-"""S2's model (method.md §2.3): one MaskNet per (teacher, layer), each plugged alone into its frozen teacher.
+"""S2's model (docs/method.md §2.3): one MaskNet per (teacher, layer), each plugged alone into its frozen teacher.
 
 :func:`build_masks` sizes a MaskNet for every masked layer of both teachers; :class:`MaskedTeachers` computes a
 masked teacher's logits for a batch, from the S2 layer cache (methods/mst/layer_cache.py) where it holds the masked

@@ -1,4 +1,4 @@
-"""The MaskNet plug-in (method.md §2.3): a learned soft channel mask applied to a frozen layer's output.
+"""The MaskNet plug-in (docs/method.md §2.3): a learned soft channel mask applied to a frozen layer's output.
 
 A forward hook replaces the layer's output by ``mask * output``; the teacher's weights are never touched
 and removing the hook restores the teacher exactly.
