@@ -471,7 +471,8 @@ def methods(
     from rich.console import Console
     from rich.table import Table
 
-    from mstcli.methods.constants import SET_NAMES, constants_record
+    from mstcli.methods.constants import SET_NAMES
+    from mstcli.methods.records import constants_table_rows
     from mstcli.methods.registry import ENTRIES
 
     if constants:
@@ -481,15 +482,9 @@ def methods(
         )
         for column in ("method", "constant", *SET_NAMES):
             table.add_column(column)
-        for entry in ENTRIES:
-            sets = entry.load().CONSTANT_SETS
-            if not sets:
-                continue
-            records = {name: constants_record(sets[name]) for name in SET_NAMES}
-            for i, key in enumerate(records["reference"]):
-                values = [str(records[name][key]) for name in SET_NAMES]
-                style = "" if values[0] == values[1] else "bold"
-                table.add_row(entry.name if i == 0 else "", key, *values, style=style)
+        for method, key, values in constants_table_rows():
+            style = "" if len(set(values)) == 1 else "bold"
+            table.add_row(method, key, *values, style=style)
             table.add_section()
         Console().print(table)
         return

@@ -176,8 +176,8 @@ def settings_markdown() -> str:
 
 
 def _constants_markdown() -> str:
-    from mstcli.methods.constants import SET_NAMES, constants_record
-    from mstcli.methods.registry import ENTRIES
+    from mstcli.methods.constants import SET_NAMES
+    from mstcli.methods.records import constants_table_rows
 
     lines = [
         "## Constants of the comparison methods\n",
@@ -192,17 +192,11 @@ def _constants_markdown() -> str:
         "| method | constant | " + " | ".join(f"`{name}`" for name in SET_NAMES) + " |",
         "|---|---|" + "---|" * len(SET_NAMES),
     ]
-    for entry in ENTRIES:
-        sets = entry.load().CONSTANT_SETS
-        if not sets:
-            continue
-        records = {name: constants_record(sets[name]) for name in SET_NAMES}
-        for i, key in enumerate(records["reference"]):
-            values = [str(records[name][key]) for name in SET_NAMES]
-            bold = "**" if len(set(values)) > 1 else ""
-            method = f"`{entry.name}`" if i == 0 else ""
-            cells = " | ".join(f"{bold}{_cell(v)}{bold}" for v in values)
-            lines.append(f"| {method} | {bold}`{key}`{bold} | {cells} |")
+    for name, key, values in constants_table_rows():
+        bold = "**" if len(set(values)) > 1 else ""
+        method = f"`{name}`" if name else ""
+        cells = " | ".join(f"{bold}{_cell(v)}{bold}" for v in values)
+        lines.append(f"| {method} | {bold}`{key}`{bold} | {cells} |")
     lines.append("")
     return "\n".join(lines)
 
