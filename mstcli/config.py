@@ -252,6 +252,110 @@ class DistillParams:
     )
 
 
+#: the kinds of net a ``models`` setting names (see :func:`parse_net_choice`)
+NET_KINDS = ("auto", "torchvision", "hf", "factory")
+
+
+@dataclass(frozen=True)
+class NetChoice:
+    """One ``models`` setting, parsed: ``auto`` (mst's nets for the data), ``torchvision:<builder>``,
+    ``hf:<local folder>`` or ``<module>:<factory>`` (the user's own code). Only the spelling is checked here; the
+    builder, folder or factory is looked up when a stage builds the net (models/user_nets/)."""
+
+    kind: str
+    target: str = ""
+
+    @property
+    def text(self) -> str:
+        if self.kind == "auto":
+            return "auto"
+        return self.target if self.kind == "factory" else f"{self.kind}:{self.target}"
+
+
+_FACTORY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse_net_choice(name: str, text: str) -> NetChoice:
+    """``text`` of setting ``name`` as a :class:`NetChoice`, or a one-line error that shows the four spellings."""
+    text = text.strip()
+    if text == "auto":
+        return NetChoice("auto")
+    prefix, sep, rest = text.partition(":")
+    if sep and prefix in ("torchvision", "hf"):
+        if not rest.strip():
+            raise UserError(f"{name}={text}: {prefix}: needs a {'builder' if prefix == 'torchvision' else 'folder'}")
+        return NetChoice(prefix, rest.strip())
+    if _FACTORY.fullmatch(text):
+        return NetChoice("factory", text)
+    raise UserError(
+        f"{name} must be auto, torchvision:<builder>, hf:<local folder> or <module>:<factory>, got {text!r}"
+    )
+
+
+@dataclass(frozen=True)
+class ModelsParams:
+    """The nets of a run: mst's own (auto) or torchvision, Hugging Face or the user's own code."""
+
+    student: str = _opt(
+        "auto",
+        "the student's net: auto (mst's net for the data), torchvision:<builder>, hf:<local folder> or"
+        " <module>:<factory> (a file beside params.yaml); an encoder plus a linear classifier",
+    )
+    encoders: dict[str, str] = _opt(
+        {},
+        "per modality, the encoder of its CM teacher and of the MM teacher's branch (same spellings as"
+        " models.student; a modality not named: auto), e.g. {image: 'torchvision:resnet18'}",
+    )
+    weights: dict[str, str] = _opt(
+        {},
+        "local state_dict files for torchvision nets, by net: student, or a modality (its teachers' encoder);"
+        " a net not named starts from random weights",
+    )
+    fusion: Literal["concat"] = _opt(
+        "concat", "how the MM teacher joins its encoders: concatenation into a three-linear head (fc1, fc2, fc3)"
+    )
+    pooling: Literal["auto", "cls", "mean"] = _opt(
+        "auto",
+        "Hugging Face encoders: one vector per sample from the first token (cls), the mean over tokens (mean), or"
+        " auto (the pooler of convolutional models, cls for image and text, mean for audio)",
+    )
+    mask_layers: dict[str, list[str]] = _opt(
+        {},
+        "per teacher (mm, cm or cm:<modality>), the dotted paths of the layers S2 masks, e.g. {mm: [image.layer3,"
+        " image.layer4]}; not named: the net's own pair (built-in nets) or the fusion head (MM) and the encoder's"
+        " last two blocks, named in the log",
+    )
+    hint_layers: dict[str, list[str]] = _opt(
+        {},
+        "per net (student, mm, cm or cm:<modality>), the layers FitNet, OFA and C2KD tap (not named: its mask layers)",
+    )
+    freeze: dict[str, str] = _opt(
+        {},
+        "per net (student, mm, cm or cm:<modality>): none, all (a linear probe: only the classifier or fusion head"
+        " learns) or a dotted layer path (that layer and everything before it in the net stay fixed)",
+    )
+
+    def __post_init__(self) -> None:
+        self.choice("student")
+        for modality in self.encoders:
+            self.choice(modality)
+
+    def choice(self, net: str) -> NetChoice:
+        """The parsed choice of ``student`` or of a modality's teacher encoder."""
+        if net == "student":
+            return parse_net_choice("models.student", self.student)
+        return parse_net_choice(f"models.encoders.{net}", self.encoders.get(net, "auto"))
+
+    @property
+    def all_auto(self) -> bool:
+        """True when every net is mst's own and no layer is renamed: the built-in path, bit for bit."""
+        return (
+            self.student == "auto"
+            and all(v == "auto" for v in self.encoders.values())
+            and not (self.weights or self.mask_layers or self.hint_layers or self.freeze)
+        )
+
+
 @dataclass(frozen=True)
 class EvalParams:
     batch_size: int = _opt(1024, "evaluation batch size", min=1)
@@ -264,6 +368,7 @@ SECTIONS: dict[str, type] = {
     "fit_masks": FitMasksParams,
     "distill": DistillParams,
     "eval": EvalParams,
+    "models": ModelsParams,
 }
 
 
@@ -277,6 +382,7 @@ class Params:
     fit_masks: FitMasksParams = field(default_factory=FitMasksParams)
     distill: DistillParams = field(default_factory=DistillParams)
     eval: EvalParams = field(default_factory=EvalParams)
+    models: ModelsParams = field(default_factory=ModelsParams)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -371,6 +477,8 @@ def _check_value(name: str, hint: Any, value: Any, meta: typing.Mapping[str, Any
             for key, item in value.items():
                 if item is not None and not isinstance(item, dict):
                     raise UserError(f"{name}.{key} must be a mapping, got {item!r}")
+        if inner is not Any and typing.get_origin(inner) is not dict:
+            return {k: _check_value(f"{name}.{k}", inner, v, {}) for k, v in value.items()}
         return {k: (v or {}) if typing.get_origin(inner) is dict else v for k, v in value.items()}
     if origin is tuple:  # tuple[X, ...]: a non-empty list in YAML
         if not isinstance(value, (list, tuple)) or not value:
@@ -442,7 +550,15 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         current = raw[section] = {}
     if not isinstance(current, dict):
         raise UserError(f"params section '{section}' must be a mapping")
-    current[name] = value
+    *parents, leaf = name.split(".")  # models.encoders.image=...: a key inside a mapping setting
+    for part in parents:
+        inner = current.setdefault(part, {})
+        if inner is None:
+            inner = current[part] = {}
+        if not isinstance(inner, dict):
+            raise UserError(f"override '{item}': {section}.{part} is not a mapping")
+        current = inner
+    current[leaf] = value
 
 
 def _first_line(exc: Exception) -> str:
