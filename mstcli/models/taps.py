@@ -15,6 +15,38 @@ from torch import nn
 PENULTIMATE = "penultimate"
 
 
+def layer_tensor(out):
+    """The tensor a hooked layer produced: its output, or the first item when it returns a tuple (a transformers
+    layer may return (hidden states, attentions, ...)): masks and hints act on that tensor."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def with_layer_tensor(out, tensor: torch.Tensor):
+    """``out`` with its tensor replaced by ``tensor`` (what a replacing forward hook returns), in the layer's own
+    shape: a MaskNet squeezes a 1 x 1 map to a vector (as the reference's does), which the layers after it in a
+    torchvision net (an average pool) would not take."""
+    original = layer_tensor(out)
+    if tensor.shape != original.shape and tensor.numel() == original.numel():
+        tensor = tensor.reshape(original.shape)
+    if isinstance(out, tuple):
+        return (tensor, *out[1:])
+    if isinstance(out, list):
+        return [tensor, *out[1:]]
+    return tensor
+
+
+def supports_tail(net: nn.Module, layers: Sequence[str]) -> bool:
+    """Whether ``net.tail`` can continue the forward from each of ``layers``: only from the layers its class
+    names (mst's own nets; a user's renamed layers go through hooks)."""
+    own = getattr(type(net), "mask_layers", ())
+    return hasattr(net, "tail") and set(layers) <= set(own)
+
+
+def hint_layers(net: nn.Module) -> tuple[str, ...]:
+    """The layers the feature methods tap: ``models.hint_layers`` where given, else the net's mask layers."""
+    return tuple(getattr(net, "hint_layers", None) or net.mask_layers)
+
+
 class FeatureTap:
     """Keeps, after every forward of ``net``, the outputs of ``layers`` and (key ``"penultimate"``) the input of
     its classifier. Gradients flow through the kept tensors, so a loss on them trains the net. ``close()``
@@ -27,7 +59,9 @@ class FeatureTap:
         if missing:
             raise KeyError(f"{type(net).__name__} has no layer {', '.join(missing)}")
         self._handles = [
-            modules[name].register_forward_hook(lambda _m, _i, out, name=name: self.features.__setitem__(name, out))
+            modules[name].register_forward_hook(
+                lambda _m, _i, out, name=name: self.features.__setitem__(name, layer_tensor(out))
+            )
             for name in layers
         ]
         if penultimate:

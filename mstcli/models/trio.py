@@ -10,15 +10,26 @@ as it was, so that its checkpoints and numbers do not change; M >= 3 runs keep t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
+from mstcli.config import ModelsParams
 from mstcli.data.store import FeatureFile
 from mstcli.engine.checkpoints import Stage1Checkpoint, state_fingerprint
 from mstcli.errors import UserError
+from mstcli.models.chosen import (
+    chosen_for_student,
+    chosen_fusion,
+    chosen_unimodal,
+    configure,
+    mm_is_chosen,
+    models_of,
+)
 from mstcli.models.zoo import build_multimodal, build_unimodal, family, other_modalities
 
 #: ``distill.teacher`` value of the multi-teacher baseline: every teacher of the run, their soft labels averaged
@@ -44,9 +55,13 @@ class RunSpec:
     # M >= 3 modalities: modality -> net of every CM teacher, in the data's order (``cm``/``cm_net`` are the first);
     # empty with two modalities, whose one CM teacher is ``cm``/``cm_net`` (older checkpoints lack the field)
     cm_nets: dict[str, str] = field(default_factory=dict)
+    # the nets a user chose in ``models`` (models/chosen.nets_record): empty for mst's own nets, as before
+    nets: dict = field(default_factory=dict)
 
     @classmethod
-    def from_features(cls, features: FeatureFile, student: str, width_divisor: int = 1) -> RunSpec:
+    def from_features(
+        cls, features: FeatureFile, student: str, width_divisor: int = 1, nets: dict | None = None
+    ) -> RunSpec:
         fam = family(features.dataset, features.modalities)
         others = other_modalities(fam, student)
         cm = others[0]
@@ -69,6 +84,7 @@ class RunSpec:
             task=fam.task,
             width_divisor=width_divisor,
             cm_nets={m: fam.unimodal[m] for m in others} if len(others) > 1 else {},
+            nets=dict(nets or {}),
         )
 
     @classmethod
@@ -78,6 +94,7 @@ class RunSpec:
         data["shapes"] = {k: tuple(v) for k, v in data["shapes"].items()}
         data["class_names"] = tuple(data["class_names"])
         data["cm_nets"] = dict(data.get("cm_nets") or {})
+        data["nets"] = dict(data.get("nets") or {})
         return cls(**data)
 
     def to_dict(self) -> dict:
@@ -88,11 +105,31 @@ class RunSpec:
         """Keyword arguments of the nets' constructors beyond shape and classes (none for most families)."""
         return {"width_divisor": self.width_divisor} if self.width_divisor != 1 else {}
 
-    def build_student(self) -> nn.Module:
-        return build_unimodal(self.student_net, self.shapes[self.student], self.num_classes, **self.net_options)
+    def build_student(self, load_weights: bool = False) -> nn.Module:
+        """The student's net, configured by ``models`` (its hint layers, what is frozen). ``load_weights``: read a
+        weights file / pretrained folder (a fresh net); a net whose checkpoint state follows needs none."""
+        choice = chosen_for_student(self.nets) if self.nets else None
+        if choice is not None and choice.kind != "auto":
+            shape = self.shapes[self.student]
+            net = chosen_unimodal(self.nets, choice, self.student, shape, self.num_classes, "student", load_weights)
+        else:
+            net = build_unimodal(self.student_net, self.shapes[self.student], self.num_classes, **self.net_options)
+        configure(net, "student", self.nets)
+        return net
 
-    def build_unimodal(self, modality: str, net_name: str) -> nn.Module:
+    def build_unimodal(self, modality: str, net_name: str, load_weights: bool = False) -> nn.Module:
+        """A CM teacher's net: the chosen encoder of ``modality`` with a classifier, or mst's own ``net_name``."""
+        choice = models_of(self.nets).choice(modality) if self.nets else None
+        if choice is not None and choice.kind != "auto":
+            shape = self.shapes[modality]
+            return chosen_unimodal(self.nets, choice, modality, shape, self.num_classes, modality, load_weights)
         return build_unimodal(net_name, self.shapes[modality], self.num_classes, **self.net_options)
+
+    def build_multimodal(self, load_weights: bool = False) -> nn.Module:
+        if self.nets and mm_is_chosen(self.nets, self.modalities):
+            return chosen_fusion(self.nets, self.modalities, self.shapes, self.num_classes, load_weights)
+        shapes = tuple(self.shapes[m] for m in self.modalities)
+        return build_multimodal(self.multimodal_net, shapes, self.num_classes, **self.net_options)
 
     @property
     def teacher_keys(self) -> tuple[str, ...]:
@@ -128,6 +165,13 @@ class ModalNet(nn.Module):
         self.net = net
         self.reads = reads
 
+    def train(self, mode: bool = True) -> ModalNet:
+        """As nn.Module's, but the modules ``models.freeze`` fixed stay in eval mode (BatchNorm statistics kept)."""
+        super().train(mode)
+        for name in getattr(self.net, "frozen_modules", ()):
+            self.net.get_submodule(name).eval()
+        return self
+
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.net(*(inputs[m] for m in self.reads))
 
@@ -135,25 +179,21 @@ class ModalNet(nn.Module):
 class Trio(nn.Module):
     """The MM teacher, the student and the CM teacher(s) of a run (three nets with two modalities, M + 1 with M)."""
 
-    def __init__(self, spec: RunSpec) -> None:
+    def __init__(self, spec: RunSpec, load_weights: bool = False) -> None:
         super().__init__()
         self.spec = spec
-        self.mm = ModalNet(
-            build_multimodal(
-                spec.multimodal_net,
-                tuple(spec.shapes[m] for m in spec.modalities),
-                spec.num_classes,
-                **spec.net_options,
-            ),
-            spec.modalities,
-        )
-        self.student = ModalNet(spec.build_student(), (spec.student,))
+        self.mm = ModalNet(spec.build_multimodal(load_weights), spec.modalities)
+        self.student = ModalNet(spec.build_student(load_weights), (spec.student,))
         if spec.cm_nets:
             self.cms = nn.ModuleDict(
-                {m: ModalNet(spec.build_unimodal(m, name), (m,)) for m, name in spec.cm_nets.items()}
+                {m: ModalNet(spec.build_unimodal(m, name, load_weights), (m,)) for m, name in spec.cm_nets.items()}
             )
         else:
-            self.cm = ModalNet(spec.build_unimodal(spec.cm, spec.cm_net), (spec.cm,))
+            self.cm = ModalNet(spec.build_unimodal(spec.cm, spec.cm_net, load_weights), (spec.cm,))
+        self.notes: list[str] = []  # what models chose for the teachers (masked layers, frozen weights), for the log
+        for key in spec.teacher_keys:
+            modality = spec.cm if key == "cm" else key.removeprefix("cm:") if key.startswith("cm:") else None
+            self.notes += configure(self.teacher(key).net, key, spec.nets, modality)
 
     def teacher(self, key: str) -> ModalNet:
         """The teacher under ``key`` (one of ``spec.teacher_keys``)."""
@@ -191,8 +231,34 @@ class Trio(nn.Module):
         return trio
 
 
+def check_models(path: Path, spec: dict, models: ModelsParams | None) -> None:
+    """Refuse in one line a checkpoint whose nets were built from other ``models`` settings than ``models``: the
+    stage would rebuild other nets than the ones whose weights it holds (or test another student than asked)."""
+    if models is None:
+        return
+    recorded = models_of(dict(spec.get("nets") or {}))
+    if recorded == models:
+        return
+    for f in dataclasses.fields(ModelsParams):
+        was, now = getattr(recorded, f.name), getattr(models, f.name)
+        if was != now:
+            raise UserError(
+                f"{path} was made with models.{f.name}={_shown(was)}, params say {_shown(now)}: run `mst train`"
+                " again (or set them back)"
+            )
+
+
+def _shown(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").removesuffix("...").strip()
+
+
 def load_frozen_trio(
-    stage1_path: Path, features: FeatureFile, split_group: int, device: torch.device, student: str | None = None
+    stage1_path: Path,
+    features: FeatureFile,
+    split_group: int,
+    device: torch.device,
+    student: str | None = None,
+    models: ModelsParams | None = None,
 ) -> Trio:
     """The stage-1 nets, frozen and in eval mode. A checkpoint made from other features is refused (its nets would
     read inputs of another shape or meaning), and so is one trained on another split group: its training set
@@ -208,6 +274,7 @@ def load_frozen_trio(
             f"{stage1_path} was trained for the {checkpoint.spec['student']} student, not {student}: run `mst train` "
             f"with common.student={student} (or another common.run)"
         )
+    check_models(stage1_path, checkpoint.spec, models)
     trio = Trio.from_checkpoint(checkpoint).to(device).eval()
     trio.requires_grad_(False)
     return trio

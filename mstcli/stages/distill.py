@@ -33,6 +33,7 @@ from mstcli.methods.records import method_record
 from mstcli.methods.registry import entry, method_class
 from mstcli.methods.tasks import task_kind
 from mstcli.methods.teacher_check import TeacherCheck, check_teacher
+from mstcli.models.chosen import keep_frozen
 from mstcli.models.trio import ALL_TEACHERS, ModalNet, RunSpec, Trio, load_frozen_trio
 from mstcli.stages.paths import RunPaths
 from mstcli.stages.stage_run import run_stage, stage_key, stage_logbook
@@ -132,7 +133,7 @@ def setup_distillation(
     settings, common = params.distill, params.common
     features = FeatureFile.open(features_path)
     device = runtime_for(common)
-    trio = load_frozen_trio(stage1_path, features, common.seed, device, common.student)
+    trio = load_frozen_trio(stage1_path, features, common.seed, device, common.student, params.models)
     cls = method_class(settings.method)
     settings = dataclasses.replace(settings, teacher=_teacher_key(trio.spec, settings, cls))
     task_kind(trio.spec.task).check_method(settings.method)
@@ -230,6 +231,7 @@ def _initial_student(trio: Trio, init: str, continues_stage1: bool, device: torc
     if init == "stage1" or (init == "auto" and continues_stage1):
         student = trio.student
     else:
-        student = ModalNet(trio.spec.build_student(), (trio.spec.student,)).to(device)
+        student = ModalNet(trio.spec.build_student(load_weights=True), (trio.spec.student,)).to(device)
     student.requires_grad_(True)
+    keep_frozen(student.net)  # models.freeze.student: those weights stay as they are
     return student

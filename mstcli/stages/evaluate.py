@@ -23,7 +23,7 @@ from mstcli.engine.run_lock import run_lock
 from mstcli.engine.runtime import setup_runtime
 from mstcli.engine.splits import load_splits
 from mstcli.methods.tasks import task_kind
-from mstcli.models.trio import ModalNet, RunSpec
+from mstcli.models.trio import ModalNet, RunSpec, check_models
 from mstcli.stages.paths import RunPaths
 
 
@@ -38,6 +38,7 @@ def evaluate(params: Params, features_path: Path, student_path: Path, metrics_pa
         group = checkpoint.inputs["split_group"]  # a student is tested on the test split of the group it learned on
         checkpoint.check_inputs(student_path, features, group)
         device = setup_runtime(params.common.device, params.common.threads, group)
+        check_models(student_path, checkpoint.spec, params.models)
         spec = RunSpec.from_dict(checkpoint.spec)
         student = ModalNet(spec.build_student(), (spec.student,))
         student.net.load_state_dict(checkpoint.state)

@@ -124,7 +124,7 @@ def fit_masks(
         settings, common = params.fit_masks, params.common
         features = FeatureFile.open(features_path)
         device = runtime_for(common)
-        trio = load_frozen_trio(stage1_path, features, common.seed, device, common.student)
+        trio = load_frozen_trio(stage1_path, features, common.seed, device, common.student, params.models)
         splits = load_splits(
             features,
             common.seed,

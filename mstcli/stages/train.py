@@ -28,10 +28,12 @@ from mstcli.methods.hardcoded import stage_record
 from mstcli.methods.mst import losses as mst_losses
 from mstcli.methods.mst.losses import mutual_loss
 from mstcli.methods.tasks import task_kind
+from mstcli.models.chosen import nets_record
 from mstcli.models.pretrained import load_pretrained
 from mstcli.models.trio import RunSpec, Trio
 from mstcli.stages.paths import RunPaths
 from mstcli.stages.stage_run import run_stage, stage_key, stage_logbook
+from mstcli.ui import logger
 
 
 def log_name(key: str) -> str:
@@ -80,8 +82,11 @@ def train(params: Params, features_path: Path, out: Path, log_dir: Path, restart
         settings, common = params.train, params.common
         features = FeatureFile.open(features_path)
         device = runtime_for(common)
-        spec = RunSpec.from_features(features, common.student, settings.width_divisor)
-        trio = Trio(spec)
+        nets = nets_record(params.models, dict(getattr(features, "dtypes", {}) or {}), Path.cwd())
+        spec = RunSpec.from_features(features, common.student, settings.width_divisor, nets)
+        trio = Trio(spec, load_weights=True)
+        for note in trio.notes:
+            logger().info(note)
         if settings.vgg16_weights:
             load_pretrained(trio, Path(settings.vgg16_weights).expanduser())
         trio = trio.to(device)

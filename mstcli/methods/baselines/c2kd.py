@@ -12,7 +12,8 @@ a small head on the net's intermediate features that produces logits. Per batch:
 
 All KL terms use distill.temperature and weight 1. The teacher is a trainable copy of the stage-1 MM or CM net
 (``--teacher``; the reference's default is CM), and the student starts from scratch. Simplifications, documented
-honestly: the proxies read ``mask_layers[0]`` of each net (globally average-pooled when it is a feature map)
+honestly: the proxies read the first hint layer (models.hint_layers, else ``mask_layers[0]``) of each
+net (globally average-pooled when it is a feature map)
 through a two-layer MLP, a choice of ours (the paper says only "a learnable proxy" on intermediate features);
 the mean of the selected samples' non-target KL is used (0 when none is selected).
 
@@ -36,7 +37,7 @@ from mstcli.methods.base import DistillContext, DistillMethod, LossTerms
 from mstcli.methods.baselines.dkd import non_target_kd_per_sample
 from mstcli.methods.baselines.teachers import trainable_copy
 from mstcli.methods.losses import kd_loss
-from mstcli.models.taps import FeatureTap
+from mstcli.models.taps import FeatureTap, hint_layers
 
 
 def kendall_tau(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -115,8 +116,8 @@ class CustomizedCrossModalKD(DistillMethod):
         super().__init__(context)
         self.temperature = context.settings.temperature
         self.teacher = trainable_copy(context.trio.teacher(context.settings.teacher))
-        self.student_layer = context.student.net.mask_layers[0]
-        self.teacher_layer = self.teacher.net.mask_layers[0]
+        self.student_layer = hint_layers(context.student.net)[0]
+        self.teacher_layer = hint_layers(self.teacher.net)[0]
         self.student_tap = FeatureTap(context.student.net, [self.student_layer], penultimate=False)
         self.teacher_tap = FeatureTap(self.teacher.net, [self.teacher_layer], penultimate=False)
         classes = context.trio.spec.num_classes

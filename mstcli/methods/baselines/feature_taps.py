@@ -10,13 +10,14 @@ from torch import nn
 
 from mstcli.engine.splits import Split
 from mstcli.methods.base import DistillContext
-from mstcli.models.taps import FeatureTap
+from mstcli.models.taps import FeatureTap, hint_layers
 
 LOGITS = "logits"
 
 
 class TappedPair:
-    """The student and the teacher named by ``distill.teacher``, both hooked on their ``mask_layers`` (``layers``)
+    """The student and the teacher named by ``distill.teacher``, both hooked on their hint layers
+(``layers``: models.hint_layers, else their mask layers)
     and/or their penultimate features. ``teach(batch)`` returns the frozen teacher's logits of the batch; its
     features are then in ``teacher_tap``. The student's features land in ``student_tap`` whenever the S3 loop runs
     the student, so a method's ``loss`` reads the features of the forward that gave its logits.
@@ -30,8 +31,8 @@ class TappedPair:
     def __init__(self, context: DistillContext, layers: bool, penultimate: bool) -> None:
         self.teacher = context.trio.teacher(context.settings.teacher)
         student_net, teacher_net = context.student.net, self.teacher.net
-        self.student_layers = tuple(student_net.mask_layers) if layers else ()
-        self.teacher_layers = tuple(teacher_net.mask_layers) if layers else ()
+        self.student_layers = hint_layers(student_net) if layers else ()
+        self.teacher_layers = hint_layers(teacher_net) if layers else ()
         self.student_tap = FeatureTap(student_net, self.student_layers, penultimate)
         self.teacher_tap = FeatureTap(teacher_net, self.teacher_layers, penultimate)
         self.student_shapes, self.teacher_shapes = self._probe(context)

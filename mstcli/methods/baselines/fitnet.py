@@ -84,6 +84,12 @@ class FitNet(DistillMethod):
                 " no KD epoch (lower distill.constants.fitnet.hint_fraction or raise distill.epochs)"
             )
         self.pair = TappedPair(context, layers=True, penultimate=False)
+        if len(self.pair.student_layers) != len(self.pair.teacher_layers):
+            raise UserError(
+                f"fitnet pairs hint layers by position: the student has {len(self.pair.student_layers)}, teacher"
+                f" {context.settings.teacher} {len(self.pair.teacher_layers)} (models.hint_layers names as many for"
+                " both)"
+            )
         self.pairs = list(zip(self.pair.student_layers, self.pair.teacher_layers, strict=True))
         self.regressors = nn.ModuleList(
             HintRegressor(self.pair.student_shapes[s], self.pair.teacher_shapes[t]) for s, t in self.pairs

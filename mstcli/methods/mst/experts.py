@@ -9,6 +9,7 @@ from torch import nn
 
 from mstcli.engine.checkpoints import MaskRecord
 from mstcli.methods.mst.masknet import MaskNet, plugged
+from mstcli.models.taps import layer_tensor, supports_tail, with_layer_tensor
 from mstcli.models.trio import ModalNet
 
 
@@ -26,7 +27,8 @@ def masks_from_records(records: list[MaskRecord]) -> list[tuple[MaskSlot, MaskNe
     out = []
     for record in records:
         slot = MaskSlot(record.teacher, record.layer, tuple(record.shape))
-        net = MaskNet(record.dim, record.heads, record.hidden_dim_factor, record.spatial)
+        tokens = len(record.shape) == 2  # a (T, D) layer: one channel mask shared by the tokens
+        net = MaskNet(record.dim, record.heads, record.hidden_dim_factor, record.spatial, tokens)
         net.load_state_dict(record.state)
         out.append((slot, net))
     return out
@@ -80,7 +82,8 @@ class SpecializedTeachers(nn.Module):
         outs: list[torch.Tensor] = []
         for key, experts in self._by_teacher():
             teacher = self.teachers[key]
-            shared = self._shared(teacher, experts, inputs) if hasattr(teacher.net, "tail") else None
+            layers = [self.slots[i].layer for active in experts for i in active]
+            shared = self._shared(teacher, experts, inputs) if supports_tail(teacher.net, layers) else None
             outs.extend(shared if shared is not None else self._plugged(teacher, experts, inputs))
         return torch.stack(outs)
 
@@ -123,8 +126,8 @@ class SpecializedTeachers(nn.Module):
             net = self.masknets[index]
 
             def hook(_module, _inputs, out):
-                recorded[index] = net(out) if cumulative else out
-                return recorded[index] if cumulative else None  # None: the forward goes on unmasked
+                recorded[index] = net(layer_tensor(out)) if cumulative else layer_tensor(out)
+                return with_layer_tensor(out, recorded[index]) if cumulative else None  # None: goes on unmasked
 
             return hook
 

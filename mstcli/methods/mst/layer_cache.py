@@ -16,6 +16,7 @@ import torch
 
 from mstcli.engine import distributed
 from mstcli.engine.splits import Split
+from mstcli.models.taps import layer_tensor, supports_tail
 from mstcli.models.trio import ModalNet
 
 SlotKey = tuple[str, str]  # (teacher key, layer name)
@@ -28,7 +29,7 @@ def plan_cache(
     chosen, left = [], budget_mb * 2**20
     for key, shape in slots:
         size = 4 * rows * math.prod(shape)
-        if hasattr(teachers[key[0]].net, "tail") and size <= left:
+        if supports_tail(teachers[key[0]].net, [key[1]]) and size <= left:
             chosen.append(key)
             left -= size
     return chosen
@@ -41,7 +42,7 @@ def layer_outputs(teacher: ModalNet, layers: Sequence[str], split: Split, batch_
     modules = dict(teacher.net.named_modules())
     current: dict[str, torch.Tensor] = {}
     handles = [
-        modules[name].register_forward_hook(lambda _m, _i, out, name=name: current.__setitem__(name, out))
+        modules[name].register_forward_hook(lambda _m, _i, out, name=name: current.__setitem__(name, layer_tensor(out)))
         for name in layers
     ]
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}

@@ -25,15 +25,20 @@ def build_masks(trio: Trio, sample: Split, layers: int, heads: int, factor: int)
     masks = []
     for key in trio.spec.teacher_keys:
         teacher = trio.teacher(key)
-        available = teacher.net.mask_layers
-        if layers > len(available):
+        available = tuple(teacher.net.mask_layers)
+        if getattr(teacher.net, "masks_named", False):  # models.mask_layers named them: every one is masked
+            names = available
+        elif layers > len(available):
             raise UserError(
                 f"fit_masks.layers={layers} but {type(teacher.net).__name__} has {len(available)} mask layers"
+                f" (models.mask_layers.{key} can name others)"
             )
-        names = available[:layers]
+        else:
+            names = available[:layers]
         shapes = layer_output_shapes(teacher.net, names, *(sample.inputs[m] for m in teacher.reads))
         for name in names:
-            masks.append((MaskSlot(key, name, shapes[name]), masknet_for(shapes[name], heads, factor)))
+            where = f"{key} layer {name}"
+            masks.append((MaskSlot(key, name, shapes[name]), masknet_for(shapes[name], heads, factor, where)))
     return masks
 
 

@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mstcli.errors import UserError
+from mstcli.models.taps import layer_tensor, with_layer_tensor
+
 
 def hidden_size(dim: int, heads: int, factor: int) -> int:
     """h = floor(D / (factor * heads)) * heads (the reference's rule), at least one unit per head."""
@@ -71,11 +74,16 @@ class MaskNet(nn.Module):
 
     ``spatial`` MaskNets read feature maps (their mask is broadcast over H and W); the others read vectors.
     A 1x1 map is squeezed to a vector first, and the squeezed tensor is returned (as the reference does).
+    ``tokens`` MaskNets read token sequences (B, T, D): the mask is computed from the tokens' mean and is one
+    channel mask over D shared by every token (not in the reference, whose nets have no token layers).
     """
 
-    def __init__(self, dim: int, heads: int = 3, hidden_dim_factor: int = 2, spatial: bool = False) -> None:
+    def __init__(
+        self, dim: int, heads: int = 3, hidden_dim_factor: int = 2, spatial: bool = False, tokens: bool = False
+    ) -> None:
         super().__init__()
         self.dim = dim
+        self.tokens = tokens
         self.hidden = hidden_size(dim, heads, hidden_dim_factor)
         self.reduce = SpatialReduction(dim) if spatial else None
         self.projector = nn.Linear(dim, dim * self.hidden)
@@ -83,7 +91,7 @@ class MaskNet(nn.Module):
         self.score = nn.Linear(self.hidden, 1)
 
     def mask(self, z: torch.Tensor) -> torch.Tensor:
-        v = self.reduce(z) if self.reduce is not None else z
+        v = self.reduce(z) if self.reduce is not None else z.mean(dim=1) if self.tokens else z
         tokens = self.projector(v).view(len(v), self.dim, self.hidden)
         attended = self.attention(tokens)
         return torch.sigmoid(self.score(attended).squeeze(-1))
@@ -92,6 +100,8 @@ class MaskNet(nn.Module):
         if z.dim() == 4 and z.shape[-2:] == (1, 1):
             z = z.flatten(1)
         m = self.mask(z)
+        if self.tokens:
+            return m[:, None, :] * z
         return m[:, :, None, None] * z if z.dim() == 4 else m * z
 
 
@@ -101,7 +111,7 @@ def layer_output_shapes(model: nn.Module, layers: Sequence[str], *inputs: torch.
     modules = dict(model.named_modules())
     handles = [
         modules[name].register_forward_hook(
-            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))
+            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(layer_tensor(out).shape[1:]))
         )
         for name in layers
     ]
@@ -114,7 +124,16 @@ def layer_output_shapes(model: nn.Module, layers: Sequence[str], *inputs: torch.
     return shapes
 
 
-def masknet_for(shape: tuple[int, ...], heads: int, hidden_dim_factor: int) -> MaskNet:
+def masknet_for(shape: tuple[int, ...], heads: int, hidden_dim_factor: int, where: str = "") -> MaskNet:
+    """A MaskNet for a layer whose per-sample output has ``shape``: (D,) a vector mask, (C, H, W) a channel mask
+    over the map, (T, D) a channel mask over D shared by the tokens; other ranks are refused in one line."""
+    if len(shape) == 2:
+        return MaskNet(shape[1], heads, hidden_dim_factor, tokens=True)
+    if len(shape) not in (1, 3):
+        raise UserError(
+            f"{where or 'a masked layer'} gives outputs of shape (B, {', '.join(map(str, shape))}): MaskNets take"
+            " (B, D), (B, T, D) or (B, C, H, W); name another layer in models.mask_layers"
+        )
     spatial = len(shape) == 3 and shape[1:] != (1, 1)
     return MaskNet(shape[0], heads, hidden_dim_factor, spatial)
 
@@ -123,7 +142,12 @@ def masknet_for(shape: tuple[int, ...], heads: int, hidden_dim_factor: int) -> M
 def plugged(model: nn.Module, masks: Sequence[tuple[str, MaskNet]]) -> Iterator[nn.Module]:
     """Run ``model`` with each (layer name, MaskNet) active; all hooks are removed on exit."""
     modules = dict(model.named_modules())
-    handles = [modules[layer].register_forward_hook(lambda _m, _i, out, net=net: net(out)) for layer, net in masks]
+    handles = [
+        modules[layer].register_forward_hook(
+            lambda _m, _i, out, net=net: with_layer_tensor(out, net(layer_tensor(out)))
+        )
+        for layer, net in masks
+    ]
     try:
         yield model
     finally:
