@@ -66,6 +66,7 @@ class HFEncoder(Encoder):
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         folder = _folder(target, request.base_dir)
         try:
             if request.load_weights:
