@@ -47,6 +47,11 @@ FORM_DTYPES = {
 }
 AUDIO_FORMS = ("waveform", "extractor")
 DEFAULT_RATE = 16000  # a Hugging Face audio model without an extractor nor a sampling_rate in its config
+#: the files a saved tokenizer leaves in its folder (any one will do; the model config alone is not a tokenizer)
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+    "sentencepiece.bpe.model",
+)  # fmt: skip
 #: what a Hugging Face model's main input says about the data it reads (builtin data sets: float features only)
 _MAIN_INPUT_KINDS = {"pixel_values": "image", "input_ids": "text", "input_values": "audio", "input_features": "audio"}
 
@@ -318,6 +323,9 @@ class TokenStep:
         _quiet_transformers()
         path = Path(folder).expanduser()
         _config(path)
+        if not any((path / name).is_file() for name in TOKENIZER_FILES):
+            # transformers would build an empty-vocabulary tokenizer from the config alone: every word unknown
+            raise UserError(f"hf:{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...)")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as exc:
