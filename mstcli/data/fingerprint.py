@@ -31,6 +31,9 @@ def feature_fingerprint(features: FeatureFile) -> str:
         "class_names": list(features.class_names),
         "num_samples": features.num_samples,
     }
+    other_types = {m: t for m, t in features.dtypes.items() if t != "float32"}
+    if other_types:  # only then, so that a float32-only file keeps the fingerprint it always had
+        header["dtypes"] = other_types
     digest.update(json.dumps(header, sort_keys=True).encode())
     with h5py.File(features.path, "r") as f:
         labels = f["labels"]
@@ -40,8 +43,9 @@ def feature_fingerprint(features: FeatureFile) -> str:
             for start in range(0, labels.shape[0], 64):
                 digest.update(np.ascontiguousarray(labels[start : start + 64]).tobytes())
         rows = np.unique(np.linspace(0, max(features.num_samples - 1, 0), SAMPLED_ROWS).round().astype(np.int64))
-        for modality in features.modalities:
-            digest.update(np.ascontiguousarray(f["modalities"][modality][rows], dtype=np.float32).tobytes())
+        for modality in features.modalities:  # in the stored type: token ids beyond 2**24 stay distinct
+            sampled = f["modalities"][modality][rows]
+            digest.update(np.ascontiguousarray(sampled, dtype=features.dtype(modality)).tobytes())
     value = digest.hexdigest()[:16]
     object.__setattr__(features, "_fingerprint", value)
     return value

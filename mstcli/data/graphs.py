@@ -37,6 +37,7 @@ class FeatureGraph:
     # n random inputs of each kind, as arrays: what the exported files are traced with and checked on
     examples: Callable[[int, np.random.Generator], tuple[np.ndarray, ...]]
     parameters: dict[str, Any] = field(default_factory=dict)  # the step's numbers, for the manifest
+    rows_dtype: str = "float32"  # what the student reads: float32 features, or raw uint8 pixels / int64 tokens
 
 
 def _minmax(flat: torch.Tensor) -> torch.Tensor:
@@ -52,15 +53,47 @@ class FeatureRows(nn.Module):
         return features
 
 
-def feature_rows_graph(shape: tuple[int, ...], outside: str | None = None) -> FeatureGraph:
+def feature_rows_graph(
+    shape: tuple[int, ...],
+    outside: str | None = None,
+    *,
+    dtype: str = "float32",
+    examples: Callable[[int, np.random.Generator], tuple[np.ndarray, ...]] | None = None,
+    parameters: dict[str, Any] | None = None,
+) -> FeatureGraph:
+    """A graph that takes the rows as `mst prepare` wrote them, of ``dtype`` (uint8 pixels and int64 tokens for
+    nets that bring their own input step: the student normalizes or embeds them itself), the step that makes
+    them described in words (``outside``); ``examples`` default to random floats in [0, 1)."""
     return FeatureGraph(
         module=FeatureRows(),
-        inputs=(GraphInput("features", tuple(shape), "float32", "feature rows as `mst prepare` wrote them"),),
+        inputs=(GraphInput("features", tuple(shape), dtype, "feature rows as `mst prepare` wrote them"),),
         outside=outside
         or "compute the feature rows as `mst prepare` does for this data set (the graph holds only the student)",
         inside="nothing: the student reads the rows as they are",
-        examples=lambda n, rng: (rng.random((n, *shape), dtype=np.float32),),
+        examples=examples or (lambda n, rng: (rng.random((n, *shape), dtype=np.float32),)),
+        parameters=dict(parameters or {}),
+        rows_dtype=dtype,
     )
+
+
+def pixel_examples(shape: tuple[int, ...]) -> Callable[[int, np.random.Generator], tuple[np.ndarray, ...]]:
+    """Random uint8 images of ``shape`` (C x S x S), for checking a graph that reads raw pixels."""
+    return lambda n, rng: (rng.integers(0, 256, (n, *shape), dtype=np.uint8),)
+
+
+def token_examples(length: int, vocab_size: int) -> Callable[[int, np.random.Generator], tuple[np.ndarray, ...]]:
+    """Random N x 2 x L token rows: ids below ``vocab_size`` on a random-length prefix whose attention mask is 1,
+    padding (id 0, mask 0) after it, as a tokenizer pads to L."""
+
+    def examples(n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        rows = np.zeros((n, 2, length), dtype=np.int64)
+        for i in range(n):
+            used = int(rng.integers(1, length + 1))
+            rows[i, 0, :used] = rng.integers(0, max(1, vocab_size), used)
+            rows[i, 1, :used] = 1
+        return (rows,)
+
+    return examples
 
 
 class PcaImage(nn.Module):

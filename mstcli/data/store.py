@@ -2,7 +2,10 @@
 
 Layout (schema 1)::
 
-    /modalities/<name>      float32, N x <per-sample shape>   one array per modality, row i = sample i
+    /modalities/<name>      float32, N x <per-sample shape>   one array per modality, row i = sample i; uint8 or
+                            int64 where the nets reading the modality take raw inputs (a user's folder: RGB
+                            pixels for torchvision or Hugging Face image nets, token ids and attention masks for a
+                            Hugging Face text net; see data/folder/net_inputs.py)
     /labels                 int64, N (classification), or an integer type (uint8 when C <= 256), N x H x W:
                             one class per pixel for dense data sets (NYU-Depth-V2, class 0 = void); files with
                             1-D labels are read as before
@@ -39,6 +42,8 @@ from mstcli.errors import UserError
 SCHEMA_VERSION = 1
 _CHUNK_BYTES = 1 << 20
 _FINITE_CHECK_BYTES = 64 << 20  # largest boolean mask one finiteness check builds at a time
+#: the types a modality may be stored as: float32 features (every built-in data set), uint8 pixels, int64 tokens
+MODALITY_DTYPES = ("float32", "uint8", "int64")
 
 
 def non_finite_rows(block: np.ndarray) -> np.ndarray:
@@ -84,9 +89,35 @@ def min_samples_for_splits() -> int:
     return n
 
 
-def _chunk_rows(shape: tuple[int, ...]) -> int:
-    per_row = 4 * int(np.prod(shape, dtype=np.int64)) or 4
+def _chunk_rows(shape: tuple[int, ...], itemsize: int = 4) -> int:
+    per_row = itemsize * int(np.prod(shape, dtype=np.int64)) or itemsize
     return max(1, min(4096, _CHUNK_BYTES // per_row))
+
+
+def _checked_dtypes(modalities: dict[str, tuple[int, ...]], dtypes: dict[str, str] | None) -> dict[str, str]:
+    """Every modality's stored type: float32 unless ``dtypes`` names another of MODALITY_DTYPES for it."""
+    dtypes = dict(dtypes or {})
+    unknown = [m for m in dtypes if m not in modalities]
+    if unknown:
+        raise ValueError(f"dtypes for modalities the file does not have: {unknown}")
+    for name, dtype in dtypes.items():
+        if dtype not in MODALITY_DTYPES:
+            raise ValueError(f"modality {name!r}: dtype {dtype!r} is not one of {MODALITY_DTYPES}")
+    return {m: dtypes.get(m, "float32") for m in modalities}
+
+
+def _as_stored(block: np.ndarray, dtype: str, modality: str) -> np.ndarray:
+    """``block`` in the modality's stored type. Floats become float32 as before; an integer modality takes only
+    integer rows within its type's range, so a float or an overflowing value is never truncated silently."""
+    if dtype == "float32":
+        return np.asarray(block, dtype=np.float32)
+    block = np.asarray(block)
+    if block.size and not np.issubdtype(block.dtype, np.integer):
+        raise ValueError(f"modality {modality!r} is stored as {dtype}, got rows of {block.dtype}")
+    info = np.iinfo(dtype)
+    if block.size and (block.min() < info.min or block.max() > info.max):
+        raise ValueError(f"modality {modality!r}: values outside the range of {dtype}")
+    return block.astype(dtype, copy=False)
 
 
 class FeatureWriter:
@@ -109,8 +140,10 @@ class FeatureWriter:
         transforms: dict[str, dict[str, Any]] | None = None,
         label_shape: tuple[int, ...] = (),
         resizable: bool = False,
+        dtypes: dict[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.dtypes = _checked_dtypes(modalities, dtypes)  # modality -> float32 (default), uint8 or int64
         self.resizable = resizable  # the row count may shrink before closing (rows that failed to decode)
         self.split_groups: tuple[np.ndarray, tuple[int, int]] | None = None
         self.transforms = transforms or {}
@@ -136,11 +169,12 @@ class FeatureWriter:
             raise UserError(f"cannot write {self.path} ({exc})") from None
         group = self._file.create_group("modalities")
         for name, shape in self.modalities.items():
+            dtype = self.dtypes[name]
             group.create_dataset(
                 name,
                 shape=(self.num_samples, *shape),
-                dtype="float32",
-                chunks=(max(1, min(_chunk_rows(shape), self.num_samples)), *shape),
+                dtype=dtype,
+                chunks=(max(1, min(_chunk_rows(shape, np.dtype(dtype).itemsize), self.num_samples)), *shape),
                 maxshape=(None, *shape) if self.resizable else None,
             )
         if self.label_shape:
@@ -154,7 +188,7 @@ class FeatureWriter:
         """Write rows ``start``.. of ``modality``; a block with a NaN or an Inf is refused (the file is then
         never renamed into place) so that no feature file a stage would train on holds one."""
         assert self._file is not None
-        block = np.asarray(block, dtype=np.float32)
+        block = _as_stored(block, self.dtypes[modality], modality)
         self._refuse_non_finite(modality, start, block)
         self._file["modalities"][modality][start : start + len(block)] = block
 
@@ -173,7 +207,7 @@ class FeatureWriter:
         data = self._file["modalities"][modality]
         block = rows_per_block or data.chunks[0]
         for start in range(0, self.num_samples, block):
-            rows = np.asarray(transform(data[start : start + block]), dtype=np.float32)
+            rows = _as_stored(transform(data[start : start + block]), self.dtypes[modality], modality)
             self._refuse_non_finite(modality, start, rows)  # e.g. a min-max over a constant modality
             data[start : start + block] = rows
 
@@ -259,8 +293,9 @@ def write_features(
     class_names: list[str],
     params: dict[str, Any],
     transforms: dict[str, dict[str, Any]] | None = None,
+    dtypes: dict[str, str] | None = None,
 ) -> None:
-    """Write in-memory arrays as a feature file (atomically)."""
+    """Write in-memory arrays as a feature file (atomically); every modality float32 unless ``dtypes`` says."""
     shapes = {name: tuple(a.shape[1:]) for name, a in arrays.items()}
     with FeatureWriter(
         path,
@@ -270,6 +305,7 @@ def write_features(
         class_names=class_names,
         params=params,
         transforms=transforms,
+        dtypes=dtypes,
     ) as writer:
         for name, array in arrays.items():
             writer.write(name, 0, array)
@@ -287,6 +323,11 @@ class FeatureFile:
     num_samples: int
     params: dict[str, Any] = field(default_factory=dict)
     label_shape: tuple[int, ...] = ()  # (H, W) when every sample has a label per pixel (a dense data set)
+    dtypes: dict[str, str] = field(default_factory=dict)  # modality -> numpy dtype name (float32, uint8, int64)
+
+    def dtype(self, modality: str) -> str:
+        """The stored type of ``modality``'s rows (float32 for a file made without dtypes)."""
+        return self.dtypes.get(modality, "float32")
 
     @property
     def dense(self) -> bool:
@@ -348,15 +389,15 @@ class FeatureFile:
                     f"(the file has {num_classes} class names)"
                 )
 
-        modalities = {}
+        modalities, dtypes = {}, {}
         for name in names:
             data = f["modalities"][name]
             if data.ndim < 1 or data.shape[0] != num_samples:
                 rows = data.shape[0] if data.ndim else 0
                 raise UserError(f"{path}: modality '{name}' has {rows} rows but there are {num_samples} labels")
-            if data.dtype != np.float32:
-                raise UserError(f"{path}: modality '{name}' is {data.dtype}, expected float32")
-            modalities[name] = tuple(data.shape[1:])
+            if data.dtype.name not in MODALITY_DTYPES:
+                raise UserError(f"{path}: modality '{name}' is {data.dtype}, expected {', '.join(MODALITY_DTYPES)}")
+            modalities[name], dtypes[name] = tuple(data.shape[1:]), data.dtype.name
 
         permutations = f["splits/permutations"]
         if permutations.ndim != 2 or permutations.shape[0] < 1 or permutations.shape[1] != num_samples:
@@ -371,6 +412,7 @@ class FeatureFile:
             num_samples=num_samples,
             params=params,
             label_shape=tuple(label_shape),
+            dtypes=dtypes,
         )
 
     @property
@@ -412,7 +454,7 @@ class FeatureFile:
             if group is None:
                 return None
             state: dict[str, Any] = {key: value[()] for key, value in group.items()}
-            state.update({key: value.item() if hasattr(value, "item") else value for key, value in group.attrs.items()})
+            state.update({key: _attr_value(value) for key, value in group.attrs.items()})
             return state
 
     def labels(self) -> np.ndarray:
@@ -434,6 +476,16 @@ class FeatureFile:
             data = f["modalities"][modality]
             for start in range(0, self.num_samples, block):
                 yield start, data[start : start + block]
+
+
+def _attr_value(value: Any) -> Any:
+    """A stored state attribute as Python: a number or a string as itself, a list (stored as an array attribute,
+    e.g. the nets a modality was made for) as a list of str or numbers, whatever its length."""
+    if isinstance(value, np.ndarray) and value.ndim:
+        return [v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v for v in value]
+    if isinstance(value, bytes):
+        return value.decode()
+    return value.item() if hasattr(value, "item") else value
 
 
 def _checked_dense_labels(path: Path, labels: h5py.Dataset, num_classes: int, block: int = 64) -> int:

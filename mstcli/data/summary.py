@@ -18,7 +18,7 @@ def feature_tables(features: FeatureFile, group: int) -> list[Table]:
     overview.add_column("dtype")
     overview.add_column("made from")
     for name, shape in features.modalities.items():
-        overview.add_row(name, " x ".join(map(str, shape)), "float32", _made_from(features.transform(name)))
+        overview.add_row(name, " x ".join(map(str, shape)), features.dtype(name), _made_from(features.transform(name)))
 
     balance = Table(title=f"split group {group}: samples per class")
     balance.add_column("class")
@@ -38,4 +38,6 @@ def _made_from(state: dict | None) -> str:
     column = f" ({state['column']})" if "column" in state else ""
     if kind == "image" and state.get("backbone", "none") != "none":
         return f"image files through {state['backbone']}{column}"
-    return f"{kind}{' files' if kind != 'text' else ''}{column}"
+    form = state.get("form", "features")
+    made = f" as {form} for {', '.join(state.get('made_for', []))}" if form != "features" else ""
+    return f"{kind}{' files' if kind != 'text' else ''}{column}{made}"

@@ -46,7 +46,8 @@ def load_splits(
     memory_mb: float = 4096,
 ) -> dict[str, Split]:
     """The splits ``names`` as tensors on ``device``, or read batch by batch from the file (:class:`LazySplit`)
-    when together they would take more than ``memory_mb`` MiB (common.memory_mb)."""
+    when together they would take more than ``memory_mb`` MiB (common.memory_mb). Each modality keeps its stored
+    type (float32, uint8 pixels, int64 tokens): the nets that read raw inputs convert them themselves."""
     indices = features.split_indices(group)
     if split_bytes(features, modalities, sum(len(indices[n]) for n in names)) > memory_mb * 2**20:
         return lazy_splits(features, indices, modalities, device, names)  # too large: read batch by batch
@@ -77,9 +78,12 @@ def seeded_generator(seed: int) -> torch.Generator:
 
 
 def split_bytes(features: FeatureFile, modalities: list[str], rows: int) -> int:
-    """Bytes that ``rows`` samples of ``modalities`` take as float32 tensors."""
-    per_row = sum(int(np.prod(features.modalities[m], dtype=np.int64)) for m in modalities)
-    return 4 * per_row * rows
+    """Bytes that ``rows`` samples of ``modalities`` take as tensors of their stored types (float32 features, uint8
+    pixels, int64 tokens: the splits keep the type the file holds)."""
+    per_row = sum(
+        np.dtype(features.dtype(m)).itemsize * int(np.prod(features.modalities[m], dtype=np.int64)) for m in modalities
+    )
+    return per_row * rows
 
 
 class LazySplit:

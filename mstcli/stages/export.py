@@ -205,7 +205,7 @@ def build_manifest(
         "outputs": [{"name": "probabilities", "shape": ["batch", spec.num_classes], "dtype": "float32"}],
         "before_the_graph": graph.outside,
         "in_the_graph": graph.inside,
-        "feature_rows": {"shape": list(student.shape), "dtype": "float32"},
+        "feature_rows": {"shape": list(student.shape), "dtype": graph.rows_dtype},
         "feature_parameters": {"prepare": prepare, **graph.parameters},
         "files": {name: file_record(folder / name) for name in ("student.pt2", "student.onnx")},
         "check": {"tolerance": TOLERANCE, **check},

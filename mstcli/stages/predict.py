@@ -140,6 +140,16 @@ class FeatureContext:
             self._features = features
         return self._features.params.get("prepare", {}), self._features.transform(self.student.spec.student)
 
+    def row_dtype(self) -> str:
+        """The type of the student modality's stored rows (float32 features, uint8 pixels, int64 tokens), which its
+        input batch must have; float32 when the feature file cannot tell (``.npy`` feature rows need no file)."""
+        try:
+            self.records()
+        except UserError:
+            return "float32"
+        assert self._features is not None
+        return self._features.dtype(self.student.spec.student)
+
 
 def feature_rows(item: RawInput, name: str, shape: tuple[int, ...]) -> list[tuple[str, np.ndarray]]:
     """A ``.npy`` array as feature rows: one row of the student's shape, or a stack of them (named file[i])."""
@@ -236,6 +246,7 @@ def predict_files(
         file, reason = report.failures[0]
         more = f" (and {len(report.failures) - 1} more bad inputs)" if len(report.failures) > 1 else ""
         raise UserError(f"{file}: {reason}{more}")
-    probabilities = student.probabilities(np.stack([row for _, row in named]).astype(np.float32), batch_size)
+    batch = np.stack([row for _, row in named]).astype(context.row_dtype(), copy=False)
+    probabilities = student.probabilities(batch, batch_size)
     report.predictions = [Prediction(name, p.tolist()) for (name, _), p in zip(named, probabilities, strict=True)]
     return report

@@ -42,5 +42,10 @@ def prepare(params: Params, out: Path | None = None) -> Path:
     if not location.exists():
         raise UserError(f"prepare.source not found: {location}")
     meta = {"dataset": source.name, "source": str(location), "prepare": dataclasses.asdict(params.prepare)}
-    source.build(location, params.prepare, target, meta)
+    if source.takes_readers:  # a folder's rows follow the nets that read them (models, common.student)
+        from mstcli.data.folder.net_inputs import Readers
+
+        source.build(location, params.prepare, target, meta, readers=Readers.of(params))
+    else:
+        source.build(location, params.prepare, target, meta)
     return target

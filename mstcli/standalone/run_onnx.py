@@ -60,9 +60,9 @@ def read_inputs(paths: list[str], manifest: dict) -> dict[str, np.ndarray]:
     if names == ["wave", "length"]:
         clips = [read_clip(p, parameters["sample_rate"], parameters["window"]) for p in paths]
         return {"wave": np.stack([w for w, _ in clips]), "length": np.array([n for _, n in clips], dtype=np.int64)}
-    if names == ["features"]:
-        shape = tuple(manifest["feature_rows"]["shape"])
-        return {"features": np.stack([np.load(p).astype(np.float32).reshape(shape) for p in paths])}
+    if names == ["features"]:  # float32 features, or the uint8 pixels / int64 tokens of a net with its own step
+        shape, dtype = tuple(manifest["feature_rows"]["shape"]), manifest["inputs"][0]["dtype"]
+        return {"features": np.stack([np.load(p).astype(dtype).reshape(shape) for p in paths])}
     raise ValueError(f"manifest.json: unknown inputs {names}")
 
 

@@ -27,6 +27,7 @@ from mstcli.data.folder.kinds import (
     decode_image,
     image_row,
     log_mel_rows,
+    pixel_row,
     read_clip,
     read_text_file,
 )
@@ -43,6 +44,10 @@ class Chunk:
     from_files: dict[str, bool]
     settings: KindSettings
     check_only: tuple[str, ...] = ()  # modalities featurized in the parent (a frozen image backbone): only decoded
+    # modality -> its stored form where it is not "features" (net_inputs.py): "pixels" images are uint8 rows made
+    # here; "waveform"/"extractor" clips are returned as windows for the parent's feature extractor
+    forms: dict[str, str] = field(default_factory=dict)
+    own_settings: dict[str, KindSettings] = field(default_factory=dict)  # modality -> settings other than settings
 
 
 @dataclass
@@ -54,13 +59,15 @@ class DecodedChunk:
 
 
 def _decode_value(chunk: Chunk, modality: str, value: str) -> Any:
-    kind, settings = chunk.kinds[modality], chunk.settings
+    kind, settings = chunk.kinds[modality], chunk.own_settings.get(modality, chunk.settings)
     path = Path(chunk.root) / value
     if kind == "text":
         return read_text_file(path) if chunk.from_files[modality] else value
     if modality in chunk.check_only:
         decode_image(path, 3)
         return path
+    if kind == "image" and chunk.forms.get(modality) == "pixels":
+        return pixel_row(path, settings.image_size)
     if kind == "image":
         return image_row(path, settings)
     if kind == "audio":
@@ -91,9 +98,11 @@ def decode_chunk(chunk: Chunk) -> DecodedChunk:
         kind = chunk.kinds[modality]
         if kind == "text" or modality in chunk.check_only:
             out.rows[modality] = values
-        elif kind == "audio":
+        elif kind == "audio" and chunk.forms.get(modality, "features") == "features":
             out.rows[modality] = (
-                log_mel_rows(np.stack(values), chunk.settings) if values else np.empty((0,), np.float32)
+                log_mel_rows(np.stack(values), chunk.own_settings.get(modality, chunk.settings))
+                if values
+                else np.empty((0,), np.float32)
             )
         else:
             out.rows[modality] = np.stack(values) if values else np.empty((0,), np.float32)

@@ -9,6 +9,10 @@ at a time), so a prediction sees exactly the features training saw:
   ``clip_seconds`` (longer clips keep their middle) -> a log-mel spectrogram min-max scaled per clip, 1 x S x S;
 * array (.npy): as stored, float32; every row of a modality must have the same shape;
 * text (a ``_text`` column or .txt files): the string; the frozen text encoder runs in the parent process.
+
+Where torchvision or Hugging Face nets read a modality, its rows are their raw inputs instead (net_inputs.py
+decides): images as uint8 RGB pixels (:func:`pixel_row`, the same resize), texts as token ids, clips as the
+window alone, which the parent passes through the Hugging Face feature extractor.
 """
 
 from __future__ import annotations
@@ -88,6 +92,14 @@ def resize_image(pixels: Any, size: int) -> np.ndarray:
 
 def image_row(path: Path, settings: KindSettings) -> np.ndarray:
     return resize_image(decode_image(path, settings.image_channels), settings.image_size)
+
+
+def pixel_row(path: Path, size: int) -> np.ndarray:
+    """3 x size x size uint8 RGB: the image path of :func:`image_row` (RGB, grayscale repeated, bilinear resize
+    with antialiasing, aspect not kept) rounded back to 0..255, for nets that normalize their own pixels
+    (torchvision, Hugging Face): a quarter of the float rows' bytes, and what a camera gives them at predict time."""
+    resized = resize_image(decode_image(path, 3), size)
+    return np.rint(resized * 255.0).astype(np.uint8)
 
 
 def read_clip(path: Path) -> tuple[np.ndarray, int]:

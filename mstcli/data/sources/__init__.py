@@ -43,6 +43,9 @@ class DataSource:
     # for sources whose modalities are named by the data (a user's folder): the step of a modality, chosen by the
     # state prepare stored for it (FeatureFile.transform); None: the modality's files are feature rows already
     step_for: Callable[[str, dict[str, Any] | None], FeatureStep | None] | None = None
+    # whether ``build`` takes ``readers=`` (folder.net_inputs.Readers: the run's nets by modality), for sources whose
+    # rows follow the nets that read them (a user's folder); the built-in sources store float features for any net
+    takes_readers: bool = False
 
     @property
     def steps_need_state(self) -> bool:

@@ -5,14 +5,17 @@ columns, ``label``, optional ``split``), each modality is featurized by its kind
 worker processes, and the rows stream into the same feature file every other data set writes. Only the rows that
 decoded in every modality are kept, so the modalities stay paired. Each modality's kind and settings are stored
 with it (``/transforms/<modality>``), which is how ``mst predict`` and ``mst export`` featurize a new file.
+What a modality's rows are follows the nets that read it (mstcli/data/folder/net_inputs.py): feature rows for
+mst's own nets, raw pixels, tokens or a feature extractor's output for torchvision and Hugging Face nets.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ import numpy as np
 
 from mstcli.data.folder.decoding import Chunk, decode_in_order
 from mstcli.data.folder.kinds import DecodeError, KindSettings, array_row, image_channels_of, read_clip
+from mstcli.data.folder.net_inputs import AudioStep, InputPlan, Readers, TokenStep, plan_inputs
 from mstcli.data.folder.table import FolderTable, Problem, read_table
 from mstcli.data.readers import BadInput, RawInput
 from mstcli.data.sources import DataSource, FeatureStep, register
@@ -98,10 +102,14 @@ def _first_readable(table: FolderTable, modality: str, read: Any) -> Any:
     raise UserError(f"{table.root}: none of the first 64 files of {modality} can be read")
 
 
-def _shapes(table: FolderTable, settings: KindSettings, params: Any, text_width: int) -> dict[str, tuple[int, ...]]:
+def _shapes(
+    table: FolderTable, settings: KindSettings, params: Any, text_width: int, plans: dict[str, InputPlan]
+) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for m in table.modalities:
-        if m.kind == "image":
+        if plans[m.name].form != "features":
+            shapes[m.name] = plans[m.name].shape
+        elif m.kind == "image":
             shapes[m.name] = (
                 (BACKBONE_WIDTH,)
                 if params.image_backbone == "resnet50"
@@ -117,13 +125,21 @@ def _shapes(table: FolderTable, settings: KindSettings, params: Any, text_width:
 
 
 def _states(
-    table: FolderTable, settings: KindSettings, params: Any, text_model: str, text_width: int
+    table: FolderTable,
+    settings: KindSettings,
+    params: Any,
+    text_model: str,
+    text_width: int,
+    plans: dict[str, InputPlan],
 ) -> dict[str, dict[str, Any]]:
-    """What ``mst predict`` needs to featurize a new file of each modality as prepare did."""
+    """What ``mst predict`` needs to featurize a new file of each modality as prepare did, and which nets its rows
+    were made for (net_inputs.InputPlan.state: ``form``, ``made_for`` and the form's own numbers)."""
     states: dict[str, dict[str, Any]] = {}
     for m in table.modalities:
         state: dict[str, Any] = {"kind": m.kind, "column": m.column}
-        if m.kind == "image":
+        if plans[m.name].form != "features":
+            pass
+        elif m.kind == "image":
             state.update(
                 channels=settings.image_channels, size=settings.image_size, backbone=params.image_backbone,
                 weights=str(params.image_weights or ""),
@@ -134,14 +150,34 @@ def _states(
             )
         elif m.kind == "text":
             state.update(model=text_model, max_length=params.text_max_length, width=text_width)
-        states[m.name] = state
+        states[m.name] = {**state, **plans[m.name].state()}
     return states
 
 
-def _chunks(table: FolderTable, rows: np.ndarray, settings: KindSettings, params: Any) -> Iterator[Chunk]:
+def _own_settings(settings: KindSettings, plans: dict[str, InputPlan]) -> dict[str, KindSettings]:
+    """Settings of the modalities whose form has its own numbers: the pixel size a Hugging Face processor asks
+    for, the sample rate of a feature extractor."""
+    own = {}
+    for name, plan in plans.items():
+        if plan.form == "pixels":
+            own[name] = dataclasses.replace(settings, image_size=plan.size)
+        elif plan.sample_rate:
+            own[name] = dataclasses.replace(settings, sample_rate=plan.sample_rate, clip_seconds=plan.clip_seconds)
+    return own
+
+
+def _chunks(
+    table: FolderTable, rows: np.ndarray, settings: KindSettings, params: Any, plans: dict[str, InputPlan]
+) -> Iterator[Chunk]:
     kinds = {m.name: m.kind for m in table.modalities}
+    forms = {name: plan.form for name, plan in plans.items() if plan.form != "features"}
+    own_settings = _own_settings(settings, plans)
     from_files = {m.name: m.from_files for m in table.modalities}
-    check_only = tuple(m.name for m in table.modalities if m.kind == "image" and params.image_backbone != "none")
+    check_only = tuple(
+        m.name
+        for m in table.modalities
+        if m.kind == "image" and params.image_backbone != "none" and plans[m.name].form == "features"
+    )
     step = params.chunk_rows
     for start in range(0, len(rows), step):
         part = rows[start : start + step]
@@ -153,6 +189,8 @@ def _chunks(table: FolderTable, rows: np.ndarray, settings: KindSettings, params
             from_files=from_files,
             settings=settings,
             check_only=check_only,
+            forms=forms,
+            own_settings=own_settings,
         )
 
 
@@ -162,7 +200,9 @@ def _workers(params: Any, rows: int) -> int:
     return 1 if rows <= params.chunk_rows else max(1, min(os.cpu_count() or 1, 8))
 
 
-def build(source: Path, params: Any, out: Path, meta: dict[str, Any]) -> None:
+def build(source: Path, params: Any, out: Path, meta: dict[str, Any], readers: Readers | None = None) -> None:
+    """Write the feature file of the folder ``source``; ``readers`` (the run's nets by modality, default mst's own)
+    decide each modality's form (net_inputs.plan_inputs)."""
     from mstcli.ui import logger, progress_bar
 
     table = read_table(source)
@@ -174,46 +214,44 @@ def build(source: Path, params: Any, out: Path, meta: dict[str, Any]) -> None:
     names = class_names_of(table.labels)
     given = np.array([_SPLIT_CODES[s] for s in table.splits], dtype=np.int64)
     drawn_split_groups(label_indices(table.labels, names), given, names, groups=1)  # refuse an unsplittable folder now
+    readers = readers or Readers()
+    plans = {m.name: plan_inputs(m.name, m.kind, readers(m.name), params) for m in table.modalities}
     settings = _kind_settings(table, params)
 
     text_encoder, text_model = None, ""
-    if any(m.kind == "text" for m in table.modalities):
+    if any(m.kind == "text" and plans[m.name].form == "features" for m in table.modalities):
         from mstcli.data.encoders import TextEncoder, default_text_model
 
         folder = Path(params.text_model).expanduser() if params.text_model else default_text_model()
         text_encoder, text_model = TextEncoder(folder, params.text_max_length, tweets=False), str(folder)
-    image_encoder = None
-    if params.image_backbone == "resnet50" and any(m.kind == "image" for m in table.modalities):
-        from mstcli.data.encoders import ImageEncoder
-
-        image_encoder = ImageEncoder(params.image_weights)
+    text_width = text_encoder.width if text_encoder else 0
+    states = _states(table, settings, params, text_model, text_width, plans)
+    steps = _parent_steps(table, params, plans, states, text_encoder)
 
     rows = np.arange(len(table))
-    kinds = {m.name: m.kind for m in table.modalities}
-    shapes = _shapes(table, settings, params, text_encoder.width if text_encoder else 0)
     kept: list[int] = []
     with FeatureWriter(
         out,
         dataset=DATASET,
-        modalities=shapes,
+        modalities=_shapes(table, settings, params, text_width, plans),
         num_samples=len(table),
         class_names=names,
         params=meta,
-        transforms=_states(table, settings, params, text_model, text_encoder.width if text_encoder else 0),
+        transforms=states,
         resizable=True,
+        dtypes={name: plan.dtype for name, plan in plans.items()},
     ) as writer:
         with progress_bar(f"decoding {source.name}", len(table)) as advance:
-            for done in decode_in_order(_chunks(table, rows, settings, params), _workers(params, len(table))):
+            chunks = _chunks(table, rows, settings, params, plans)
+            for done in decode_in_order(chunks, _workers(params, len(table))):
                 bad = [Problem(table.place(r), file, reason) for r, file, reason in done.problems]
                 if bad and params.bad_rows == "error":
                     raise _refuse(source, bad + problems, " found so far")
                 problems.extend(bad)
                 if done.kept:
                     for name, block in done.rows.items():
-                        if kinds[name] == "text":
-                            block = _encode(text_encoder, block, params.encode_batch)
-                        elif kinds[name] == "image" and image_encoder is not None:
-                            block = _encode(image_encoder, block, params.encode_batch)
+                        if name in steps:
+                            block = _encode(steps[name], block, params.encode_batch)
                         writer.write(name, len(kept), block)
                     kept.extend(done.kept)
                 advance(len(done.kept) + len(done.problems))
@@ -233,6 +271,34 @@ def build(source: Path, params: Any, out: Path, meta: dict[str, Any]) -> None:
         logger().warning(f"left out {len(problems)} of {len(table) + len(table.problems)} rows; see {report}")
     elif report.exists():
         report.unlink()  # a list from an earlier prepare would describe rows this file no longer lacks
+
+
+def _parent_steps(
+    table: FolderTable,
+    params: Any,
+    plans: dict[str, InputPlan],
+    states: dict[str, dict[str, Any]],
+    text_encoder: Any,
+) -> dict[str, Callable[[Any], np.ndarray]]:
+    """The steps that run in this process on what the workers decoded (models are loaded once, not per worker):
+    the frozen text encoder or image backbone, a tokenizer, a feature extractor. Built from the stored states,
+    as ``mst predict`` builds them, so a new file gets the very same step."""
+    steps: dict[str, Callable[[Any], np.ndarray]] = {}
+    image_encoder = None
+    for m in table.modalities:
+        form = plans[m.name].form
+        if m.kind == "text" and form == "features":
+            steps[m.name] = text_encoder
+        elif form == "tokens":
+            steps[m.name] = TokenStep.from_state(states[m.name])
+        elif form in ("waveform", "extractor"):
+            steps[m.name] = AudioStep.from_state(states[m.name])
+        elif m.kind == "image" and form == "features" and params.image_backbone == "resnet50":
+            from mstcli.data.encoders import ImageEncoder
+
+            image_encoder = image_encoder or ImageEncoder(params.image_weights)
+            steps[m.name] = image_encoder
+    return steps
 
 
 def _encode(encoder: Any, items: list[Any], batch: int) -> np.ndarray:
@@ -337,19 +403,110 @@ def text_graph(prepare: dict[str, Any], state: dict[str, Any] | None) -> Any:
     )
 
 
+def pixel_inputs(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
+    """N x 3 x S x S uint8: kinds.pixel_row, the function the prepare workers ran on the folder's images."""
+    from mstcli.data.folder.kinds import pixel_row
+
+    assert state is not None
+    try:
+        return np.stack([pixel_row(i.path, int(state["size"])) for i in items])
+    except DecodeError as exc:
+        raise UserError(str(exc)) from None
+
+
+def token_inputs(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
+    """N x 2 x L int64 from the tokenizer prepare used (net_inputs.TokenStep, as in build's parent steps)."""
+    assert state is not None
+    return TokenStep.from_state(state)([str(i.data) for i in items])
+
+
+def clip_inputs(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
+    """The rows of a Hugging Face audio net: kinds.clip_window at the extractor's rate (the function the prepare
+    workers ran), then net_inputs.AudioStep (the parent's step at prepare)."""
+    from mstcli.data.folder.kinds import clip_window
+
+    assert state is not None
+    step = AudioStep.from_state(state)
+    settings = KindSettings(sample_rate=step.rate, clip_seconds=float(state["clip_seconds"]))
+    try:
+        return step(np.stack([clip_window(i.data, i.rate, settings) for i in items]))
+    except DecodeError as exc:
+        raise UserError(str(exc)) from None
+
+
+def pixel_graph(prepare: dict[str, Any], state: dict[str, Any] | None) -> Any:
+    from mstcli.data.graphs import feature_rows_graph, pixel_examples
+
+    assert state is not None
+    size = int(state["size"])
+    return feature_rows_graph(
+        (3, size, size),
+        f"decode the image as RGB (grayscale repeated), scale the pixels to [0, 1] (divide by 255), resize to {size} "
+        f"x {size} (bilinear with antialiasing, the aspect ratio not kept: torch's interpolate(mode='bilinear', "
+        f"antialias=True)), clamp to [0, 1], multiply by 255 and round to uint8; the rows are 3 x {size} x {size} "
+        "uint8, not normalized (the student normalizes them)",
+        dtype="uint8",
+        examples=pixel_examples((3, size, size)),
+        parameters={"form": "pixels", "size": size, "processor": state.get("processor", "")},
+    )
+
+
+def token_graph(prepare: dict[str, Any], state: dict[str, Any] | None) -> Any:
+    from mstcli.data.graphs import feature_rows_graph, token_examples
+
+    assert state is not None
+    length, vocab = int(state["max_length"]), int(state["vocab_size"])
+    return feature_rows_graph(
+        (2, length),
+        f"tokenize the text with the Hugging Face tokenizer of {Path(str(state['tokenizer'])).name} "
+        f"(AutoTokenizer, padding='max_length', truncation=True, max_length={length}); row 0 holds the input_ids, "
+        "row 1 the attention_mask, as int64",
+        dtype="int64",
+        examples=token_examples(length, vocab),
+        parameters={"form": "tokens", "tokenizer": state["tokenizer"], "max_length": length, "vocab_size": vocab},
+    )
+
+
+def clip_graph(prepare: dict[str, Any], state: dict[str, Any] | None) -> Any:
+    from mstcli.data.graphs import feature_rows_graph
+
+    assert state is not None
+    rate, seconds, key = int(state["sample_rate"]), float(state["clip_seconds"]), str(state["key"])
+    window = int(round(seconds * rate))
+    extractor = str(state.get("extractor", ""))
+    step = (
+        f"pass it through the Hugging Face feature extractor of {Path(extractor).name} (AutoFeatureExtractor, "
+        f"sampling_rate={rate}) and keep its {key}"
+        if extractor
+        else "keep the window as it is"
+    )
+    return feature_rows_graph(
+        tuple(int(n) for n in state["shape"]),
+        f"decode the clip to mono float samples (mean of the channels), resample it to {rate} Hz, centre it in a "
+        f"window of {window} samples (a shorter clip zero-padded with (window - n) // 2 zeros before it, a longer "
+        f"one keeps samples (n - window) // 2 onwards); {step}; float32",
+        parameters={"form": state["form"], "sample_rate": rate, "window": window, "key": key, "extractor": extractor},
+    )
+
+
+#: the feature steps of a folder modality, by its kind and the form prepare stored it in (net_inputs.py)
 STEPS = {
-    "image": FeatureStep(reads="image", check=_no_check, apply=image_features, graph=image_graph),
-    "audio": FeatureStep(reads="audio", check=_no_check, apply=audio_features, graph=audio_graph),
-    "text": FeatureStep(reads="text", check=_no_check, apply=text_features, graph=text_graph),
+    ("image", "features"): FeatureStep(reads="image", check=_no_check, apply=image_features, graph=image_graph),
+    ("audio", "features"): FeatureStep(reads="audio", check=_no_check, apply=audio_features, graph=audio_graph),
+    ("text", "features"): FeatureStep(reads="text", check=_no_check, apply=text_features, graph=text_graph),
+    ("image", "pixels"): FeatureStep(reads="image", check=_no_check, apply=pixel_inputs, graph=pixel_graph),
+    ("text", "tokens"): FeatureStep(reads="text", check=_no_check, apply=token_inputs, graph=token_graph),
+    ("audio", "waveform"): FeatureStep(reads="audio", check=_no_check, apply=clip_inputs, graph=clip_graph),
+    ("audio", "extractor"): FeatureStep(reads="audio", check=_no_check, apply=clip_inputs, graph=clip_graph),
 }
 
 
 def step_for(modality: str, state: dict[str, Any] | None) -> FeatureStep | None:
-    """A folder modality's feature step, by the kind prepare stored for it; .npy modalities have none (their files
-    are feature rows already)."""
+    """A folder modality's feature step, by the kind and the form prepare stored for it (files without a form are
+    features); .npy modalities have none (their files are feature rows already)."""
     if state is None:
         return None
-    return STEPS.get(str(state.get("kind", "")))
+    return STEPS.get((str(state.get("kind", "")), str(state.get("form", "features"))))
 
 
 SOURCE = register(
@@ -360,5 +517,6 @@ SOURCE = register(
         description="your own paired files: a folder with metadata.csv or metadata.jsonl (`mst example-folder`)",
         build=build,
         step_for=step_for,
+        takes_readers=True,
     )
 )
