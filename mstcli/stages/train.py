@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mstcli.config import Params
+from mstcli.data.folder.net_inputs import Readers, check_inputs
 from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
 from mstcli.engine.loop import EpochEnd, EpochTask
@@ -82,7 +83,8 @@ def train(params: Params, features_path: Path, out: Path, log_dir: Path, restart
         settings, common = params.train, params.common
         features = FeatureFile.open(features_path)
         device = runtime_for(common)
-        nets = nets_record(params.models, dict(getattr(features, "dtypes", {}) or {}), Path.cwd())
+        check_inputs(features, Readers.of(params).mapping(features.modalities), params.prepare)
+        nets = nets_record(params.models, dict(features.dtypes), Path.cwd())
         spec = RunSpec.from_features(features, common.student, settings.width_divisor, nets)
         trio = Trio(spec, load_weights=True)
         for note in trio.notes:
