@@ -543,3 +543,34 @@ def test_clips_of_any_rate_are_resampled_to_the_extractors(hf, tmp_path):
     extractor = Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True)
     expected = extractor(list(clips), sampling_rate=16000, return_tensors="np")["input_values"]
     assert np.allclose(features.read("audio"), expected, atol=1e-6)
+
+
+def test_a_folder_file_from_before_forms_reads_as_features(plain, tmp_path):
+    """Files prepared before states had ``form`` and ``made_for``: features for auto nets, refused for others."""
+    root, _ = plain
+    prepared(root, tmp_path / "f.h5")
+    with h5py.File(tmp_path / "f.h5", "a") as f:
+        for modality in ("image", "audio"):
+            del f[f"transforms/{modality}"].attrs["form"], f[f"transforms/{modality}"].attrs["made_for"]
+    features = FeatureFile.open(tmp_path / "f.h5")
+    accepted(features, readers(image="auto", audio="auto"))
+    refused(features, readers(image="torchvision:resnet18"), "stored as features (made for auto)", "need pixels")
+    assert get_source("folder").feature_step("image", features.transform("image")).apply.__name__ == "image_features"
+
+
+def test_predict_batches_keep_the_stored_type_of_the_students_rows(plain, tmp_path):
+    """`mst predict` stacks the student's rows in the type its feature file stores (uint8 pixels here), and in
+    float32 when no feature file can tell (only .npy rows given)."""
+    from types import SimpleNamespace
+
+    from mstcli.data.fingerprint import feature_fingerprint
+    from mstcli.stages.predict import FeatureContext
+
+    root, _ = plain
+    features = prepared(root, tmp_path / "f.h5", *encoder("image", "torchvision:resnet18"))
+    spec = SimpleNamespace(dataset="folder", student="image")
+    student = SimpleNamespace(spec=spec, fingerprint=feature_fingerprint(features), path=tmp_path / "student.pt")
+    assert FeatureContext(tmp_path / "f.h5", student).row_dtype() == "uint8"
+    assert FeatureContext(tmp_path / "missing.h5", student).row_dtype() == "float32"
+    spec.student = "audio"
+    assert FeatureContext(tmp_path / "f.h5", student).row_dtype() == "float32"
