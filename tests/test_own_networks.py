@@ -284,3 +284,44 @@ def test_last_blocks_of_common_nets():
     assert last_blocks(mobilenet, skip=("classifier",)) == ["features.11", "features.12"]
     vit = torchvision.models.vit_b_16(weights=None, image_size=32)
     assert last_blocks(vit, skip=("heads",)) == ["encoder.layers.encoder_layer_10", "encoder.layers.encoder_layer_11"]
+
+
+def test_hf_text_student_and_wav2vec2_teacher_through_every_stage(run_dir):
+    import csv
+
+    import transformers as tf
+    from folder_fixtures import NAMES, write_table
+
+    rows = list(csv.DictReader(open(run_dir / "data" / "metadata.csv")))
+    text_root = run_dir / "texts"
+    text_root.mkdir()
+    for sub in ("pics", "sounds"):
+        (text_root / sub).symlink_to(run_dir / "data" / sub)
+    for i, row in enumerate(rows):
+        row["caption_text"] = f"a {row['label']} here" if i % 2 else f"ripe {row['label']}"
+    write_table(text_root / "metadata.csv", rows)
+    torch.manual_seed(0)
+    vocab = run_dir / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "here", "ripe", *NAMES]) + "\n")
+    tf.BertTokenizer(str(vocab)).save_pretrained(run_dir / "bert")
+    bert = tf.BertConfig(vocab_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=64)  # fmt: skip
+    tf.BertModel(bert).save_pretrained(run_dir / "bert")
+    w2v = tf.Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                            conv_dim=(32, 32), conv_stride=(5, 4), conv_kernel=(10, 4),
+                            num_feat_extract_layers=2)  # fmt: skip
+    tf.Wav2Vec2Model(w2v).save_pretrained(run_dir / "w2v")
+    tf.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(run_dir / "w2v")
+    models = {"student": "hf:bert", "encoders": {"audio": "hf:w2v", "caption": "hf:bert"}}
+    write_params(run_dir, models, common={"student": "caption"},
+                 prepare={"source": "texts", "clip_seconds": 0.25, "text_max_length": 8})  # fmt: skip
+    ok("prepare")
+    result = ok("train")
+    assert "cm:audio: MaskNets on encoder.layers.0, encoder.layers.1" in result.output  # wav2vec2's last two layers
+    for stage in ("fit-masks", "distill", "eval"):
+        ok(stage)
+    masks = MasksCheckpoint.load(run_dir / "models/main/masks.pt").masks
+    audio = [m for m in masks if m.teacher == "cm:audio"]
+    assert len(audio) == 2 and all(len(m.shape) == 2 and m.shape[1] == 32 for m in audio)  # (frames, 32) tokens
+    out = json.loads(ok("predict", "--text", "ripe apple", "--json").output)
+    assert len(out["predictions"][0]["probabilities"]) == 3
