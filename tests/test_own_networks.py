@@ -192,6 +192,12 @@ def test_token_masknet_scales_each_channel_alike_for_every_token():
 # ---- bad input: exit 2, one line, nothing written ----------------------------------------------------------
 
 
+def prepare_then_train(models: dict):
+    """The first refusal of prepare (which reads what the nets need) or train (which builds them)."""
+    result = runner.invoke(app, ["prepare"])
+    return runner.invoke(app, ["train"]) if result.exit_code == 0 else result
+
+
 def nothing_written(root: Path) -> None:
     written = [p for p in (root / "models").rglob("*.pt")] if (root / "models").exists() else []
     assert not written, written
@@ -201,7 +207,7 @@ def nothing_written(root: Path) -> None:
     ("models", "culprits"),
     [
         ({"student": "torchvision:resnet81"}, ("resnet81", "nearest: resnet18")),
-        ({"student": "hf:no_such_folder"}, ("no_such_folder", "config.json")),
+        ({"student": "hf:no_such_folder"}, ("no_such_folder", "folder")),
         ({"encoders": {"audio": "nonexistent_mod:make"}}, ("models.encoders.audio", "nonexistent_mod")),
         ({"encoders": {"audio": "mynets:raises"}}, ("mynets:raises", "no net for you")),
         ({"encoders": {"audio": "mynets:not_a_module"}}, ("not_a_module", "not a torch nn.Module")),
@@ -212,10 +218,8 @@ def nothing_written(root: Path) -> None:
 )
 def test_bad_models_settings_are_one_line(run_dir, models, culprits):
     write_factory(run_dir)
-    write_params(run_dir, {"student": "auto"})
-    ok("prepare")
     write_params(run_dir, models)
-    one_line_error(runner.invoke(app, ["train"]), *culprits)
+    one_line_error(prepare_then_train(models), *culprits)
     nothing_written(run_dir)
 
 
@@ -225,10 +229,8 @@ def test_hf_folder_without_weights(run_dir):
     ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
         run_dir / "config_only"
     )
-    write_params(run_dir, {"student": "auto"})
-    ok("prepare")
     write_params(run_dir, {"student": "hf:config_only"})
-    one_line_error(runner.invoke(app, ["train"]), "config_only", "no weights")
+    one_line_error(prepare_then_train({}), "config_only", "no weights")
     nothing_written(run_dir)
 
 
@@ -236,10 +238,8 @@ def test_weights_of_another_architecture(run_dir):
     import torchvision
 
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), run_dir / "r34.pth")
-    write_params(run_dir, {"student": "auto"})
-    ok("prepare")
     write_params(run_dir, {"student": "torchvision:resnet18", "weights": {"student": "r34.pth"}})
-    line = one_line_error(runner.invoke(app, ["train"]), "r34.pth", "unexpected", "layer1.2.")
+    line = one_line_error(prepare_then_train({}), "r34.pth", "unexpected", "layer1.2.")
     assert "missing" not in line  # ResNet-34 has every key of ResNet-18, and more blocks
     nothing_written(run_dir)
 
