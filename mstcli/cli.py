@@ -601,19 +601,24 @@ def bench_speed(
         int, typer.Option(min=1, help="S1 epochs before timing (the teachers' quality is irrelevant)")
     ] = 1,
     s2_epochs: Annotated[int, typer.Option(min=1, help="S2 epochs before timing")] = 1,
+    methods: Annotated[
+        list[str] | None,
+        typer.Option("--method", help="time only these methods (repeatable; the student alone is always timed)"),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="also write the JSON object here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
     params_file: ParamsOption = None,
     overrides: SetOption = None,
 ) -> None:
     """Every method's S3 epoch time next to the student alone's, measured in one run on the same data (the run's
-    feature file and settings, e.g. -S common.student=audio -S distill.teacher=cm)."""
+    feature file and settings, e.g. -S common.student=audio -S distill.teacher=cm, or other nets:
+    -S models.student=torchvision:resnet18), and the peak memory."""
     import json
 
     params = _load(params_file, overrides)
     from mstcli.benchmarks.method_speed import measure
 
-    figures = measure(params, _features(params), rounds, s1_epochs, s2_epochs)
+    figures = measure(params, _features(params), rounds, s1_epochs, s2_epochs, methods)
     if out is not None:
         from mstcli.atomic_write import write_json
 
@@ -625,17 +630,25 @@ def bench_speed(
 
     table = Table(title=f"S3 epoch per method, {figures['device']}, {figures['n_train']} train rows, "
                         f"{figures['student']} student, {figures['teacher']} teacher")  # fmt: skip
-    for column in ("method", "s / epoch", "x student alone", "teacher", "set-up s"):
+    on_gpu = any("gpu_peak_mb" in m for m in figures["methods"].values())
+    for column in ("method", "s / epoch", "x student alone", "teacher", "set-up s", *(["GPU peak MB"] * on_gpu)):
         table.add_column(column, justify="right")
     for name, m in figures["methods"].items():
+        gpu = [f"{m.get('gpu_peak_mb', 0.0):.0f}"] if on_gpu else []
         table.add_row(
-            name, f"{m['seconds_per_epoch']:.3f}", f"{m['over_student']:.2f}", m["teacher"], f"{m['setup_s']:.2f}"
-        )
+            name, f"{m['seconds_per_epoch']:.3f}", f"{m['over_student']:.2f}", m["teacher"], f"{m['setup_s']:.2f}",
+            *gpu,
+        )  # fmt: skip
     show(table)
-    say(
+    frozen = (
         f"frozen-teacher methods: median {figures['frozen_teacher_median_over_student']}x, largest "
-        f"{figures['frozen_teacher_max_over_student']}x the student alone; S1 {figures['s1_epoch_s']:.2f} s, "
-        f"S2 {figures['s2_epoch_s']:.2f} s per epoch"
+        f"{figures['frozen_teacher_max_over_student']}x the student alone; "
+        if figures["frozen_teacher_median_over_student"] is not None
+        else ""
+    )
+    say(
+        f"{frozen}S1 {figures['s1_epoch_s']:.2f} s, S2 {figures['s2_epoch_s']:.2f} s per epoch; "
+        f"peak resident memory {figures['peak_rss_mb']:.0f} MB (the whole run)"
     )
 
 

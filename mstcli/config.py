@@ -152,6 +152,14 @@ class TrainParams:
         "NYU-Depth-V2: a local torchvision VGG16 ImageNet state_dict loaded into the FuseNet encoders (null: none,"
         " as the reference's re-initialisation leaves it)",
     )
+    augment: Literal["off", "crop", "crop_flip"] = _opt(
+        "off",
+        "S1 and S3: image modalities of each training batch randomly resized-cropped (crop) and also mirrored"
+        " left-right (crop_flip); the teachers' output banks are off while augmenting (not in the reference)",
+    )
+    crop_scale: list[float] = _opt(
+        [0.5, 1.0], "train.augment: the crop's area as a fraction of the image, [low, high]", min=0.01, max=1.0
+    )
 
 
 @dataclass(frozen=True)

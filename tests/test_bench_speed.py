@@ -47,6 +47,23 @@ def test_speed_json_reports_every_method_against_the_student_alone(tmp_path, mon
     frozen = [m["over_student"] for n, m in methods.items() if m["teacher"] == "frozen" and n != "mst"]
     assert figures["frozen_teacher_max_over_student"] == max(frozen)
     assert figures["teacher"] == "cm" and figures["s1_epoch_s"] > 0 and figures["s2_epoch_s"] > 0
+    assert figures["peak_rss_mb"] > 50 and figures["models"] is None  # mst's own nets: no models record
+
+
+@pytest.mark.e2e
+def test_speed_of_chosen_methods_and_other_nets(tmp_path, monkeypatch):
+    tiny_workdir(tmp_path, TINY, num_images=80)
+    monkeypatch.chdir(tmp_path)
+    invoke("prepare")
+    result = CliRunner().invoke(app, ["bench", "speed", "--json", "--rounds", "2", "--method", "mst",
+                                      "--method", "kd", "-S", "models.mask_layers.mm=[fc1]"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert list(figures["methods"]) == ["none", "kd", "mst"]  # the student alone always, in the registry's order
+    assert figures["s3_over_student"] == figures["methods"]["mst"]["over_student"]
+    assert figures["models"]["mask_layers"] == {"mm": ["fc1"]}
+    unknown = CliRunner().invoke(app, ["bench", "speed", "--method", "kdd"])
+    assert unknown.exit_code == 2 and "--method: unknown kdd" in unknown.output
 
 
 def test_speed_without_a_feature_file_is_one_line(tmp_path, monkeypatch):

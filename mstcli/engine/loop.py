@@ -22,6 +22,7 @@ import copy
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,9 @@ class LoopConfig:
     precision: str = "fp32"
     order_seed: int = 0  # seed of the batch-order generator
     resume_every: int = 1  # write the resume state after every N-th epoch (0: never)
+    # train.augment (engine/augment.py): changes a training batch, drawing from the batch-order generator so that
+    # a resumed stage draws what an uninterrupted one would
+    augment: Callable[[Split, torch.Generator], Split] | None = None
 
 
 @dataclass
@@ -147,6 +151,8 @@ def run_epochs(
         for index, rows_of_batch in enumerate(batches(len(train), config.batch_size, generator, config.device)):
             rows_of_batch, scale = distributed.shard(rows_of_batch)  # this rank's part of the global batch
             batch = train.batch(rows_of_batch)
+            if config.augment is not None:
+                batch = config.augment(batch, generator)
             with autocast(config.device, config.precision):
                 loss, terms = step(batch)
             task.optimizer.zero_grad(set_to_none=True)

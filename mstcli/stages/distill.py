@@ -18,6 +18,7 @@ from torch import nn
 from mstcli.config import Params
 from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
+from mstcli.engine.augment import ImageAugment, describe_augment, training_augment
 from mstcli.engine.checkpoints import MasksCheckpoint, StudentCheckpoint
 from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.provenance import result_provenance, stage_inputs
@@ -111,6 +112,7 @@ class DistillSetup:
     device: torch.device
     masks_fingerprint: str | None
     teacher_check: TeacherCheck | None = None  # a comparison method's teacher against chance (methods/teacher_check.py)
+    augment: ImageAugment | None = None  # train.augment on the training batches (engine/augment.py)
 
 
 def _teacher_key(spec: RunSpec, settings, cls: type[DistillMethod]) -> str:
@@ -136,6 +138,12 @@ def setup_distillation(
     trio = load_frozen_trio(stage1_path, features, common.seed, device, common.student, params.models)
     cls = method_class(settings.method)
     settings = dataclasses.replace(settings, teacher=_teacher_key(trio.spec, settings, cls))
+    augment = training_augment(params.train, features, list(trio.spec.modalities))
+    if augment is not None:
+        logger().info(describe_augment(augment))
+        if settings.bank:
+            settings = dataclasses.replace(settings, bank=False)
+            logger().info("distill.bank off while augmenting: the teachers see each epoch's crops, batch by batch")
     task_kind(trio.spec.task).check_method(settings.method)
     for name in settings.constants:  # every override is checked before anything slow, not only the chosen one's
         method_class(name).constants_for(settings)
@@ -153,7 +161,7 @@ def setup_distillation(
     method = cls(DistillContext(settings, trio, student, splits, device, masks, common.compile, common.memory_mb))
     maybe_compile(student.net, common.compile)
     task = Distillation(method, student, splits["val"], settings.lr, device, common.precision, trio.spec.task)
-    return DistillSetup(task, splits["train"], trio, method, features, device, masks_fingerprint, check)
+    return DistillSetup(task, splits["train"], trio, method, features, device, masks_fingerprint, check, augment)
 
 
 def distill(
@@ -174,10 +182,23 @@ def distill(
         task, trio, method, features, device = setup.task, setup.trio, setup.method, setup.features, setup.device
         masks_fingerprint = setup.masks_fingerprint
         inputs = stage_inputs(features, common.seed)
-        key = stage_key("distill", params, settings, inputs, stage1=trio.fingerprint, masks=masks_fingerprint)
+        augmented = {"augment": dataclasses.asdict(setup.augment)} if setup.augment is not None else {}
+        key = stage_key(
+            "distill", params, settings, inputs, stage1=trio.fingerprint, masks=masks_fingerprint, **augmented
+        )
         logbook = stage_logbook(log_dir, "distill", params, settings, routing=True)
         result, store = run_stage(
-            task, setup.train, params, settings, device, out, key, restart, order_seed=common.seed + 1, logbook=logbook
+            task,
+            setup.train,
+            params,
+            settings,
+            device,
+            out,
+            key,
+            restart,
+            order_seed=common.seed + 1,
+            logbook=logbook,
+            augment=setup.augment,
         )
         if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
             StudentCheckpoint(

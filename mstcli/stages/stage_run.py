@@ -14,6 +14,7 @@ from typing import Any
 
 from mstcli.config import Params
 from mstcli.engine import distributed
+from mstcli.engine.augment import ImageAugment
 from mstcli.engine.logbook import Logbook, SilentLogbook
 from mstcli.engine.loop import EpochTask, LoopConfig, LoopResult, run_epochs
 from mstcli.engine.resume import ResumeStore, resume_key
@@ -48,6 +49,7 @@ def run_stage(
     restart: bool,
     order_seed: int,
     logbook: Logbook | None = None,
+    augment: ImageAugment | None = None,
 ) -> tuple[LoopResult, ResumeStore]:
     """A stage's epochs on the engine, resumable from ``output``'s resume state. The caller writes its outputs,
     then clears the returned store (a state removed earlier would be lost if writing the outputs failed)."""
@@ -60,6 +62,7 @@ def run_stage(
         params.common.precision,
         order_seed=order_seed,
         resume_every=params.common.resume_every,
+        augment=augment,
     )
     try:
         return run_epochs(task, train, config, store, logbook=logbook), store

@@ -19,6 +19,7 @@ from mstcli.config import Params
 from mstcli.data.folder.net_inputs import Readers, check_inputs
 from mstcli.data.store import FeatureFile
 from mstcli.engine import distributed
+from mstcli.engine.augment import describe_augment, training_augment
 from mstcli.engine.loop import EpochEnd, EpochTask
 from mstcli.engine.optimizers import adam
 from mstcli.engine.provenance import result_provenance, stage_inputs
@@ -97,6 +98,9 @@ def train(params: Params, features_path: Path, out: Path, log_dir: Path, restart
         )
         for _, net in trio.members():
             maybe_compile(net.net, common.compile)
+        augment = training_augment(settings, features, list(spec.modalities))
+        if augment is not None:
+            logger().info(describe_augment(augment))
         task = CollaborativeTraining(trio, splits["val"], settings.lr, settings.temperature, device, common.precision)
         inputs = stage_inputs(features, common.seed)
         logbook = stage_logbook(log_dir, "train", params, settings)
@@ -111,6 +115,7 @@ def train(params: Params, features_path: Path, out: Path, log_dir: Path, restart
             restart,
             order_seed=common.seed,
             logbook=logbook,
+            augment=augment,
         )
         if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
             origin = result_provenance(params, features, common.seed, device, stage_record("S1", mst_losses))

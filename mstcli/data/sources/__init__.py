@@ -46,6 +46,9 @@ class DataSource:
     # whether ``build`` takes ``readers=`` (folder.net_inputs.Readers: the run's nets by modality), for sources whose
     # rows follow the nets that read them (a user's folder); the built-in sources store float features for any net
     takes_readers: bool = False
+    # modalities that are pictures stored as (C, H, W) maps, which ``train.augment`` may crop and mirror (a user's
+    # folder marks its own: a modality of kind image stored as pixels)
+    pictures: tuple[str, ...] = ()
 
     @property
     def steps_need_state(self) -> bool:

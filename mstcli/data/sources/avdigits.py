@@ -222,6 +222,7 @@ SOURCE = register(
     DataSource(
         name="avdigits",
         modalities=("image", "audio"),
+        pictures=("image",),
         default_source="data/raw/avdigits.h5",
         description="embedded: MNIST digits (PCA-degraded) paired with spoken digits (augmented log-mel)",
         build=build,

@@ -99,6 +99,7 @@ SOURCE = register(
     DataSource(
         name="avdigits3",
         modalities=("image", "audio", "scan"),
+        pictures=("image",),
         default_source="data/raw",
         description="embedded, three views: AV-Digits' image and spoken digit plus an 8x8 UCI digit scan (degraded)",
         build=build,

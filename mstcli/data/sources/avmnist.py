@@ -101,6 +101,7 @@ SOURCE = register(
     DataSource(
         name="avmnist",
         modalities=("image", "audio"),
+        pictures=("image",),
         default_source=None,
         description="AV-MNIST (MultiBench .npy): 28x28 digit images + 112x112 spoken-digit spectrograms, 10 classes",
         build=build,

@@ -146,6 +146,7 @@ SOURCE = register(
     DataSource(
         name="crisismmd",
         modalities=("image", "text"),
+        pictures=("image",),
         default_source=None,
         description="CrisisMMD v2.0 humanitarian (TSVs + images, or the reference's CMMD_data.pth), 8 classes",
         build=build,
