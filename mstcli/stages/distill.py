@@ -174,9 +174,10 @@ def distill(
     restart: bool = False,
 ) -> dict:
     """S3 (or a comparison method) -> ``out`` (student checkpoint) and its dvclive log in ``log_dir``, holding the
-    lock of run common.run (engine/run_lock.py; also with another ``out``: it reads the run's stage-1 and masks)."""
+    lock of run common.run shared (it only reads the run's stage-1 and masks: the cells of a benchmark run side by
+    side) and ``out`` and ``log_dir`` exclusively (engine/run_lock.py)."""
     paths = RunPaths(params.common.run)
-    with run_lock(paths.models, paths.run, "mst distill"):
+    with run_lock(paths.models, paths.run, "mst distill", shared=True, outputs=[out, log_dir]):
         settings, common = params.distill, params.common
         setup = setup_distillation(params, features_path, stage1_path, masks_path)
         task, trio, method, features, device = setup.task, setup.trio, setup.method, setup.features, setup.device

@@ -30,9 +30,10 @@ from mstcli.stages.paths import RunPaths
 def evaluate(params: Params, features_path: Path, student_path: Path, metrics_path: Path, confusion_path: Path) -> dict:
     """Test the student -> ``metrics_path`` (with provenance), ``confusion_path`` and the dvclive summary of the
     test figures in ``metrics_path``'s folder ``eval/`` (the run's DVC metrics), holding the lock of run common.run
-    (engine/run_lock.py)."""
+    shared (it only reads the run: the students of a run are tested side by side) and its own results folder's
+    exclusively (engine/run_lock.py)."""
     paths = RunPaths(params.common.run)
-    with run_lock(paths.models, paths.run, "mst eval"):
+    with run_lock(paths.models, paths.run, "mst eval", shared=True, outputs=[metrics_path.parent]):
         checkpoint = StudentCheckpoint.load(student_path)
         features = FeatureFile.open(features_path)
         group = checkpoint.inputs["split_group"]  # a student is tested on the test split of the group it learned on
