@@ -559,6 +559,32 @@ def bench_folder(
     show(table)
 
 
+ExecutorOption = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="where the jobs run: local (a pool of --jobs processes), slurm (sbatch, job arrays with afterok"
+        " dependencies), debug (one after another in this process) or dvc (one `dvc repro`, sequential)",
+    ),
+]
+JobsOption = Annotated[
+    int, typer.Option("--jobs", min=0, help="local: processes at once; slurm: array tasks at once (0: no limit)")
+]
+PartitionOption = Annotated[str | None, typer.Option("--slurm-partition", help="slurm: the partition")]
+SlurmTimeOption = Annotated[int, typer.Option("--slurm-time", min=1, help="slurm: minutes a job may run")]
+CpusOption = Annotated[int, typer.Option("--cpus-per-task", min=1, help="slurm: CPUs of each job")]
+GpusOption = Annotated[int, typer.Option("--gpus-per-task", min=0, help="slurm: GPUs of each job")]
+
+
+def _executor_options(kind: str, jobs: int, partition: str | None, minutes: int, cpus: int, gpus: int):
+    from mstcli.errors import UserError
+    from mstcli.experiments.executors import EXECUTORS, ExecutorOptions
+
+    if kind not in (*EXECUTORS, "dvc"):
+        raise UserError(f"--executor {kind}: unknown (known: {', '.join([*EXECUTORS, 'dvc'])})")
+    return ExecutorOptions(kind, jobs, Path(".mst/jobs"), partition, minutes, cpus, gpus)
+
+
 @bench_app.command("accuracy")
 @user_errors
 def bench_accuracy(
@@ -567,28 +593,145 @@ def bench_accuracy(
     methods: Annotated[list[str] | None, typer.Option("--method", help="only these comparison methods")] = None,
     teachers: Annotated[list[str] | None, typer.Option("--teacher", help="only these teachers (mm, cm)")] = None,
     dry: Annotated[
-        bool, typer.Option("--dry", help="list the cells and which already have results; run nothing")
+        bool, typer.Option("--dry", help="list the cells with their state in DVC (done, stale, missing); run nothing")
     ] = False,
+    executor: ExecutorOption = "local",
+    jobs: JobsOption = 1,
+    slurm_partition: PartitionOption = None,
+    slurm_time: SlurmTimeOption = 240,
+    cpus_per_task: CpusOption = 2,
+    gpus_per_task: GpusOption = 0,
 ) -> None:
     """The comparison table: every cell of bench/matrix.yaml (methods x teachers x directions x seeds) through the
-    pipeline's stages (bench/dvc.yaml), S1 and S2 once per (direction, seed); finished cells are skipped and a
-    killed run continues with the missing ones; ends with `mst compare results/bench`."""
-    from mstcli.benchmarks.accuracy_matrix import RESULTS, Matrix, reproduce
+    stages of bench/dvc.yaml, S1 and S2 once per (direction, seed) and the cells after them, on a local pool, on
+    SLURM or sequentially; a finished cell (up to date in DVC) is skipped, a killed or partly failed matrix
+    continues, each finished cell is recorded in dvc.lock; ends with `mst compare results/bench`."""
+    from mstcli.benchmarks.accuracy_matrix import RESULTS, Matrix
+    from mstcli.errors import UserError
+    from mstcli.experiments.dvc_stages import plan_stages
+    from mstcli.experiments.matrix_run import reproduce_sequentially, run_stage_grid
+    from mstcli.ui import logger
 
+    options = _executor_options(executor, jobs, slurm_partition, slurm_time, cpus_per_task, gpus_per_task)
     matrix = Matrix.read().narrowed(students=students, seeds=seeds, methods=methods, teachers=teachers)
     cells = matrix.cells()
+    targets = [stage for stage, _ in cells]
     if dry:
-        for stage, folder in cells:
-            typer.echo(f"{stage}\t{'has results' if (folder / 'metrics.json').is_file() else 'to run'}")
+        states = plan_stages(targets, Path(".")).states
+        for stage in targets:
+            typer.echo(f"{stage}\t{states[stage]}")
         return
     started = time.perf_counter()
-    reproduce([stage for stage, _ in cells])
+    failed = []
+    if options.kind == "dvc":
+        reproduce_sequentially(targets)
+    else:
+        report = run_stage_grid(targets, options, Path("."), say, lambda line: logger().warning(line))
+        failed = report.failed
+        if report.outcomes:
+            say(
+                f"{len(report.outcomes)} jobs in {report.wall_s:.0f} s (their own times add up to"
+                f" {report.job_seconds:.0f} s)"
+            )
     from mstcli.report.tables import compare_table
     from mstcli.stages.compare import compare as run_compare
 
-    _, grid, _ = run_compare(RESULTS, Path("results"))
+    _, grid, notes = run_compare(RESULTS, Path("results"))
     show(compare_table(grid))
+    for note in notes:
+        logger().warning(note)
     say(f"the matrix took {time.perf_counter() - started:.0f} s; wrote results/compare.md and results/compare.json")
+    if failed:
+        raise UserError(f"{len(failed)} of the matrix's jobs failed or were not run; the table lists them (compare.md)")
+
+
+@app.command("sweep")
+@user_errors
+def sweep(
+    grid: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-S", help="an axis of the grid: key=value1,value2,... (repeatable)"),
+    ] = None,
+    seeds: Annotated[str, typer.Option("--seeds", help="seeds of every point, e.g. 0,1,2")] = "0",
+    method: Annotated[str | None, typer.Option("--method", help="the method (default: distill.method)")] = None,
+    teacher: Annotated[str | None, typer.Option("--teacher", help="teacher of a comparison method: mm, cm")] = None,
+    name: Annotated[str, typer.Option("--name", help="results/sweep/<name>/ and models/sweep/<name>/")] = "sweep",
+    rerun: Annotated[bool, typer.Option("--rerun", help="run finished cells again (e.g. after a code change)")] = False,
+    executor: ExecutorOption = "local",
+    jobs: JobsOption = 1,
+    slurm_partition: PartitionOption = None,
+    slurm_time: SlurmTimeOption = 240,
+    cpus_per_task: CpusOption = 2,
+    gpus_per_task: GpusOption = 0,
+    params_file: ParamsOption = None,
+) -> None:
+    """A grid of settings x seeds (e.g. -S distill.k=1,2,3 -S distill.lr=1e-3,3e-4 --seeds 0,1,2), S1 and S2
+    shared where the settings allow, on a local pool, on SLURM or in this process; ends with a table of the grid,
+    mean ± std over seeds, the best marked (results/sweep/<name>/sweep.md)."""
+    from rich.table import Table
+
+    from mstcli.errors import UserError
+    from mstcli.experiments.executors import executor_for
+    from mstcli.experiments.matrix_run import record_outcome
+    from mstcli.experiments.sweep import mean_text, parse_axes, plan_sweep, record_cell, sweep_rows, write_table
+    from mstcli.methods.registry import entry
+    from mstcli.ui import logger
+
+    options = _executor_options(executor, jobs, slurm_partition, slurm_time, cpus_per_task, gpus_per_task)
+    if options.kind == "dvc":
+        raise UserError("--executor dvc: sweeps are not DVC stages; use local, slurm or debug")
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {seeds}: expected integers separated by commas, e.g. 0,1,2") from None
+    if not seed_list:
+        raise UserError("--seeds: no seed given")
+    axes = parse_axes(list(grid or []), params_file)
+    params = _load(params_file, None)
+    method = method or params.distill.method
+    chosen = entry(method)
+    from mstcli.methods.registry import method_class
+
+    needs_masks = method_class(method).needs_masks
+    teacher = teacher if chosen.fixed_teacher is None else None
+    root = Path(".")
+    plan = plan_sweep(name, axes, seed_list, method, teacher, needs_masks, params_file, rerun, root)
+    by_name = {job.name: job for job in plan.jobs}
+    say(
+        f"{len(plan.cells)} cells ({len(plan.skipped)} finished before), {len(plan.jobs)} jobs on the"
+        f" {options.kind} executor"
+    )
+    runner = executor_for(options)
+    finished = 0
+
+    def on_done(outcome) -> None:
+        nonlocal finished
+        finished += 1
+        job = by_name[outcome.name]
+        record_outcome(job, outcome, root)
+        if outcome.ok and job.results is not None:
+            record_cell(root, job.results, plan.definition[job.name])
+        where = f"[{finished}/{len(plan.jobs)}] {outcome.name}"
+        if outcome.ok:
+            say(f"{where} done in {outcome.seconds:.0f} s")
+        else:
+            logger().warning(f"{where} {'skipped' if outcome.skipped else 'failed'}: {outcome.error}")
+
+    outcomes = runner.run(plan.jobs, root, on_done) if plan.jobs else []
+    rows, metric = sweep_rows(plan, root)
+    path = write_table(plan, rows, metric, seed_list, root)
+    table = Table(title=f"{name}: test {metric} (%), mean ± std over seeds {seeds}")
+    keys = [key for key, _ in rows[0].point] if rows else []
+    for column in [*keys, *(f"seed {s}" for s in seed_list), "mean ± std", "best"]:
+        table.add_column(column, justify="right")
+    for row in rows:
+        per_seed = [f"{row.values[s]:.2f}" if s in row.values else "failed" for s in seed_list]
+        table.add_row(*(v for _, v in row.point), *per_seed, mean_text(row), "★" if row.best else "")
+    show(table)
+    say(f"wrote {path} and {path.with_suffix('.json')}")
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise UserError(f"{len(failed)} of the sweep's jobs failed or were not run; see {path}")
 
 
 @bench_app.command("speed")

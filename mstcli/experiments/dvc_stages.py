@@ -1,0 +1,135 @@
+"""DVC stages as jobs: what ``dvc repro`` would run for some targets, as a grid an executor can spread out, with
+DVC staying the record.
+
+Why not ``dvc repro`` in every job: DVC holds one lock per repository for a whole ``repro``, so two at once in one
+checkout stop each other, and its queue (``dvc exp run --queue``) runs on one machine only. So a job runs the
+stage's own ``cmd`` (read from DVC, never retyped), and once it has succeeded this process records it with
+``dvc commit`` (one process, one at a time: no lock contention), exactly as ``dvc repro`` would have recorded it.
+``dvc status`` then sees the stage as up to date, ``dvc metrics show`` and ``mst compare`` read its files, and a
+later ``mst bench accuracy`` skips it.
+
+A stage's state comes from DVC's own status: ``done`` (up to date), ``stale`` (its outputs exist but a
+dependency, a setting or the code changed since they were recorded, or they were never recorded) or ``missing``
+(an output is absent).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mstcli.errors import UserError
+from mstcli.experiments.jobs import Job
+
+DONE, STALE, MISSING = "done", "stale", "missing"
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """The jobs that bring some targets up to date, and the state DVC reports for every stage involved."""
+
+    jobs: list[Job]
+    states: dict[str, str]  # stage address -> done | stale | missing
+
+
+def _repo(root: Path):
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        return Repo(str(root))
+    except NotDvcRepoError:
+        raise UserError(
+            f"{root} is not a DVC repository (run `dvc init` there, or mst from the project's root)"
+        ) from None
+
+
+def _state(changes: list[Any]) -> str:
+    for change in changes:
+        outs = change.get("changed outs", {}) if isinstance(change, dict) else {}
+        if any(value in ("deleted", "not in cache") for value in outs.values()):
+            return MISSING
+    return STALE
+
+
+def _results_folder(stage: Any, root: Path) -> Path | None:
+    """The folder of a stage's metrics.json (a benchmark cell's results), if it has one."""
+    for out in stage.outs:
+        path = Path(out.fs_path)
+        if path.name == "metrics.json":
+            return path.parent.relative_to(root) if path.is_relative_to(root) else path.parent
+    return None
+
+
+def plan_stages(targets: list[str], root: Path = Path(".")) -> StagePlan:
+    """Every target and the stages it depends on; a job for each that DVC does not find up to date and for each
+    downstream of one that reruns, each job waiting for the jobs of the stages it reads."""
+    root = Path(root).resolve()
+    repo = _repo(root)
+    try:
+        stages: dict[str, Any] = {}
+        for target in targets:
+            for stage in repo.stage.collect(target, with_deps=True):
+                stages.setdefault(stage.addressing, stage)
+        status = repo.status(targets=list(stages)) if stages else {}
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - DVC's own errors (a bad dvc.yaml, an unknown stage) as one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"dvc: {first}") from None
+    finally:
+        repo.close()
+    producer = {os.path.normpath(out.fs_path): name for name, stage in stages.items() for out in stage.outs}
+    upstream = {
+        name: sorted({producer[p] for d in stage.deps if (p := os.path.normpath(d.fs_path)) in producer} - {name})
+        for name, stage in stages.items()
+    }
+    states = {name: (_state(status[name]) if name in status else DONE) for name in stages}
+    order = _topological(upstream)
+    rerun: set[str] = set()
+    for name in order:  # upstream first: a stage reruns when it is not done or a stage it reads reruns
+        if states[name] != DONE or any(u in rerun for u in upstream[name]):
+            rerun.add(name)
+    jobs = []
+    for name in order:
+        if name not in rerun:
+            continue
+        stage = stages[name]
+        commands = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
+        wdir = Path(stage.wdir).resolve()
+        if wdir != root:
+            commands = [f"cd {wdir} && {command}" for command in commands]
+        after = tuple(u for u in upstream[name] if u in rerun)
+        jobs.append(Job(name, tuple(commands), after, _results_folder(stage, root)))
+    return StagePlan(jobs, states)
+
+
+def _topological(upstream: dict[str, list[str]]) -> list[str]:
+    order: list[str] = []
+    placed: set[str] = set()
+    remaining = dict(upstream)
+    while remaining:
+        ready = sorted(name for name, ups in remaining.items() if all(u in placed for u in ups))
+        if not ready:
+            raise UserError(f"dvc: the stages {', '.join(sorted(remaining))} depend on each other in a cycle")
+        for name in ready:
+            order.append(name)
+            placed.add(name)
+            del remaining[name]
+    return order
+
+
+def commit(names: list[str], root: Path = Path(".")) -> None:
+    """Record finished stages in dvc.lock (``dvc commit``), as ``dvc repro`` records a stage it ran."""
+    if not names:
+        return
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    done = subprocess.run(
+        ["dvc", "commit", "--force", "--quiet", *names], cwd=root, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        first = (done.stderr.strip().splitlines() or ["no message"])[0]
+        raise UserError(f"dvc commit of {', '.join(names[:3])}{' ...' if len(names) > 3 else ''} failed: {first}")
