@@ -132,7 +132,9 @@ write_config() {
     cat >"$CONF_DIR/slurm.conf.new" <<EOF
 # Written by scripts/slurm_local.sh: one-node test cluster on localhost.
 ClusterName=mst-local
-SlurmctldHost=$HOST
+# Pin every address to loopback: one-node cluster, and it must not depend on
+# the CI machine's hostname resolving (or resolving to a reachable address).
+SlurmctldHost=$HOST(127.0.0.1)
 # Daemons run as root: no slurm user or file ownership to set up, and root
 # slurmd can run jobs as any submitting user.
 SlurmUser=root
@@ -177,7 +179,7 @@ SchedulerType=sched/backfill
 # Default batch_sched_delay=3 lets a batch job submitted right after another
 # one wait ~3 s to start; with 0 it is ~1 s (measured), which tests feel.
 SchedulerParameters=batch_sched_delay=0
-NodeName=$HOST CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
     mv "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf"

@@ -201,19 +201,41 @@ class SlurmExecutor(Executor):
                 submitted[job.name] = (job, handle, time.perf_counter())
         outcomes: dict[str, JobOutcome] = {}
         while len(outcomes) < len(jobs):
+            # squeue first, then the result files: a job writes its result before it leaves the queue, so one
+            # that is gone from the queue and has no result file ended without one (cancelled, out of time)
+            queued = _queued_job_ids()
             for name, (job, handle, started) in submitted.items():
-                if name in outcomes or not handle.done():
+                if name in outcomes:
+                    continue
+                has_result = handle.paths.result_pickle.exists()
+                if not has_result and str(handle.job_id) in queued:
                     continue
                 failed = [d for d in job.after if d in outcomes and not outcomes[d].ok]
                 if failed:  # SLURM cancelled it (--kill-on-invalid-dep): its afterok can no longer be met
                     outcome = JobOutcome(name, False, skipped=True, error=f"not run: {failed[0]} failed")
-                else:
+                elif has_result:
                     outcome = self._collect(job, handle, started)
+                else:
+                    outcome = JobOutcome(
+                        name, False, time.perf_counter() - started,
+                        error=f"SLURM job {handle.job_id} ended without a result (cancelled, out of time or killed;"
+                        f" see {handle.paths.stderr})",
+                    )  # fmt: skip
                 outcomes[name] = outcome
                 on_done(outcome)
             if len(outcomes) < len(jobs):
                 time.sleep(POLL_S)
         return [outcomes[job.name] for job in jobs]
+
+
+def _queued_job_ids() -> set[str]:
+    """Ids of the jobs SLURM still has pending or running, array tasks one by one (``12_0``). Asked of squeue, not
+    sacct: a cluster without accounting has no sacct, and submitit's states then read UNKNOWN."""
+    listed = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60)
+    if listed.returncode != 0:
+        first = (listed.stderr.strip().splitlines() or ["no message"])[0]
+        raise UserError(f"--executor slurm: squeue failed while jobs run ({first}); they go on: run again later")
+    return set(listed.stdout.split())
 
 
 def _groups_by_prerequisites(jobs: list[Job]) -> list[tuple[tuple[str, ...], list[Job]]]:

@@ -70,3 +70,18 @@ def check_teacher(teacher: str, net: Callable[[dict[str, torch.Tensor]], torch.T
         constant_guess=float(counts.max()) / max(len(val), 1),
         rows=len(val),
     )
+
+
+def check_student(val_accuracy: float, val: Split) -> TeacherCheck:
+    """The same rule for the student S3 kept (its best epoch's validation accuracy): a student at chance did not
+    start learning (C2KD with its reference SGD on a short schedule, say), which its test number alone hides."""
+    counts = torch.bincount(val.labels.long().flatten())
+    return TeacherCheck("student", val_accuracy, float(counts.max()) / max(len(val), 1), len(val))
+
+
+def student_warning(check: TeacherCheck, method: str) -> str:
+    return (
+        f"the {method} student is at chance on validation ({100 * check.val_accuracy:.1f} %; a constant guess gets"
+        f" {100 * check.constant_guess:.1f} %): it did not learn. Try more epochs (distill.epochs) or the original"
+        " papers' constants (distill.baseline_settings=paper)."
+    )

@@ -23,10 +23,13 @@ class Ranked(Protocol):
 
 
 def cell_text(cell: tuple[float, float, int, bool] | None, seeds: int) -> str:
-    """A grid cell of ``mst compare``: mean ± std over the seeds, and the count when a seed is missing."""
+    """A grid cell of ``mst compare``: mean ± std over the seeds, and the count when a seed is missing; one seed
+    has no spread, so it shows the mean alone with "n=1" (a "± 0.00" would read as a measured spread)."""
     if cell is None:
         return "–"
     mean, std, n, _ = cell
+    if n == 1:
+        return f"{mean:.2f} (n=1)"
     return f"{mean:.2f} ± {std:.2f}" + (f" (n={n})" if n != seeds else "")
 
 

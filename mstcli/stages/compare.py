@@ -46,6 +46,7 @@ class Run:
     path: Path
     metric: str = "accuracy"  # what ``accuracy`` holds: "accuracy" or "mIoU"
     teacher_at_chance: float | None = None  # the teacher's validation accuracy in % where S3 found it at chance
+    student_at_chance: float | None = None  # the student's validation accuracy in % where it ended at chance
 
 
 def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
@@ -74,10 +75,35 @@ def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
                 f"skipped {path}: seed {seed} of {method}/{teacher}/{direction} already read from {runs[key].path}"
             )
             continue
-        runs[key] = Run(method, teacher, direction, seed, 100.0 * accuracy, path, metric, _teacher_at_chance(data))
+        runs[key] = Run(
+            method, teacher, direction, seed, 100.0 * accuracy, path, metric, _teacher_at_chance(data),
+            _student_at_chance(data),
+        )  # fmt: skip
     if not runs:
         raise UserError(f"no metrics.json of `mst eval` under {folder}")
     return list(runs.values()), warnings
+
+
+def failed_cells(folder: Path) -> list[str]:
+    """One line per cell whose job failed or was not run (``failed.json`` left by ``mst bench accuracy`` or
+    ``mst sweep``): its job and the first line of its error."""
+    lines = []
+    for path in sorted(folder.rglob("failed.json")):
+        try:
+            data = json.loads(path.read_text())
+            lines.append(f"{data['job']}: {data['error']}")
+        except (OSError, ValueError, KeyError, TypeError):
+            lines.append(f"{path.parent}: failed (unreadable {path.name})")
+    return lines
+
+
+def _student_at_chance(data: dict) -> float | None:
+    """The student's validation accuracy in % when ``mst distill`` found it no better than a constant guess."""
+    method = (data.get("provenance") or {}).get("method") or {}
+    check = method.get("student_check") if isinstance(method, dict) else None
+    if isinstance(check, dict) and check.get("at_chance"):
+        return 100.0 * float(check["val_accuracy"])
+    return None
 
 
 def _teacher_at_chance(data: dict) -> float | None:
@@ -91,13 +117,24 @@ def _teacher_at_chance(data: dict) -> float | None:
 
 
 def chance_notes(runs: list[Run]) -> list[str]:
-    """One line per result whose teacher was at chance: a cell made of them measures the method without a teacher."""
-    return [
-        f"{DISPLAY_NAMES.get(r.method, r.method)} · {r.teacher.upper()} teacher · {r.direction} · seed {r.seed}: the"
-        f" teacher was at chance on validation ({r.teacher_at_chance:.1f} %)"
-        for r in sorted(runs, key=lambda r: (r.direction, r.seed, r.teacher, r.method))
+    """One line per result whose teacher was at chance (a cell made of them measures the method without a
+    teacher) and per student that ended at chance (the method did not start learning)."""
+    ordered = sorted(runs, key=lambda r: (r.direction, r.seed, r.teacher, r.method))
+    where = [
+        f"{DISPLAY_NAMES.get(r.method, r.method)} · {r.teacher.upper()} teacher · {r.direction} · seed {r.seed}"
+        for r in ordered
+    ]
+    teachers = [
+        f"{w}: the teacher was at chance on validation ({r.teacher_at_chance:.1f} %)"
+        for w, r in zip(where, ordered, strict=True)
         if r.teacher_at_chance is not None
     ]
+    students = [
+        f"{w}: the student ended at chance on validation ({r.student_at_chance:.1f} %)"
+        for w, r in zip(where, ordered, strict=True)
+        if r.student_at_chance is not None
+    ]
+    return teachers + students
 
 
 def summarize(runs: list[Run]) -> dict[str, dict[str, dict[str, list[float]]]]:
@@ -227,7 +264,12 @@ def render_paired_markdown(paired: dict, directions: list[str]) -> str:
             texts = []
             for direction in directions:
                 value = cells.get(direction)
-                texts.append("–" if value is None else f"{value[0]:+.2f} ± {value[1]:.2f} (n={value[2]})")
+                if value is None:
+                    texts.append("–")
+                elif value[2] == 1:
+                    texts.append(f"{value[0]:+.2f} (n=1)")
+                else:
+                    texts.append(f"{value[0]:+.2f} ± {value[1]:.2f} (n={value[2]})")
             lines.append(f"| {DISPLAY_NAMES.get(method, method)} | {teacher} | " + " | ".join(texts) + " |")
     caption = (
         "Paired difference in points, MST-Distill minus the method, mean ± std over the seeds both ran (n): "
@@ -248,11 +290,15 @@ def compare(folder: Path, out: Path) -> tuple[dict, Grid, list[str]]:
     directions = list(dict.fromkeys(d for _, d in grid.columns))
     paired_md = render_paired_markdown(paired, directions)
     notes = chance_notes(runs)
-    chance_md = "\nTeachers at chance (`mst distill` warned):\n\n" + "".join(f"- {n}\n" for n in notes) if notes else ""
-    write_text(out / "compare.md", render_markdown(grid) + ("\n" + paired_md if paired_md else "") + chance_md)
+    chance_md = "\nAt chance (`mst distill` warned):\n\n" + "".join(f"- {n}\n" for n in notes) if notes else ""
+    failures = failed_cells(folder)
+    failed_md = "\nCells that failed (no result):\n\n" + "".join(f"- {f}\n" for f in failures) if failures else ""
+    write_text(
+        out / "compare.md", render_markdown(grid) + ("\n" + paired_md if paired_md else "") + chance_md + failed_md
+    )
     write_json(out / "compare.json", table)
     write_json(out / "compare_paired.json", paired)
     columns = [f"{group.upper()} teacher, {direction} student" for group, direction in grid.columns]
     bars = [(name, [None if c is None else c[:3] for c in cells]) for name, cells in grid.rows]
     compare_figure(columns, bars, out / "compare.png")
-    return table, grid, warnings + notes
+    return table, grid, warnings + notes + [f"failed: {f}" for f in failures]

@@ -33,7 +33,7 @@ from mstcli.methods.mst.experts import masks_from_records
 from mstcli.methods.records import method_record
 from mstcli.methods.registry import entry, method_class
 from mstcli.methods.tasks import task_kind
-from mstcli.methods.teacher_check import TeacherCheck, check_teacher
+from mstcli.methods.teacher_check import TeacherCheck, check_student, check_teacher, student_warning
 from mstcli.models.chosen import keep_frozen
 from mstcli.models.trio import ALL_TEACHERS, ModalNet, RunSpec, Trio, load_frozen_trio
 from mstcli.stages.paths import RunPaths
@@ -201,6 +201,12 @@ def distill(
             logbook=logbook,
             augment=setup.augment,
         )
+        student_check = None
+        if not features.dense:
+            best = next(row for row in result.rows if row["epoch"] == result.best_epoch)
+            student_check = check_student(float(best["val_acc"]), setup.task.val)
+            if student_check.at_chance and distributed.is_main():
+                logger().warning(student_warning(student_check, settings.method))
         if distributed.is_main():  # one writer under torchrun; the others wait until the outputs exist
             StudentCheckpoint(
                 spec=trio.spec.to_dict(),
@@ -216,6 +222,7 @@ def distill(
                         "baseline_settings": settings.baseline_settings,
                         "method_constants": constants_record(method.constants),
                         "teacher_check": setup.teacher_check.record() if setup.teacher_check else None,
+                        "student_check": student_check.record() if student_check else None,
                     },
                 ),
                 state=result.best_state,

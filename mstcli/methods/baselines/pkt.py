@@ -6,6 +6,15 @@ p_{j|i} = K(x_j, x_i) / sum_{k != i} K(x_k, x_i) over the other samples of the b
 sum over i and j != i of p_{j|i} log(p_{j|i} / q_{j|i}) (teacher p, student q), on penultimate features (no
 common width needed). loss = CE + PKT: the paper gives no weight for combining PKT with a task loss, so the weight
 is 1; the summed (not averaged) KL has about the magnitude of CE on 128-sample batches.
+
+Like with like: both public implementations (the authors' and the CRD benchmark's) take PKT between the two nets'
+last features after their ReLU, so both kernels live on non-negative vectors, whose cosines lie in [0, 1]. A
+cross-modal MM teacher's penultimate features are the fused modality embeddings, signed (on AV-Digits' audio
+direction, cosines of other-class pairs near 0 and as low as -0.8, against 0.93-1.0 for the student's
+rectified features at the start): a distribution of neighbours no rectified student can match, and its gradient
+held the audio student's CE at 2.30 -> 2.11 over 30 epochs (39.6 % test against 73.1 % alone). So when the
+student's tapped features are non-negative (a ReLU before its classifier), the teacher's are rectified too
+before the kernel (``rectify_teacher``; a teacher whose features are non-negative already is unchanged).
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ def pkt_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class PKTConstants:
     weight: float  # of the PKT term next to CE (the paper gives none)
+    rectify_teacher: bool = True  # ReLU the teacher's features when the student's are non-negative (see above)
 
 
 class ProbabilisticKT(DistillMethod):
@@ -58,9 +68,10 @@ class ProbabilisticKT(DistillMethod):
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         self.pair.teach(batch)
         # neighbours among the global batch under torchrun
-        pkt = pkt_loss(
-            distributed.global_batch(self.pair.student_tap[PENULTIMATE]),
-            distributed.global_batch(self.pair.teacher_tap[PENULTIMATE]),
-        )
+        student = distributed.global_batch(self.pair.student_tap[PENULTIMATE])
+        teacher = distributed.global_batch(self.pair.teacher_tap[PENULTIMATE])
+        if self.constants.rectify_teacher and bool((student >= 0).all()):
+            teacher = F.relu(teacher)
+        pkt = pkt_loss(student, teacher)
         ce = F.cross_entropy(student_logits, batch.labels)
         return ce + self.constants.weight * pkt, {"ce": ce.detach(), "pkt": pkt.detach()}
