@@ -129,3 +129,23 @@ def test_results_whose_teacher_was_at_chance_are_listed_on_screen_and_in_the_mar
     # the number itself still counts: the table is what was measured
     compared = json.loads((tmp_path / "out" / "compare.json").read_text())
     assert compared["kd"]["cm"]["image"] == pytest.approx([75.0, 5.0])
+
+
+def test_one_seed_shows_the_mean_alone_and_failed_cells_are_listed(tmp_path):
+    root = tmp_path / "results" / "bench"
+    write_metrics(root, "none", None, "image", 0, 0.7367)
+    write_metrics(root, "kd", "cm", "image", 0, 0.7011)
+    write_metrics(root, "mst", "mm+cm", "image", 0, 0.7500)
+    failed = root / "image-s0" / "rkd-cm"
+    failed.mkdir(parents=True)
+    (failed / "failed.json").write_text(
+        json.dumps({"job": "bench/dvc.yaml:baseline@rkd-cm-image-0", "error": "error: out of memory", "skipped": False})
+    )
+    result = runner.invoke(app, ["compare", str(root), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "out" / "compare.md").read_text()
+    assert "| Student w/o KD | 73.67 (n=1) | 73.67 (n=1) |" in markdown  # no "± 0.00" that reads as a spread
+    assert "± 0.00" not in markdown
+    assert "| KD | cm | +4.89 (n=1) |" in markdown  # the paired difference of one seed: its value and n
+    assert "Cells that failed (no result):\n\n- bench/dvc.yaml:baseline@rkd-cm-image-0: error: out of memory" in markdown
+    assert "failed: bench/dvc.yaml:baseline@rkd-cm-image-0: error: out of memory" in result.stderr
