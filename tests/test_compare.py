@@ -150,3 +150,21 @@ def test_one_seed_shows_the_mean_alone_and_failed_cells_are_listed(tmp_path):
     failed_line = "- bench/dvc.yaml:baseline@rkd-cm-image-0: error: out of memory"
     assert f"Cells that failed (no result):\n\n{failed_line}" in markdown
     assert "failed: bench/dvc.yaml:baseline@rkd-cm-image-0: error: out of memory" in result.stderr
+
+
+def test_kept_and_last_epoch_accuracy_and_summed_seconds_come_from_the_s3_curves(results, tmp_path):
+    def curve(folder, name, values):
+        path = folder / "distill" / "plots" / "metrics" / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("step\t" + name + "\n" + "".join(f"{i}\t{v}\n" for i, v in enumerate(values)))
+
+    for seed, (acc, ce) in enumerate([([0.5, 0.7, 0.6], [1.0, 0.8, 0.9]), ([0.4, 0.6, 0.65], [1.2, 0.7, 0.75])]):
+        cell = results / f"image-s{seed}" / "kd-cm"
+        curve(cell, "val_acc", acc)
+        curve(cell, "val_ce", ce)
+        curve(cell, "epoch_s", [2.0, 2.0, 3.0])
+    result = runner.invoke(app, ["compare", str(results), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "out" / "compare.md").read_text()
+    # kept: the epoch of lowest val CE (epoch 1 in both seeds: 70 and 60 -> 65); last: 60 and 65 -> 62.5
+    assert "| KD | cm | 65.00 / 62.50 | – | 14 |" in markdown

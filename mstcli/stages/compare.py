@@ -18,6 +18,7 @@ in ``compare.md``).
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,6 +279,61 @@ def render_paired_markdown(paired: dict, directions: list[str]) -> str:
     return "\n".join(lines) + "\n\n" + caption + "\n"
 
 
+def _curve(path: Path) -> list[float]:
+    """The values of one dvclive curve (``step<TAB>value`` rows); empty when it is missing or unreadable."""
+    try:
+        rows = path.read_text().splitlines()[1:]
+        return [float(row.split("\t")[1]) for row in rows if row.strip()]
+    except (OSError, ValueError, IndexError):
+        return []
+
+
+def epoch_summary(runs: list[Run]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """method -> teacher -> direction -> [validation accuracy (%) at the kept epoch, at the last epoch, S3 seconds]:
+    the accuracies are means over seeds, the seconds their sum, from each run's S3 curves (``distill/plots/metrics``
+    beside its metrics.json). The kept epoch is the one of lowest validation CE, as ``mst distill`` keeps it; a
+    method that peaks early and drifts shows a last-epoch accuracy below its kept one."""
+    groups: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
+    for run in runs:
+        curves = run.path.parent / "distill" / "plots" / "metrics"
+        accuracy, ce, seconds = (_curve(curves / f"{n}.tsv") for n in ("val_acc", "val_ce", "epoch_s"))
+        if not accuracy or len(ce) != len(accuracy):
+            continue
+        kept = min(range(len(ce)), key=lambda i: (math.isnan(ce[i]), ce[i]))
+        groups.setdefault((run.method, run.teacher, run.direction), []).append(
+            (100 * accuracy[kept], 100 * accuracy[-1], sum(seconds))
+        )
+    table: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for method in ordered_methods({m for m, _, _ in groups}):
+        for (m, teacher, direction), rows in sorted(groups.items()):
+            if m == method:
+                kept, last, seconds = zip(*rows, strict=True)
+                means = [round(statistics.mean(kept), 2), round(statistics.mean(last), 2), round(sum(seconds), 1)]
+                table.setdefault(method, {}).setdefault(teacher, {})[direction] = means
+    return table
+
+
+def render_epoch_markdown(summary: dict, directions: list[str]) -> str:
+    if not summary:
+        return ""
+    lines = [
+        "| Method | Teacher | " + " | ".join(f"kept / last epoch · {d}" for d in directions) + " | S3 s (sum) |",
+        "|---|---|" + "---:|" * (len(directions) + 1),
+    ]
+    for method, teachers in summary.items():
+        for teacher, cells in teachers.items():
+            texts = ["–" if (v := cells.get(d)) is None else f"{v[0]:.2f} / {v[1]:.2f}" for d in directions]
+            seconds = sum(v[2] for v in cells.values())
+            lines.append(
+                f"| {DISPLAY_NAMES.get(method, method)} | {teacher} | " + " | ".join(texts) + f" | {seconds:.0f} |"
+            )
+    caption = (
+        "Validation accuracy (%) of the student at the epoch `mst distill` kept (lowest validation CE) and at its"
+        " last epoch, means over seeds; S3 s: the summed seconds of the S3 epochs of the row's runs."
+    )
+    return "\n".join(lines) + "\n\n" + caption + "\n"
+
+
 def compare(folder: Path, out: Path) -> tuple[dict, Grid, list[str]]:
     """Read the metrics under ``folder``; write ``out/compare.md``, ``out/compare.json``,
     ``out/compare_paired.json`` and ``out/compare.png`` (grouped bars, the seed spread as error bars)."""
@@ -291,10 +347,16 @@ def compare(folder: Path, out: Path) -> tuple[dict, Grid, list[str]]:
     paired_md = render_paired_markdown(paired, directions)
     notes = chance_notes(runs)
     chance_md = "\nAt chance (`mst distill` warned):\n\n" + "".join(f"- {n}\n" for n in notes) if notes else ""
+    epochs_md = render_epoch_markdown(epoch_summary(runs), directions)
     failures = failed_cells(folder)
     failed_md = "\nCells that failed (no result):\n\n" + "".join(f"- {f}\n" for f in failures) if failures else ""
     write_text(
-        out / "compare.md", render_markdown(grid) + ("\n" + paired_md if paired_md else "") + chance_md + failed_md
+        out / "compare.md",
+        render_markdown(grid)
+        + ("\n" + paired_md if paired_md else "")
+        + ("\n" + epochs_md if epochs_md else "")
+        + chance_md
+        + failed_md,
     )
     write_json(out / "compare.json", table)
     write_json(out / "compare_paired.json", paired)
