@@ -130,29 +130,32 @@ def test_a_failed_cell_is_marked_and_the_others_finish(tmp_path):
 
 
 @pytest.mark.e2e
-def test_sweep_shares_stage_one_and_ends_in_its_table(tmp_path):
+def test_sweep_of_two_settings_over_two_seeds_shares_stage_one_and_ends_in_its_table(tmp_path):
     root = tiny_repo(tmp_path / "sweep")
     assert mst(root, "prepare").returncode == 0
-    args = ["sweep", "-S", "distill.lr=0.001,0.01", "--seeds", "0,1", "--method", "kd", "--teacher", "cm",
-            "--name", "lr", "--executor", "debug"]  # fmt: skip
+    args = ["sweep", "-S", "distill.lr=0.001,0.01", "-S", "distill.temperature=2,4", "--seeds", "0,1",
+            "--method", "kd", "--teacher", "cm", "--name", "lr", "--executor", "debug"]  # fmt: skip
     done = mst(root, *args)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "4 cells (0 finished before), 6 jobs on the debug executor" in done.stdout  # 2 S1 (one per seed), 4 cells
+    assert "8 cells (0 finished before), 10 jobs on the debug executor" in done.stdout  # 2 S1 (one per seed)
     rows = json.loads((root / "results/sweep/lr/sweep.json").read_text())
-    assert [row["settings"] for row in rows] == [{"distill.lr": "0.001"}, {"distill.lr": "0.01"}]
+    assert [row["settings"] for row in rows] == [
+        {"distill.lr": lr, "distill.temperature": t} for lr in ("0.001", "0.01") for t in ("2", "4")
+    ]
     for row in rows:
         values = list(row["per_seed"].values())
         assert len(values) == 2 and row["mean"] == pytest.approx(sum(values) / 2)
-    assert [row["best"] for row in rows].count(True) >= 1
+        assert row["std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
     best = max(rows, key=lambda r: r["mean"])
-    assert best["best"]
-    cell = json.loads((root / "results/sweep/lr/lr=0.01_seed1/metrics.json").read_text())
+    assert best["best"] and sum(r["best"] for r in rows if r["mean"] < best["mean"]) == 0
+    cell = json.loads((root / "results/sweep/lr/lr=0.01_temperature=4_seed1/metrics.json").read_text())
     assert cell["method"] == "kd" and cell["seed"] == 1
-    assert 100 * cell["accuracy"] == pytest.approx(rows[1]["per_seed"]["1"])
+    assert 100 * cell["accuracy"] == pytest.approx(rows[3]["per_seed"]["1"])
     table = (root / "results/sweep/lr/sweep.md").read_text()
-    assert "| distill.lr | seed 0 | seed 1 | accuracy (%) mean ± std | best |" in table
+    assert "| distill.lr | distill.temperature | seed 0 | seed 1 | accuracy (%) mean ± std | best |" in table
+    assert "★" in done.stdout  # the table on screen marks the best too
     again = mst(root, *args)
-    assert again.returncode == 0 and "4 cells (4 finished before), 0 jobs" in again.stdout
+    assert again.returncode == 0 and "8 cells (8 finished before), 0 jobs" in again.stdout
 
 
 def test_sweep_grid_shares_stage_one_per_seed_and_stage_two_per_masks_setting(tmp_path):
