@@ -29,6 +29,7 @@ from mstcli.experiments.jobs import Job, JobOutcome, run_commands
 
 OnDone = Callable[[JobOutcome], None]
 POLL_S = 1.0
+LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local jobs are killed after their timeout: a month is "none"
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class PoolExecutor(Executor):
         import submitit
 
         executor = submitit.AutoExecutor(folder=self.folder / "submitit", cluster=self.cluster)
-        executor.update_parameters(timeout_min=self.options.slurm_time_min)
+        executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)  # --slurm-time is SLURM's: no limit here
         pending = list(jobs)
         running: dict[str, tuple[Job, Any, float]] = {}
         outcomes: dict[str, JobOutcome] = {}
