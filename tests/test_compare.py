@@ -168,3 +168,29 @@ def test_kept_and_last_epoch_accuracy_and_summed_seconds_come_from_the_s3_curves
     markdown = (tmp_path / "out" / "compare.md").read_text()
     # kept: the epoch of lowest val CE (epoch 1 in both seeds: 70 and 60 -> 65); last: 60 and 65 -> 62.5
     assert "| KD | cm | 65.00 / 62.50 | – | 14 |" in markdown
+
+
+def test_a_cell_below_the_floor_is_marked_and_listed(results, tmp_path):
+    """KD · CM · image at a mean of 60 with the student alone at 82 and a teacher at 95 %: floor 72, marked and
+    listed; DKD · CM · audio at 76 with alone 65 and a teacher at 90 %: floor 55, not marked."""
+
+    def set_cell(path, accuracy, teacher_accuracy):
+        data = json.loads(path.read_text())
+        data["accuracy"] = accuracy
+        check = {"teacher": "cm", "val_accuracy": teacher_accuracy, "at_chance": False}
+        data["provenance"] = {"method": {"teacher_check": check}}
+        path.write_text(json.dumps(data))
+
+    for seed, accuracy in enumerate([0.55, 0.60, 0.65]):
+        set_cell(results / f"image-s{seed}" / "kd-cm" / "metrics.json", accuracy, 0.95)
+    for seed in range(3):
+        set_cell(results / f"audio-s{seed}" / "dkd-cm" / "metrics.json", 0.76, 0.90)
+    result = runner.invoke(app, ["compare", str(results), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    line = "KD · CM teacher · image: 60.00 is below the floor 72.00 = max(25, min(alone 82.00, teacher 95.00) - 10)"
+    assert line in result.stderr
+    markdown = (tmp_path / "out" / "compare.md").read_text()
+    assert f"Below the floor (`mst compare`):\n\n- {line}\n" in markdown
+    kd_row = next(row for row in markdown.splitlines() if row.startswith("| KD |"))
+    assert kd_row.count("†") == 1 and "60.00 ± 5.00 †" in kd_row  # the CM · image cell only
+    assert "DKD · CM teacher · audio" not in markdown.split("Below the floor")[1]
