@@ -244,3 +244,22 @@ def test_slurm_gives_the_sequential_table(slurm, sequential, tmp_path):
     assert accuracies(root) == sequential  # cell for cell
     jobs = list((root / ".mst" / "jobs").glob("*/submitit/*_submitted.pkl"))
     assert len(jobs) == 6  # prepare, S1, S2 and three cells, each a SLURM job
+
+
+def test_on_slurm_a_failed_job_cancels_what_waits_for_it_and_nothing_else(slurm, tmp_path):
+    from mstcli.experiments.executors import ExecutorOptions, executor_for
+
+    jobs = [
+        Job("a", ("echo 'error: broken on purpose' >&2; exit 3",)),
+        Job("b", ("touch b.ran",), ("a",)),
+        Job("c", ("touch c.ran",)),
+        Job("d", ("touch d.ran",), ("c",)),
+    ]
+    seen = []
+    options = ExecutorOptions("slurm", 0, tmp_path / ".mst", "debug", 5, 1, 0)
+    outcomes = {o.name: o for o in executor_for(options).run(jobs, tmp_path, seen.append)}
+    assert sorted(o.name for o in seen) == ["a", "b", "c", "d"]  # each reported once, as it ended
+    assert outcomes["a"].error.startswith("error: broken on purpose (exit code 3; log: ")
+    assert outcomes["b"].skipped and outcomes["b"].error == "not run: a failed"
+    assert outcomes["c"].ok and outcomes["d"].ok
+    assert (tmp_path / "c.ran").exists() and (tmp_path / "d.ran").exists() and not (tmp_path / "b.ran").exists()
