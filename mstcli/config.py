@@ -409,6 +409,15 @@ def load_params(path: Path | None = None, overrides: list[str] | tuple[str, ...]
             raise UserError(f"{path}: the top level must be a mapping of sections")
     elif path != DEFAULT_PARAMS:
         raise UserError(f"params file not found: {path}")
+    return params_with_overrides(raw, overrides)
+
+
+def params_with_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """The settings of the mapping ``raw`` (a params file's contents, left unchanged) with ``section.key=value``
+    overrides applied, validated: a caller can check settings before it writes them anywhere."""
+    import copy
+
+    raw = copy.deepcopy(raw)
     for item in overrides:
         _apply_override(raw, item)
     return parse_params(raw)

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_result import one_line_error
 from folder_fixtures import (
     NAMES,
     gray_level,
@@ -47,15 +48,9 @@ def prepared(folder: Path, out: Path, *sets: str) -> FeatureFile:
 
 def refused(folder: Path, out: Path, *culprits: str, sets: tuple[str, ...] = ()) -> str:
     """The one line of a refused prepare, checked to name every culprit and to leave nothing behind."""
-    result = prepare(folder, out, *sets)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for culprit in culprits:
-        assert culprit in lines[0], (culprit, lines[0])
+    line = one_line_error(prepare(folder, out, *sets), *culprits)
     assert not out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
-    return lines[0]
+    return line
 
 
 def group_rows(features: FeatureFile, group: int, modality: str = "sensor") -> dict[str, set[int]]:
@@ -99,7 +94,9 @@ def test_drawn_split_is_stratified_and_differs_between_groups(tmp_path):
     for rows in splits.values():
         assert np.bincount(labels[rows], minlength=3).tolist() in ([6, 6, 6], [2, 2, 2])
     assert group_rows(features, 0) != group_rows(features, 1), "each split group draws its own split"
-    assert group_rows(features, 3) == group_rows(features, 3)
+    again = prepared(tmp_path / "f", tmp_path / "again.h5")
+    for group in (0, 3):
+        assert group_rows(again, group) == group_rows(features, group), "a group's split is the same every prepare"
 
 
 def test_jsonl_with_a_split_column_keeps_every_given_split(tmp_path):

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_result import one_line_error
 from folder_fixtures import NAMES, RATE, write_table, write_wav
 from typer.testing import CliRunner
 
@@ -127,15 +128,6 @@ def prepared(source: Path, out: Path, *sets: str) -> FeatureFile:
     result = prepare(source, out, *sets)
     assert result.exit_code == 0, result.output
     return FeatureFile.open(out)
-
-
-def one_line_error(result, *culprits: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
-    for culprit in culprits:
-        assert culprit in lines[0], (culprit, lines[0])
-    return lines[0]
 
 
 def encoder(modality: str, net: str) -> list[str]:
