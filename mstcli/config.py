@@ -128,6 +128,11 @@ class PrepareParams:
     sample_rate: int = _opt(
         0, "folder: audio is resampled to this rate in Hz (0: the first clip's rate)", min=0, max=192000
     )
+    modalities: list[str] = _opt(
+        [],
+        "folder: the modalities to read, by name (the <name>_file_name or <name>_text columns), at least two; the"
+        " columns of other modalities are ignored (empty: every such column of the metadata table)",
+    )
     workers: int = _opt(0, "folder: decoding processes (0: one per CPU core; 1: in this process)", min=0)
     chunk_rows: int = _opt(256, "folder: rows per decoding chunk (memory holds about 2 x workers chunks)", min=1)
     label_map: str | None = _opt(

@@ -231,6 +231,172 @@ def test_decoding_in_worker_processes_gives_the_same_file(tmp_path):
     assert np.array_equal(one.labels(), pooled.labels())
 
 
+# ---- layouts of the Hugging Face folder builders --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("validation", ["val", "valid", "dev"])
+def test_split_folders_by_any_hugging_face_split_name(tmp_path, validation):
+    root = tmp_path / "f"
+    offset = 0
+    for folder, per_class in (("training", 4), (validation, 2), ("test", 2)):
+        rows = image_audio_rows(root, per_class=per_class, offset=offset, folder=folder)
+        write_table(root / folder / "metadata.csv", rows)
+        offset += len(rows)
+    features = prepared(root, tmp_path / "f.h5")
+    row_of = np.round((features.read("image").reshape(24, -1).mean(1) * 255 - 4) / 8).astype(int)
+    parts = {s: sorted(row_of[r].tolist()) for s, r in features.split_indices(2).items()}
+    assert parts == {"train": list(range(12)), "val": list(range(12, 18)), "test": list(range(18, 24))}
+
+
+def test_a_split_column_takes_the_same_names(tmp_path):
+    rows = image_array_rows(tmp_path / "f", 18)
+    for i, row in enumerate(rows):
+        row["split"] = ("training", "dev", "eval", "train", "valid", "testing")[i % 6]
+    write_table(tmp_path / "f" / "metadata.jsonl", rows)
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    assert group_rows(features, 0) == {
+        "train": {i for i in range(18) if i % 3 == 0},
+        "val": {i for i in range(18) if i % 3 == 1},
+        "test": {i for i in range(18) if i % 3 == 2},
+    }
+
+
+def test_prepare_modalities_reads_the_chosen_columns_and_lists_the_others(tmp_path):
+    rows = image_audio_rows(tmp_path / "f", per_class=3)
+    rows[4]["ocr_text"] = "a stray field of one row"
+    write_table(tmp_path / "f" / "metadata.jsonl", rows)
+    refused(tmp_path / "f", tmp_path / "f.h5", "line 1", "no ocr_text", "prepare.modalities")
+    result = prepare(tmp_path / "f", tmp_path / "f.h5", "-S", "prepare.modalities=[audio, image]")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ignoring the columns ocr_text") == 1, result.output
+    features = FeatureFile.open(tmp_path / "f.h5")
+    assert list(features.modalities) == ["audio", "image"] and features.num_samples == 9
+    refused(tmp_path / "f", tmp_path / "g.h5", "prepare.modalities names depth", "image, audio, ocr",
+            sets=("-S", "prepare.modalities=[image, depth]"))  # fmt: skip
+    refused(tmp_path / "f", tmp_path / "g.h5", "at least two modalities", sets=("-S", "prepare.modalities=[image]"))
+
+
+class StandInParquetFile:
+    """pyarrow.parquet.ParquetFile's interface (schema_arrow.names, iter_batches(batch_size) of record batches with
+    to_pylist()) over rows kept as JSON: pyarrow is not a dependency of mst, and no Parquet writer is at hand to
+    make a real file, so this checks what mst does with the rows pyarrow returns."""
+
+    def __init__(self, path: str) -> None:
+        self.rows = json.loads(Path(path).read_text())
+        self.schema_arrow = type("Schema", (), {"names": list(self.rows[0])})()
+
+    def iter_batches(self, batch_size: int):
+        for start in range(0, len(self.rows), 4):  # small batches: rows are numbered across them
+            part = self.rows[start : start + 4]
+            yield type("Batch", (), {"to_pylist": lambda self, part=part: part})()
+
+
+def test_metadata_parquet_is_read_through_pyarrow(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    parquet = types.ModuleType("pyarrow.parquet")
+    parquet.ParquetFile = StandInParquetFile
+    monkeypatch.setitem(sys.modules, "pyarrow", types.ModuleType("pyarrow"))
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", parquet)
+    rows = image_audio_rows(tmp_path / "f", per_class=4)
+    (tmp_path / "f" / "metadata.parquet").write_text(json.dumps(rows))
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    assert features.num_samples == 12 and set(features.modalities) == {"image", "audio"}
+    (tmp_path / "f" / "sounds" / "009.wav").unlink()
+    refused(tmp_path / "f", tmp_path / "g.h5", "metadata.parquet row 10 (sounds/009.wav): missing file")
+
+
+def test_metadata_parquet_without_pyarrow_names_the_package(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as where pyarrow is not installed
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    rows = image_audio_rows(tmp_path / "f", per_class=3)
+    (tmp_path / "f" / "metadata.parquet").write_bytes(b"PAR1")
+    refused(tmp_path / "f", tmp_path / "f.h5", "metadata.parquet", "pyarrow (pip install pyarrow)")
+    write_table(tmp_path / "f" / "metadata.csv", rows)
+    refused(tmp_path / "f", tmp_path / "f.h5", "metadata.csv and metadata.parquet; keep one")
+
+
+def test_tiff_and_gif_images(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "f"
+    rows = image_array_rows(root, 9)
+    for i, row in enumerate(rows):
+        suffix = (".tif", ".tiff", ".gif")[i % 3]
+        (root / row["image_file_name"]).unlink()
+        row["image_file_name"] = f"pics/{i:03d}{suffix}"
+        Image.fromarray(np.full((9, 11), gray_level(i), dtype=np.uint8)).save(root / row["image_file_name"])
+    write_table(root / "metadata.csv", rows)
+    features = prepared(root, tmp_path / "f.h5")
+    levels = np.round(features.read("image").reshape(9, -1).mean(1) * 255).astype(int)
+    assert levels.tolist() == [gray_level(int(r)) for r in rows_of_features(features)]
+
+
+def write_m4a(path: Path, samples: np.ndarray, rate: int) -> None:
+    """AAC in MP4, encoded by PyAV (FFmpeg), as phones record voice memos."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=rate, layout="mono")
+        for start in range(0, len(samples), 1024):
+            frame = av.AudioFrame.from_ndarray(samples[None, start : start + 1024].astype(np.float32),
+                                               format="fltp", layout="mono")  # fmt: skip
+            frame.rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def test_opus_and_m4a_clips(tmp_path):
+    import soundfile
+    from folder_fixtures import tone
+
+    root = tmp_path / "f"
+    rows = image_audio_rows(root, per_class=3)
+    for i, row in enumerate(rows):
+        (root / row["audio_file_name"]).unlink()
+        clip = tone(i % 3, seconds=0.3, rate=16000)
+        if i % 2:
+            row["audio_file_name"] = f"sounds/{i:03d}.opus"
+            (root / "sounds").mkdir(exist_ok=True)
+            soundfile.write(root / row["audio_file_name"], clip, 16000, format="OGG", subtype="OPUS")
+        else:
+            row["audio_file_name"] = f"sounds/{i:03d}.m4a"
+            write_m4a(root / row["audio_file_name"], clip, 16000)
+    write_table(root / "metadata.csv", rows)
+    features = prepared(root, tmp_path / "f.h5", "-S", "prepare.sample_rate=16000")
+    audio, labels = features.read("audio"), features.labels()
+    band = audio[:, 0].mean(axis=2).argmax(axis=1)  # the tone rises with the label, so must the loudest band
+    order = [NAMES.index(features.class_names[c]) for c in labels]
+    for a in range(9):
+        for b in range(9):
+            if order[a] < order[b]:
+                assert band[a] < band[b], (order, band.tolist())
+
+
+def test_m4a_without_pyav_names_the_package(tmp_path, monkeypatch):
+    import sys
+
+    from mstcli.data import clips
+
+    monkeypatch.setitem(sys.modules, "av", None)  # as where PyAV is not installed
+    clips._pyav_missing.cache_clear()
+    try:
+        rows = image_audio_rows(tmp_path / "f", per_class=3)
+        rows[2]["audio_file_name"] = "sounds/002.m4a"
+        (tmp_path / "f" / "sounds" / "002.m4a").write_bytes(b"....ftypM4A ")
+        write_table(tmp_path / "f" / "metadata.csv", rows)
+        refused(tmp_path / "f", tmp_path / "f.h5", "metadata.csv line 4 (sounds/002.m4a)", "needs PyAV")
+    finally:
+        monkeypatch.undo()
+        clips._pyav_missing.cache_clear()
+
+
 # ---- bad input: exit 2, one line, nothing written --------------------------------------------------------------
 
 
@@ -242,7 +408,7 @@ def good_folder(root: Path, per_class: int = 3) -> list[dict]:
 
 def test_empty_folder(tmp_path):
     (tmp_path / "f").mkdir()
-    refused(tmp_path / "f", tmp_path / "f.h5", "no metadata.csv or metadata.jsonl")
+    refused(tmp_path / "f", tmp_path / "f.h5", "no metadata.csv, metadata.jsonl or metadata.parquet")
 
 
 def test_renamed_file_name_column(tmp_path):
@@ -315,7 +481,7 @@ def test_mixed_npy_shapes(tmp_path):
 def test_both_table_formats_at_once(tmp_path):
     rows = good_folder(tmp_path / "f")
     write_table(tmp_path / "f" / "metadata.jsonl", rows)
-    refused(tmp_path / "f", tmp_path / "f.h5", "both metadata.csv and metadata.jsonl")
+    refused(tmp_path / "f", tmp_path / "f.h5", "metadata.csv and metadata.jsonl; keep one")
 
 
 def test_skip_leaves_bad_rows_out_and_lists_them(tmp_path):

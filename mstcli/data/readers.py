@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mstcli.data.clips import AUDIO_SUFFIXES
+
 
 class BadInput(Exception):
     """One input cannot be used; the message is the reason shown next to its file name."""
@@ -39,15 +41,15 @@ def read_image(path: Path) -> RawInput:
 
 
 def read_audio(path: Path) -> RawInput:
-    import soundfile
+    """The clip through data/clips.py, the reader of prepare's folder workers (channels mixed down: the features
+    are mono)."""
+    from mstcli.data.clips import ClipError, read_clip
 
     try:
-        samples, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
-    except (RuntimeError, OSError, ValueError) as exc:  # soundfile.LibsndfileError is a RuntimeError
-        raise BadInput(f"not a readable audio file ({str(exc).splitlines()[0][:80] or type(exc).__name__})") from None
-    if len(samples) == 0:
-        raise BadInput("empty audio file (no samples)")
-    return RawInput("audio", samples.mean(axis=1), int(rate))  # channels mixed down: the features are mono
+        samples, rate = read_clip(path)
+    except ClipError as exc:
+        raise BadInput(str(exc)) from None
+    return RawInput("audio", samples, rate)
 
 
 def read_text(path: Path) -> RawInput:
@@ -80,10 +82,10 @@ READERS: dict[str, Callable[[Path], RawInput]] = {
     ".jpeg": read_image,
     ".bmp": read_image,
     ".webp": read_image,
-    ".wav": read_audio,
-    ".flac": read_audio,
-    ".ogg": read_audio,
-    ".mp3": read_audio,
+    ".tif": read_image,
+    ".tiff": read_image,
+    ".gif": read_image,
+    **dict.fromkeys(AUDIO_SUFFIXES, read_audio),
     ".txt": read_text,
     ".npy": read_features,
 }

@@ -3,9 +3,9 @@
 The same functions serve ``mst prepare`` (in worker processes, chunk by chunk) and ``mst predict`` (one new file
 at a time), so a prediction sees exactly the features training saw:
 
-* image (.png .jpg .jpeg .bmp .webp, decoded by Pillow): grayscale or RGB, scaled to [0, 1], resized
-  to ``image_size`` x ``image_size`` (bilinear with antialiasing; the aspect ratio is not kept) -> C x S x S;
-* audio (.wav .flac .ogg .mp3, what libsndfile reads): mixed to mono, resampled, centred in a window of
+* image (.png .jpg .jpeg .bmp .webp .tif .tiff .gif, decoded by Pillow): grayscale or RGB, scaled to [0, 1],
+  resized to ``image_size`` x ``image_size`` (bilinear with antialiasing; the aspect ratio is not kept) -> C x S x S;
+* audio (.wav .flac .ogg .mp3 .opus .m4a, read by data/clips.py): mixed to mono, resampled, centred in a window of
   ``clip_seconds`` (longer clips keep their middle) -> a log-mel spectrogram min-max scaled per clip, 1 x S x S;
 * array (.npy): as stored, float32; every row of a modality must have the same shape;
 * text (a ``_text`` column or .txt files): the string; the frozen text encoder runs in the parent process.
@@ -103,16 +103,14 @@ def pixel_row(path: Path, size: int) -> np.ndarray:
 
 
 def read_clip(path: Path) -> tuple[np.ndarray, int]:
-    """Mono samples (float64, channels averaged) and the sample rate."""
-    import soundfile
+    """Mono samples (float64, channels averaged) and the sample rate: data/clips.py, the reader predict uses too."""
+    from mstcli.data.clips import ClipError
+    from mstcli.data.clips import read_clip as read_whole
 
     try:
-        samples, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
-    except (RuntimeError, OSError, ValueError, TypeError) as exc:  # soundfile.LibsndfileError is a RuntimeError
-        raise DecodeError(f"cannot decode the audio ({_reason(exc)})") from None
-    if len(samples) == 0:
-        raise DecodeError("empty audio (no samples)")
-    return samples.mean(axis=1), int(rate)
+        return read_whole(path)
+    except ClipError as exc:
+        raise DecodeError(str(exc)) from None
 
 
 def clip_window(samples: np.ndarray, rate: int, settings: KindSettings) -> np.ndarray:

@@ -58,7 +58,7 @@ def label_indices(labels: list[str], class_names: list[str]) -> np.ndarray:
 
 def _message(source: Path, problem: Problem) -> str:
     file = f" ({problem.file})" if problem.file else ""
-    return f"{source / problem.place.table} line {problem.place.line}{file}: {problem.reason}"
+    return f"{source / problem.place.table} {problem.place.position}{file}: {problem.reason}"
 
 
 def _refuse(source: Path, problems: list[Problem], scope: str = "") -> UserError:
@@ -205,7 +205,9 @@ def build(source: Path, params: Any, out: Path, meta: dict[str, Any], readers: R
     decide each modality's form (net_inputs.plan_inputs)."""
     from mstcli.ui import logger, progress_bar
 
-    table = read_table(source)
+    table = read_table(source, params.modalities)
+    if table.ignored:
+        logger().info(f"ignoring the columns {', '.join(table.ignored)} (not in prepare.modalities)")
     problems = list(table.problems)
     if problems and params.bad_rows == "error":
         raise _refuse(source, problems)
@@ -514,7 +516,8 @@ SOURCE = register(
         name=DATASET,
         modalities=(),
         default_source=None,
-        description="your own paired files: a folder with metadata.csv or metadata.jsonl (`mst example-folder`)",
+        description="your own paired files: a folder with metadata.csv, metadata.jsonl or metadata.parquet"
+        " (`mst example-folder`)",
         build=build,
         step_for=step_for,
         takes_readers=True,
