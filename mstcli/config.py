@@ -118,7 +118,8 @@ class PrepareParams:
     )
     image_size: int = _opt(32, "folder: images are resized to S x S pixels", min=4, max=1024)
     image_mode: Literal["auto", "gray", "rgb"] = _opt(
-        "auto", "folder: keep images grayscale or RGB (auto: as the first image is)"
+        "auto",
+        "folder: keep images grayscale or RGB (auto: RGB when any of 256 images spread over the table is in colour)",
     )
     image_backbone: Literal["none", "resnet50"] = _opt(
         "none",

@@ -103,7 +103,7 @@ def test_jsonl_with_a_split_column_keeps_every_given_split(tmp_path):
     rows = image_array_rows(tmp_path / "f", 18)
     given = {}
     for i, row in enumerate(rows):
-        row["split"] = ("train", "val", "test", "train", "validation", "train")[i % 6]
+        row["split"] = ("train", "val", "test", "train", "train", "validation", "test", "train", "train")[i % 9]
         given[i] = {"val": "val", "validation": "val"}.get(row["split"], row["split"])
     write_table(tmp_path / "f" / "metadata.jsonl", rows)
     features = prepared(tmp_path / "f", tmp_path / "f.h5")
@@ -251,13 +251,13 @@ def test_split_folders_by_any_hugging_face_split_name(tmp_path, validation):
 def test_a_split_column_takes_the_same_names(tmp_path):
     rows = image_array_rows(tmp_path / "f", 18)
     for i, row in enumerate(rows):
-        row["split"] = ("training", "dev", "eval", "train", "valid", "testing")[i % 6]
+        row["split"] = ("training", "dev", "eval", "train", "valid", "testing")[i // 3]  # 3 rows, one per class
     write_table(tmp_path / "f" / "metadata.jsonl", rows)
     features = prepared(tmp_path / "f", tmp_path / "f.h5")
     assert group_rows(features, 0) == {
-        "train": {i for i in range(18) if i % 3 == 0},
-        "val": {i for i in range(18) if i % 3 == 1},
-        "test": {i for i in range(18) if i % 3 == 2},
+        "train": {i for i in range(18) if i // 3 % 3 == 0},
+        "val": {i for i in range(18) if i // 3 % 3 == 1},
+        "test": {i for i in range(18) if i // 3 % 3 == 2},
     }
 
 
@@ -395,6 +395,98 @@ def test_m4a_without_pyav_names_the_package(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         clips._pyav_missing.cache_clear()
+
+
+# ---- files read as their owners see them -------------------------------------------------------------------------
+
+
+def write_photo(path: Path, orientation: int) -> None:
+    """A 16 x 8 JPEG whose stored left half is bright, with the EXIF orientation tag a phone writes: 6 says "turn
+    the pixels 90 degrees clockwise to view", which puts that half on top."""
+    from PIL import Image
+
+    pixels = np.full((8, 16, 3), 20, dtype=np.uint8)
+    pixels[:, :8] = 230
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, quality=95, exif=exif.tobytes())
+
+
+def test_exif_orientation_turns_photos_upright(tmp_path):
+    root = tmp_path / "f"
+    rows = image_array_rows(root, 9)
+    for i, row in enumerate(rows):
+        (root / row["image_file_name"]).unlink()
+        row["image_file_name"] = f"photos/{i}.jpg"
+        write_photo(root / row["image_file_name"], 6 if i % 2 else 1)
+    write_table(root / "metadata.csv", rows)
+    features = prepared(root, tmp_path / "f.h5")
+    images, ids = features.read("image")[:, 0], rows_of_features(features)
+    for image, row in zip(images, ids, strict=True):
+        top, bottom = image[:4].mean(), image[4:].mean()
+        left, right = image[:, :4].mean(), image[:, 4:].mean()
+        if row % 2:
+            assert top - bottom > 0.5 and abs(left - right) < 0.05, (row, top, bottom)
+        else:
+            assert left - right > 0.5 and abs(top - bottom) < 0.05, (row, left, right)
+
+
+def test_auto_image_mode_keeps_colour_when_the_first_image_is_gray(tmp_path):
+    root = tmp_path / "f"
+    rows = image_array_rows(root, 9)
+    for i, row in enumerate(rows[1:], start=1):
+        write_png(root / row["image_file_name"], gray_level(i), mode="RGB" if i != 5 else "L")
+    write_table(root / "metadata.csv", rows)
+    assert prepared(root, tmp_path / "f.h5").modalities["image"] == (3, 8, 8)
+    for row in rows[1:]:
+        write_png(root / row["image_file_name"], 9)
+    assert prepared(root, tmp_path / "g.h5").modalities["image"] == (1, 8, 8), "all gray: gray"
+
+
+@pytest.mark.parametrize(
+    ("labels", "classes"),
+    [(["01", "1", "2"], ["01", "1", "2"]), (["10", "2", "1"], ["1", "2", "10"]), (["b", "10", "9"], ["10", "9", "b"])],
+)
+def test_labels_stay_as_written(tmp_path, labels, classes):
+    rows = image_array_rows(tmp_path / "f", 9)
+    for i, row in enumerate(rows):
+        row["label"] = labels[i % 3]
+    write_table(tmp_path / "f" / "metadata.csv", rows)
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    assert features.class_names == classes
+    ids = rows_of_features(features)
+    assert [features.class_names[c] for c in features.labels()] == [labels[r % 3] for r in ids]
+
+
+def test_unicode_normal_forms_and_backslashes_in_paths(tmp_path):
+    import unicodedata
+
+    root = tmp_path / "f"
+    rows = image_array_rows(root, 9)
+    composed = "pics/caf\u00e9"  # é as one code point (NFC), as typed in most editors
+    for i, row in enumerate(rows):
+        if i % 3 == 0:  # on disk decomposed (NFD), as macOS writes names; in the table composed
+            name = f"{composed} {i}.png"
+            os.replace(root / row["image_file_name"], root / unicodedata.normalize("NFD", name))
+            row["image_file_name"] = name
+        elif i % 3 == 1:
+            row["image_file_name"] = row["image_file_name"].replace("/", "\\")  # a table written on Windows
+    write_table(root / "metadata.csv", rows)
+    features = prepared(root, tmp_path / "f.h5")
+    levels = np.round(features.read("image").reshape(9, -1).mean(1) * 255).astype(int)
+    assert levels.tolist() == [gray_level(int(r)) for r in rows_of_features(features)]
+    rows[0]["image_file_name"] = "C:\\pairs\\pics\\000.png"
+    write_table(root / "metadata.csv", rows)
+    refused(root, tmp_path / "g.h5", "line 2", "absolute path")
+
+
+def test_given_splits_that_leave_a_class_out_of_train(tmp_path):
+    root = tmp_path / "f"
+    train = [r for r in image_audio_rows(root, per_class=3, folder="train") if r["label"] != "cherry"]
+    write_table(root / "train" / "metadata.csv", train)
+    write_table(root / "test" / "metadata.csv", image_audio_rows(root, per_class=1, offset=9, folder="test"))
+    refused(root, tmp_path / "f.h5", "class 'cherry' has no training rows (0 train, 0 validation, 1 test)")
 
 
 # ---- bad input: exit 2, one line, nothing written --------------------------------------------------------------

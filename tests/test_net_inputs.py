@@ -243,8 +243,8 @@ def test_list_attributes_of_a_state_read_back_as_lists(tmp_path):
 def test_all_auto_and_factory_readers_store_todays_features_bit_for_bit(plain, tmp_path):
     root, rows = plain
     auto = prepared(root, tmp_path / "auto.h5")
-    # image_mode auto keeps the first image's channels: row 0 is grayscale
-    settings = KindSettings(image_size=8, image_channels=1, sample_rate=8000, clip_seconds=0.25, spec_size=8)
+    # image_mode auto keeps colour: row 0 is grayscale, row 1 RGB
+    settings = KindSettings(image_size=8, image_channels=3, sample_rate=8000, clip_seconds=0.25, spec_size=8)
     images = np.stack([image_row(root / r["image_file_name"], settings) for r in rows])
     waves = np.stack([clip_window(*read_clip(root / r["audio_file_name"]), settings) for r in rows])
     assert auto.dtypes == {"image": "float32", "audio": "float32"}

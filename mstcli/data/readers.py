@@ -28,11 +28,11 @@ class RawInput:
 
 
 def read_image(path: Path) -> RawInput:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert("L"), dtype=np.uint8)
+            pixels = np.asarray(ImageOps.exif_transpose(image).convert("L"), dtype=np.uint8)  # upright, as viewed
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise BadInput(f"not a readable image ({str(exc).splitlines()[0][:80] or type(exc).__name__})") from None
     if pixels.size == 0:

@@ -48,25 +48,33 @@ def _reason(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
 
 
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
 def image_channels_of(path: Path) -> int:
-    """1 for a grayscale image (with or without alpha), 3 otherwise: how the folder's images are kept when
-    prepare.image_mode is auto (decided on the first image)."""
+    """1 for a grayscale image (with or without alpha), 3 otherwise (read from the header: nothing decoded), for
+    prepare.image_mode auto, which keeps a folder in RGB when any image of its sample is in colour."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            return 1 if image.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+            if image.mode == "P":  # a palette (GIF, some PNGs): gray only when every entry is
+                palette = np.asarray(image.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+                return 1 if (palette == palette[:, :1]).all() else 3
+            return 1 if image.mode in GRAY_MODES else 3
     except OSError as exc:
         raise DecodeError(f"not a readable image ({_reason(exc)})") from None
 
 
 def decode_image(path: Path, channels: int) -> Any:
-    """C x H x W float tensor in [0, 1] (C = ``channels``); 16-bit grayscale keeps its depth."""
+    """C x H x W float tensor in [0, 1] (C = ``channels``), turned upright as its EXIF orientation says (a phone
+    stores a portrait photo as landscape pixels plus that tag); 16-bit grayscale keeps its depth."""
     import torch
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(image, dtype=np.float32) / 65535.0
                 array = np.repeat(array[..., None], channels, axis=-1)

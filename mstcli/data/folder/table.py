@@ -22,7 +22,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
+import unicodedata
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -348,13 +350,31 @@ def _add_row(
     return True
 
 
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:/")
+
+
+def _existing_form(root: str, relative: str) -> str | None:
+    """``relative`` (a path in the folder ``root``) as it exists on disk: as written, or in the other Unicode
+    normal form (macOS writes names decomposed, NFD, where a table typed elsewhere has them composed, NFC, and the
+    other way round); None if neither exists. Only a path missing as written costs the extra look-ups."""
+    if os.path.isfile(os.path.join(root, relative)):
+        return relative
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, relative)
+        if other != relative and os.path.isfile(os.path.join(root, other)):
+            return other
+    return None
+
+
 def _checked_file(root: str, base: str, given: str, modality: Modality, kinds: dict[str, str]) -> str | Problem:
     """The file's path relative to the folder, or the problem with it. Paths are checked by their text (no
-    system call per path component), so a table of a million rows is read in seconds."""
+    system call per path component), so a table of a million rows is read in seconds. A table written on Windows
+    may separate folders by backslashes: they are read as slashes."""
     nowhere = Place("", 0)
-    if os.path.isabs(given):
+    written = given.replace("\\", "/")
+    if os.path.isabs(written) or _WINDOWS_DRIVE.match(written):
         return Problem(nowhere, given, "an absolute path; paths are relative to the metadata file's folder")
-    full = os.path.normpath(os.path.join(base, given))
+    full = os.path.normpath(os.path.join(base, written))
     if not (full + os.sep).startswith(root + os.sep):
         return Problem(nowhere, given, f"the path leaves the folder {root}")
     suffix = os.path.splitext(full)[1]
@@ -372,6 +392,7 @@ def _checked_file(root: str, base: str, given: str, modality: Modality, kinds: d
         return Problem(
             nowhere, given, f"a file of kind {kind} in {modality.column}, whose files are of kind {expected}"
         )
-    if not os.path.isfile(full):
+    found = _existing_form(root, full[len(root) + 1 :])
+    if found is None:
         return Problem(nowhere, given, "missing file")
-    return full[len(root) + 1 :]
+    return found

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mstcli.data.folder.decoding import Chunk, decode_in_order
-from mstcli.data.folder.kinds import DecodeError, KindSettings, array_row, image_channels_of, read_clip
+from mstcli.data.folder.kinds import DecodeError, KindSettings, array_row, image_channels_of
 from mstcli.data.folder.net_inputs import AudioStep, InputPlan, Readers, TokenStep, plan_inputs
 from mstcli.data.folder.table import FolderTable, Problem, read_table
 from mstcli.data.readers import BadInput, RawInput
@@ -41,19 +41,26 @@ def bad_rows_path(features: Path) -> Path:
     return features.with_name(f"{features.stem}.bad_rows.csv")
 
 
-def class_names_of(labels: list[str]) -> list[str]:
-    """The classes in a stable order: numerically when every label is an integer, else alphabetically."""
-    unique = set(labels)
+def plain_integer(label: str) -> bool:
+    """Whether ``label`` is an integer as Python writes it ("7", "-3"; not "07" nor "+7")."""
     try:
-        return [str(n) for n in sorted({int(v) for v in unique})]
+        return str(int(label)) == label
     except ValueError:
-        return sorted(unique)
+        return False
+
+
+def class_names_of(labels: list[str]) -> list[str]:
+    """The classes in a stable order: numerically when every label is a plain integer, else alphabetically. Labels
+    are kept as written, so "01" and "1" are two classes."""
+    unique = set(labels)
+    if all(plain_integer(v) for v in unique):
+        return sorted(unique, key=int)
+    return sorted(unique)
 
 
 def label_indices(labels: list[str], class_names: list[str]) -> np.ndarray:
-    numeric = all(name.lstrip("-").isdigit() for name in class_names)
     index = {name: i for i, name in enumerate(class_names)}
-    return np.array([index[str(int(v)) if numeric else v] for v in labels], dtype=np.int64)
+    return np.array([index[v] for v in labels], dtype=np.int64)
 
 
 def _message(source: Path, problem: Problem) -> str:
@@ -70,17 +77,23 @@ def _refuse(source: Path, problems: list[Problem], scope: str = "") -> UserError
     return UserError(f"{_message(source, problems[0])}{more} (prepare.bad_rows=skip leaves bad rows out)")
 
 
+#: images whose mode decides prepare.image_mode auto, spread evenly over the table (headers only: cheap)
+MODE_SAMPLE = 256
+
+
 def _kind_settings(table: FolderTable, params: Any) -> KindSettings:
-    """The settings every row is featurized with, some read off the first usable row (image channels in auto
-    mode, the shape of each .npy modality). A first row that cannot be read is a bad row like any other."""
+    """The settings every row is featurized with, some read off the folder's files: image channels in auto mode
+    (RGB when any image of an even sample of the table is in colour, so one grayscale scan cannot turn a folder
+    of photos gray), the rate of the first readable clip (from its header), the shape of each .npy modality
+    (its first readable row). A file that cannot be read is a bad row like any other."""
     channels = {"gray": 1, "rgb": 3}.get(params.image_mode, 0)
     shapes: dict[str, tuple[int, ...]] = {}
     rate = params.sample_rate
     for modality in table.modalities:
         if modality.kind == "audio" and not rate:
-            rate = _first_readable(table, modality.name, read_clip)[1]
-        if modality.kind == "image" and not channels and params.image_backbone == "none":
-            channels = _first_readable(table, modality.name, image_channels_of)
+            rate = _first_readable(table, modality.name, lambda p: _clip_info(p).rate)
+        if modality.kind == "image" and params.image_mode == "auto" and params.image_backbone == "none":
+            channels = max(channels, _sampled_channels(table, modality.name))  # one setting for every image modality
         if modality.kind == "array":
             shapes[modality.name] = tuple(_first_readable(table, modality.name, lambda p: array_row(p, None)).shape)
     return KindSettings(
@@ -93,6 +106,15 @@ def _kind_settings(table: FolderTable, params: Any) -> KindSettings:
     )
 
 
+def _clip_info(path: Path) -> Any:
+    from mstcli.data.clips import ClipError, clip_info
+
+    try:
+        return clip_info(path)
+    except ClipError as exc:
+        raise DecodeError(str(exc)) from None
+
+
 def _first_readable(table: FolderTable, modality: str, read: Any) -> Any:
     for row in range(min(64, len(table))):
         try:
@@ -100,6 +122,23 @@ def _first_readable(table: FolderTable, modality: str, read: Any) -> Any:
         except DecodeError:
             continue
     raise UserError(f"{table.root}: none of the first 64 files of {modality} can be read")
+
+
+def _sampled_channels(table: FolderTable, modality: str) -> int:
+    """3 when any image of an even sample of ``MODE_SAMPLE`` rows is in colour, else 1."""
+    rows = np.unique(np.linspace(0, len(table) - 1, min(MODE_SAMPLE, len(table))).round().astype(np.int64))
+    read = 0
+    for row in rows:
+        try:
+            channels = image_channels_of(table.path(modality, int(row)))
+        except DecodeError:
+            continue
+        if channels == 3:
+            return 3
+        read += 1
+    if not read:
+        raise UserError(f"{table.root}: none of {len(rows)} sampled files of {modality} can be read")
+    return 1
 
 
 def _shapes(
