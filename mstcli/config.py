@@ -135,7 +135,13 @@ class PrepareParams:
         " columns of other modalities are ignored (empty: every such column of the metadata table)",
     )
     workers: int = _opt(0, "folder: decoding processes (0: one per CPU core; 1: in this process)", min=0)
-    chunk_rows: int = _opt(256, "folder: rows per decoding chunk (memory holds about 2 x workers chunks)", min=1)
+    chunk_rows: int = _opt(256, "folder: at most this many rows per decoding chunk (see prepare.chunk_mb)", min=1)
+    chunk_mb: float = _opt(
+        16.0,
+        "folder: at most this many MiB of decoded rows per chunk (fewer rows for larger images); memory holds"
+        " 2 x workers chunks in flight, so their rows stay under 2 x workers x chunk_mb",
+        min=0.01,
+    )
     label_map: str | None = _opt(
         None,
         "NYU-Depth-V2: the 894 -> 40 class mapping for a .mat without labels40 (classMapping40.mat, .npy or .txt)",

@@ -489,6 +489,108 @@ def test_given_splits_that_leave_a_class_out_of_train(tmp_path):
     refused(root, tmp_path / "f.h5", "class 'cherry' has no training rows (0 train, 0 validation, 1 test)")
 
 
+# ---- memory: chunks bounded by bytes, clips read by their window -----------------------------------------------
+
+
+def test_chunks_hold_at_most_chunk_mb_of_rows(tmp_path, monkeypatch):
+    import mstcli.data.folder.decoding as decoding
+
+    sizes = []
+    real = decoding.decode_chunk
+
+    def recorded(chunk):
+        done = real(chunk)
+        sizes.append((len(done.kept), sum(rows.nbytes for rows in done.rows.values())))
+        return done
+
+    monkeypatch.setattr(decoding, "decode_chunk", recorded)
+    write_table(tmp_path / "f" / "metadata.csv", image_array_rows(tmp_path / "f", 30))
+    features = prepared(tmp_path / "f", tmp_path / "f.h5", "-S", "prepare.image_size=64", "-S", "prepare.image_mode=rgb",
+                        "-S", "prepare.chunk_mb=0.25", "-S", "prepare.workers=1")  # fmt: skip
+    row_bytes = 3 * 64 * 64 * 4 + 3 * 5 * 4  # a 64 x 64 RGB float32 row and its 3 x 5 array
+    assert features.num_samples == 30 and sum(n for n, _ in sizes) == 30
+    assert max(b for _, b in sizes) <= 0.25 * 2**20 and max(n for n, _ in sizes) == 0.25 * 2**20 // row_bytes
+    sizes.clear()
+    prepared(tmp_path / "f", tmp_path / "g.h5", "-S", "prepare.workers=1")  # 8 x 8 gray rows: one chunk of 30
+    assert [n for n, _ in sizes] == [30]
+
+
+def write_long_clips(root: Path, seconds: float, rate: int) -> list[dict]:
+    """Image + audio rows whose clips are long recordings: the label's tone in the middle, noise around it."""
+    import soundfile
+    from folder_fixtures import tone
+
+    rows = image_audio_rows(root, per_class=3)
+    rng = np.random.default_rng(0)
+    for i, row in enumerate(rows):
+        clip = rng.normal(0, 0.01, int(seconds * rate))
+        middle = tone(i % 3, seconds=0.5, rate=rate)
+        start = (len(clip) - len(middle)) // 2
+        clip[start : start + len(middle)] += middle
+        row["audio_file_name"] = f"long/{i:03d}.wav"
+        (root / "long").mkdir(parents=True, exist_ok=True)
+        soundfile.write(root / row["audio_file_name"], clip, rate, subtype="FLOAT")
+    write_table(root / "metadata.csv", rows)
+    return rows
+
+
+def test_a_long_clip_is_read_by_its_window_in_prepare_and_predict(tmp_path, monkeypatch):
+    import soundfile
+
+    from mstcli.data.folder.kinds import KindSettings, clip_window, log_mel_rows, read_clip
+    from mstcli.data.readers import read_input
+    from mstcli.data.sources import get_source
+
+    rows = write_long_clips(tmp_path / "f", seconds=20.0, rate=44100)
+    reads = []
+    real = soundfile.read
+
+    def recorded(file, *args, **kwargs):
+        reads.append(kwargs.get("frames", -1))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(soundfile, "read", recorded)
+    features = prepared(tmp_path / "f", tmp_path / "f.h5", "-S", "prepare.workers=1")
+    window_frames = 0.25 * 44100  # prepare.clip_seconds at the file's rate
+    assert len(reads) == 9 and all(0 < n < 1.2 * window_frames for n in reads), reads  # not 20 s each
+
+    state = features.transform("audio")
+    settings = KindSettings(sample_rate=8000, clip_seconds=0.25, spec_size=8)
+    whole = np.stack([clip_window(*read_clip(tmp_path / "f" / r["audio_file_name"]), settings) for r in rows])
+    ids = np.round((features.read("image").reshape(9, -1).mean(1) * 255 - 4) / 8).astype(int)
+    stored = features.read("audio")
+    assert np.allclose(stored, log_mel_rows(whole[ids], settings), atol=1e-4), "the window of the whole clip"
+
+    reads.clear()
+    step = get_source("folder").feature_step("audio", state)
+    items = [read_input(tmp_path / "f" / rows[i]["audio_file_name"]) for i in ids]
+    assert np.array_equal(step.apply(items, features.params.get("prepare", {}), state), stored), "predict = prepare"
+    assert len(reads) == 9 and all(0 < n < 1.2 * window_frames for n in reads), reads
+
+
+def test_predict_lists_a_clip_whose_samples_are_bad_and_featurizes_the_rest(tmp_path):
+    import soundfile
+
+    from mstcli.data.readers import read_input
+    from mstcli.data.sources import get_source
+    from mstcli.stages.predict import featurize
+
+    write_table(tmp_path / "f" / "metadata.csv", image_audio_rows(tmp_path / "f", per_class=3))
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    bad = tmp_path / "nan.wav"
+    soundfile.write(bad, np.full(800, np.nan), 8000, subtype="FLOAT")  # its header reads; its samples do not
+    good = [tmp_path / "f" / "sounds" / f"00{i}.wav" for i in range(3)]
+    state = features.transform("audio")
+
+    class Context:
+        def records(self):
+            return features.params.get("prepare", {}), state
+
+    rows = featurize(get_source("folder").feature_step("audio", state), [read_input(p) for p in [*good, bad]],
+                     Context(), batch_size=8)  # fmt: skip
+    assert [type(r).__name__ for r in rows] == ["ndarray"] * 3 + ["BadInput"] and "NaN" in str(rows[3])
+
+
 # ---- bad input: exit 2, one line, nothing written --------------------------------------------------------------
 
 

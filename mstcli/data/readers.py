@@ -1,7 +1,7 @@
 """Single raw inputs for ``mst predict``: one reader per file suffix, each returning what the feature step
-of its kind takes (an image as H x W uint8, a clip as float samples in [-1, 1] with its rate, or a feature
-array as is). A file a reader cannot use raises :class:`BadInput` with the reason, so a batch can list it and
-go on with the other files."""
+of its kind takes (an image as H x W uint8, a clip as its file and rate, read through data/clips.py by the
+step, or a feature array as is). A file a reader cannot use raises :class:`BadInput` with the reason, so a batch
+can list it and go on with the other files."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class BadInput(Exception):
 @dataclass(frozen=True)
 class RawInput:
     kind: str  # "image", "audio", "text" or "features"
-    data: np.ndarray | str
+    data: np.ndarray | str  # an audio input's samples are read by the step that needs them (clip_samples)
     rate: int = 0  # samples per second of an audio clip
     path: Path | None = None  # the file read (steps that decode in their own way read it again, e.g. RGB images)
 
@@ -41,15 +41,28 @@ def read_image(path: Path) -> RawInput:
 
 
 def read_audio(path: Path) -> RawInput:
-    """The clip through data/clips.py, the reader of prepare's folder workers (channels mixed down: the features
-    are mono)."""
-    from mstcli.data.clips import ClipError, read_clip
+    """A clip, checked from its header (data/clips.py, the reader of prepare's folder workers) and not decoded
+    yet: each data set's step reads what it needs of it (:func:`clip_samples`, or only the window a folder's
+    features take), so an hour-long file costs what the step uses."""
+    from mstcli.data.clips import ClipError, clip_info
 
     try:
-        samples, rate = read_clip(path)
+        info = clip_info(path)
     except ClipError as exc:
         raise BadInput(str(exc)) from None
-    return RawInput("audio", samples, rate)
+    return RawInput("audio", np.zeros(0, dtype=np.float32), info.rate, path)
+
+
+def clip_samples(item: RawInput) -> np.ndarray:
+    """The whole clip of an audio input: mono float64 samples at ``item.rate``."""
+    from mstcli.data.clips import ClipError, read_clip
+
+    if item.data.size or item.path is None:
+        return np.asarray(item.data)
+    try:
+        return read_clip(item.path)[0]
+    except ClipError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def read_text(path: Path) -> RawInput:

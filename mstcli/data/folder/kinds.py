@@ -111,7 +111,7 @@ def pixel_row(path: Path, size: int) -> np.ndarray:
 
 
 def read_clip(path: Path) -> tuple[np.ndarray, int]:
-    """Mono samples (float64, channels averaged) and the sample rate: data/clips.py, the reader predict uses too."""
+    """The whole clip, mono float64 samples and the sample rate (data/clips.py, the reader predict uses too)."""
     from mstcli.data.clips import ClipError
     from mstcli.data.clips import read_clip as read_whole
 
@@ -122,24 +122,25 @@ def read_clip(path: Path) -> tuple[np.ndarray, int]:
 
 
 def clip_window(samples: np.ndarray, rate: int, settings: KindSettings) -> np.ndarray:
-    """The clip at the folder's sample rate, centred in the window: a shorter clip is zero-padded on both sides
-    ((window - n) // 2 zeros before it), a longer one keeps its middle (from (n - window) // 2)."""
-    if rate != settings.sample_rate:
-        import torch
-        import torchaudio
+    """Samples already read, at the folder's sample rate, centred in the window: a shorter clip is zero-padded on
+    both sides ((window - n) // 2 zeros before it), a longer one keeps its middle (from (n - window) // 2)."""
+    from mstcli.data.clips import centre_in_window, resample
 
-        samples = torchaudio.functional.resample(torch.from_numpy(samples), rate, settings.sample_rate).numpy()
-    window, n = settings.window, len(samples)
-    out = np.zeros(window, dtype=np.float32)
-    if n >= window:
-        start = (n - window) // 2
-        out[:] = samples[start : start + window]
-    else:
-        start = (window - n) // 2
-        out[start : start + n] = samples
+    out = centre_in_window(resample(samples, rate, settings.sample_rate), settings.window)
     if not np.isfinite(out).all():
         raise DecodeError("the audio holds NaN or Inf samples")
     return out
+
+
+def window_row(path: Path, settings: KindSettings) -> np.ndarray:
+    """The clip of ``path`` as :func:`clip_window` cuts it, decoding only the frames the window needs: what
+    prepare's workers and ``mst predict`` both run, so an hour-long file costs its window."""
+    from mstcli.data.clips import ClipError, read_window
+
+    try:
+        return read_window(path, settings.sample_rate, settings.window)
+    except ClipError as exc:
+        raise DecodeError(str(exc)) from None
 
 
 def log_mel_layers(settings: KindSettings) -> tuple[Any, Any]:

@@ -205,8 +205,23 @@ def _own_settings(settings: KindSettings, plans: dict[str, InputPlan]) -> dict[s
     return own
 
 
+def chunk_size(
+    table: FolderTable, settings: KindSettings, params: Any, plans: dict[str, InputPlan], shapes: dict[str, Any]
+) -> int:
+    """Rows per decoding chunk: as many as fit ``prepare.chunk_mb`` (at most ``prepare.chunk_rows``), by the bytes
+    a worker returns per row (the stored row of each modality, and a clip's window, which the worker holds beside
+    its spectrogram), so that 2 x workers chunks in flight stay under 2 x workers x chunk_mb at any image size."""
+    own = _own_settings(settings, plans)
+    row_bytes = 0
+    for m in table.modalities:
+        row_bytes += int(np.prod(shapes[m.name])) * np.dtype(plans[m.name].dtype).itemsize
+        if m.kind == "audio":
+            row_bytes += own.get(m.name, settings).window * 4
+    return max(1, min(params.chunk_rows, int(params.chunk_mb * 2**20) // max(1, row_bytes)))
+
+
 def _chunks(
-    table: FolderTable, rows: np.ndarray, settings: KindSettings, params: Any, plans: dict[str, InputPlan]
+    table: FolderTable, rows: np.ndarray, settings: KindSettings, params: Any, plans: dict[str, InputPlan], step: int
 ) -> Iterator[Chunk]:
     kinds = {m.name: m.kind for m in table.modalities}
     forms = {name: plan.form for name, plan in plans.items() if plan.form != "features"}
@@ -217,7 +232,6 @@ def _chunks(
         for m in table.modalities
         if m.kind == "image" and params.image_backbone != "none" and plans[m.name].form == "features"
     )
-    step = params.chunk_rows
     for start in range(0, len(rows), step):
         part = rows[start : start + step]
         yield Chunk(
@@ -233,10 +247,10 @@ def _chunks(
         )
 
 
-def _workers(params: Any, rows: int) -> int:
+def _workers(params: Any, rows: int, step: int) -> int:
     if params.workers:
         return params.workers
-    return 1 if rows <= params.chunk_rows else max(1, min(os.cpu_count() or 1, 8))
+    return 1 if rows <= step else max(1, min(os.cpu_count() or 1, 8))
 
 
 def build(source: Path, params: Any, out: Path, meta: dict[str, Any], readers: Readers | None = None) -> None:
@@ -271,10 +285,12 @@ def build(source: Path, params: Any, out: Path, meta: dict[str, Any], readers: R
 
     rows = np.arange(len(table))
     kept: list[int] = []
+    shapes = _shapes(table, settings, params, text_width, plans)
+    step = chunk_size(table, settings, params, plans, shapes)
     with FeatureWriter(
         out,
         dataset=DATASET,
-        modalities=_shapes(table, settings, params, text_width, plans),
+        modalities=shapes,
         num_samples=len(table),
         class_names=names,
         params=meta,
@@ -283,8 +299,8 @@ def build(source: Path, params: Any, out: Path, meta: dict[str, Any], readers: R
         dtypes={name: plan.dtype for name, plan in plans.items()},
     ) as writer:
         with progress_bar(f"decoding {source.name}", len(table)) as advance:
-            chunks = _chunks(table, rows, settings, params, plans)
-            for done in decode_in_order(chunks, _workers(params, len(table))):
+            chunks = _chunks(table, rows, settings, params, plans, step)
+            for done in decode_in_order(chunks, _workers(params, len(table), step)):
                 bad = [Problem(table.place(r), file, reason) for r, file, reason in done.problems]
                 if bad and params.bad_rows == "error":
                     raise _refuse(source, bad + problems, " found so far")
@@ -387,15 +403,19 @@ def image_features(items: list[RawInput], prepare: dict[str, Any], state: dict[s
     try:
         return np.stack([image_row(i.path, settings) for i in items])
     except DecodeError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
 
 
 def audio_features(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
-    from mstcli.data.folder.kinds import clip_window, log_mel_rows
+    """kinds.window_row (the window alone decoded, as prepare's workers did), then the log-mel of prepare."""
+    from mstcli.data.folder.kinds import log_mel_rows, window_row
 
     assert state is not None
     settings = _settings_of(state)
-    return log_mel_rows(np.stack([clip_window(i.data, i.rate, settings) for i in items]), settings)
+    try:
+        return log_mel_rows(np.stack([window_row(i.path, settings) for i in items]), settings)
+    except DecodeError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def text_features(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
@@ -452,7 +472,7 @@ def pixel_inputs(items: list[RawInput], prepare: dict[str, Any], state: dict[str
     try:
         return np.stack([pixel_row(i.path, int(state["size"])) for i in items])
     except DecodeError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
 
 
 def token_inputs(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
@@ -462,17 +482,18 @@ def token_inputs(items: list[RawInput], prepare: dict[str, Any], state: dict[str
 
 
 def clip_inputs(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
-    """The rows of a Hugging Face audio net: kinds.clip_window at the extractor's rate (the function the prepare
+    """The rows of a Hugging Face audio net: kinds.window_row at the extractor's rate (the function the prepare
     workers ran), then net_inputs.AudioStep (the parent's step at prepare)."""
-    from mstcli.data.folder.kinds import clip_window
+    from mstcli.data.folder.kinds import window_row
 
     assert state is not None
     step = AudioStep.from_state(state)
     settings = KindSettings(sample_rate=step.rate, clip_seconds=float(state["clip_seconds"]))
     try:
-        return step(np.stack([clip_window(i.data, i.rate, settings) for i in items]))
+        windows = np.stack([window_row(i.path, settings) for i in items])
     except DecodeError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
+    return step(windows)
 
 
 def pixel_graph(prepare: dict[str, Any], state: dict[str, Any] | None) -> Any:
