@@ -505,8 +505,8 @@ def test_chunks_hold_at_most_chunk_mb_of_rows(tmp_path, monkeypatch):
 
     monkeypatch.setattr(decoding, "decode_chunk", recorded)
     write_table(tmp_path / "f" / "metadata.csv", image_array_rows(tmp_path / "f", 30))
-    features = prepared(tmp_path / "f", tmp_path / "f.h5", "-S", "prepare.image_size=64", "-S", "prepare.image_mode=rgb",
-                        "-S", "prepare.chunk_mb=0.25", "-S", "prepare.workers=1")  # fmt: skip
+    sets = ["prepare.image_size=64", "prepare.image_mode=rgb", "prepare.chunk_mb=0.25", "prepare.workers=1"]
+    features = prepared(tmp_path / "f", tmp_path / "f.h5", *[a for s in sets for a in ("-S", s)])
     row_bytes = 3 * 64 * 64 * 4 + 3 * 5 * 4  # a 64 x 64 RGB float32 row and its 3 x 5 array
     assert features.num_samples == 30 and sum(n for n, _ in sizes) == 30
     assert max(b for _, b in sizes) <= 0.25 * 2**20 and max(n for n, _ in sizes) == 0.25 * 2**20 // row_bytes
