@@ -534,16 +534,20 @@ def bench_folder(
         Path | None, typer.Option(help="where the example folders are written (default: the temp folder)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as one JSON list")] = False,
+    overrides: SetOption = None,
 ) -> None:
     """`mst prepare` on example folders of PNG + WAV pairs: pairs per second and peak memory, per folder size.
 
     Writes each folder with `mst example-folder` (from the embedded AV-Digits data, so run it from the repository's
-    root), prepares it in a child process while sampling the memory of its whole process tree, then deletes both."""
+    root), prepares it in a child process while sampling the memory of its whole process tree, then deletes both.
+    -S settings go to that prepare (e.g. -S prepare.image_size=224 -S prepare.image_mode=rgb: rows the size of
+    224 x 224 RGB photos)."""
     import json
 
     from mstcli.benchmarks.folder_prepare import run as run_bench
 
-    figures = run_bench(pairs or [10000, 50000], workers, workdir)
+    _load(None, overrides)  # a bad setting stops here, before any folder is written
+    figures = run_bench(pairs or [10000, 50000], workers, workdir, list(overrides or []))
     if as_json:
         typer.echo(json.dumps([f.to_dict() for f in figures]))
         return

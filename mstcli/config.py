@@ -118,7 +118,8 @@ class PrepareParams:
     )
     image_size: int = _opt(32, "folder: images are resized to S x S pixels", min=4, max=1024)
     image_mode: Literal["auto", "gray", "rgb"] = _opt(
-        "auto", "folder: keep images grayscale or RGB (auto: as the first image is)"
+        "auto",
+        "folder: keep images grayscale or RGB (auto: RGB when any of 256 images spread over the table is in colour)",
     )
     image_backbone: Literal["none", "resnet50"] = _opt(
         "none",
@@ -128,8 +129,19 @@ class PrepareParams:
     sample_rate: int = _opt(
         0, "folder: audio is resampled to this rate in Hz (0: the first clip's rate)", min=0, max=192000
     )
+    modalities: list[str] = _opt(
+        [],
+        "folder: the modalities to read, by name (the <name>_file_name or <name>_text columns), at least two; the"
+        " columns of other modalities are ignored (empty: every such column of the metadata table)",
+    )
     workers: int = _opt(0, "folder: decoding processes (0: one per CPU core; 1: in this process)", min=0)
-    chunk_rows: int = _opt(256, "folder: rows per decoding chunk (memory holds about 2 x workers chunks)", min=1)
+    chunk_rows: int = _opt(256, "folder: at most this many rows per decoding chunk (see prepare.chunk_mb)", min=1)
+    chunk_mb: float = _opt(
+        16.0,
+        "folder: at most this many MiB of decoded rows per chunk (fewer rows for larger images); memory holds"
+        " 2 x workers chunks in flight, so their rows stay under 2 x workers x chunk_mb",
+        min=0.01,
+    )
     label_map: str | None = _opt(
         None,
         "NYU-Depth-V2: the 894 -> 40 class mapping for a .mat without labels40 (classMapping40.mat, .npy or .txt)",
@@ -409,6 +421,15 @@ def load_params(path: Path | None = None, overrides: list[str] | tuple[str, ...]
             raise UserError(f"{path}: the top level must be a mapping of sections")
     elif path != DEFAULT_PARAMS:
         raise UserError(f"params file not found: {path}")
+    return params_with_overrides(raw, overrides)
+
+
+def params_with_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """The settings of the mapping ``raw`` (a params file's contents, left unchanged) with ``section.key=value``
+    overrides applied, validated: a caller can check settings before it writes them anywhere."""
+    import copy
+
+    raw = copy.deepcopy(raw)
     for item in overrides:
         _apply_override(raw, item)
     return parse_params(raw)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from cli_result import one_line_error
 from typer.testing import CliRunner
 
 from mstcli.cli import app
@@ -98,8 +99,4 @@ def check_eval_files(root: Path, run: str, features_path: Path, student: str, gr
 
 def prepare_fails(*args: str) -> str:
     """The one-line error of a failing prepare (exit code 2)."""
-    result = runner.invoke(app, ["prepare", *args])
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
-    return lines[0]
+    return one_line_error(runner.invoke(app, ["prepare", *args]))

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from cli_result import one_line_error
 from conftest import write_raw_avdigits
 from typer.testing import CliRunner
 
@@ -29,18 +30,6 @@ TINY = {
     "prepare": {"num_samples": NUM_SAMPLES, "spec_size": 8, "clip_seconds": 0.25},
     "train": {"epochs": 1, "batch_size": 16},
 }
-
-
-def one_line_error(result, *culprits: str) -> str:
-    """The single output line of a refused command, checked to name every culprit."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: "), result.output
-    for culprit in culprits:
-        assert culprit in lines[0], (culprit, lines[0])
-    return lines[0]
 
 
 def train_row(group: int = 0) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_result import one_line_error as one_line_error_of
 from conftest import write_raw_avdigits
 from typer.testing import CliRunner
 
@@ -64,11 +65,7 @@ def inside(workdir, monkeypatch):
 
 
 def one_line_error(args: list[str]) -> str:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.output, result.output
-    return lines[0]
+    return one_line_error_of(runner.invoke(app, args))
 
 
 def test_a_crafted_checkpoint_runs_no_code(inside, tmp_path):

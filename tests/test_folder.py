@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_result import one_line_error
 from folder_fixtures import (
     NAMES,
     gray_level,
@@ -47,15 +48,9 @@ def prepared(folder: Path, out: Path, *sets: str) -> FeatureFile:
 
 def refused(folder: Path, out: Path, *culprits: str, sets: tuple[str, ...] = ()) -> str:
     """The one line of a refused prepare, checked to name every culprit and to leave nothing behind."""
-    result = prepare(folder, out, *sets)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for culprit in culprits:
-        assert culprit in lines[0], (culprit, lines[0])
+    line = one_line_error(prepare(folder, out, *sets), *culprits)
     assert not out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
-    return lines[0]
+    return line
 
 
 def group_rows(features: FeatureFile, group: int, modality: str = "sensor") -> dict[str, set[int]]:
@@ -99,14 +94,16 @@ def test_drawn_split_is_stratified_and_differs_between_groups(tmp_path):
     for rows in splits.values():
         assert np.bincount(labels[rows], minlength=3).tolist() in ([6, 6, 6], [2, 2, 2])
     assert group_rows(features, 0) != group_rows(features, 1), "each split group draws its own split"
-    assert group_rows(features, 3) == group_rows(features, 3)
+    again = prepared(tmp_path / "f", tmp_path / "again.h5")
+    for group in (0, 3):
+        assert group_rows(again, group) == group_rows(features, group), "a group's split is the same every prepare"
 
 
 def test_jsonl_with_a_split_column_keeps_every_given_split(tmp_path):
     rows = image_array_rows(tmp_path / "f", 18)
     given = {}
     for i, row in enumerate(rows):
-        row["split"] = ("train", "val", "test", "train", "validation", "train")[i % 6]
+        row["split"] = ("train", "val", "test", "train", "train", "validation", "test", "train", "train")[i % 9]
         given[i] = {"val": "val", "validation": "val"}.get(row["split"], row["split"])
     write_table(tmp_path / "f" / "metadata.jsonl", rows)
     features = prepared(tmp_path / "f", tmp_path / "f.h5")
@@ -234,6 +231,366 @@ def test_decoding_in_worker_processes_gives_the_same_file(tmp_path):
     assert np.array_equal(one.labels(), pooled.labels())
 
 
+# ---- layouts of the Hugging Face folder builders --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("validation", ["val", "valid", "dev"])
+def test_split_folders_by_any_hugging_face_split_name(tmp_path, validation):
+    root = tmp_path / "f"
+    offset = 0
+    for folder, per_class in (("training", 4), (validation, 2), ("test", 2)):
+        rows = image_audio_rows(root, per_class=per_class, offset=offset, folder=folder)
+        write_table(root / folder / "metadata.csv", rows)
+        offset += len(rows)
+    features = prepared(root, tmp_path / "f.h5")
+    row_of = np.round((features.read("image").reshape(24, -1).mean(1) * 255 - 4) / 8).astype(int)
+    parts = {s: sorted(row_of[r].tolist()) for s, r in features.split_indices(2).items()}
+    assert parts == {"train": list(range(12)), "val": list(range(12, 18)), "test": list(range(18, 24))}
+
+
+def test_a_split_column_takes_the_same_names(tmp_path):
+    rows = image_array_rows(tmp_path / "f", 18)
+    for i, row in enumerate(rows):
+        row["split"] = ("training", "dev", "eval", "train", "valid", "testing")[i // 3]  # 3 rows, one per class
+    write_table(tmp_path / "f" / "metadata.jsonl", rows)
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    assert group_rows(features, 0) == {
+        "train": {i for i in range(18) if i // 3 % 3 == 0},
+        "val": {i for i in range(18) if i // 3 % 3 == 1},
+        "test": {i for i in range(18) if i // 3 % 3 == 2},
+    }
+
+
+def test_prepare_modalities_reads_the_chosen_columns_and_lists_the_others(tmp_path):
+    rows = image_audio_rows(tmp_path / "f", per_class=3)
+    rows[4]["ocr_text"] = "a stray field of one row"
+    write_table(tmp_path / "f" / "metadata.jsonl", rows)
+    refused(tmp_path / "f", tmp_path / "f.h5", "line 1", "no ocr_text", "prepare.modalities")
+    result = prepare(tmp_path / "f", tmp_path / "f.h5", "-S", "prepare.modalities=[audio, image]")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ignoring the columns ocr_text") == 1, result.output
+    features = FeatureFile.open(tmp_path / "f.h5")
+    assert list(features.modalities) == ["audio", "image"] and features.num_samples == 9
+    refused(tmp_path / "f", tmp_path / "g.h5", "prepare.modalities names depth", "image, audio, ocr",
+            sets=("-S", "prepare.modalities=[image, depth]"))  # fmt: skip
+    refused(tmp_path / "f", tmp_path / "g.h5", "at least two modalities", sets=("-S", "prepare.modalities=[image]"))
+
+
+class StandInParquetFile:
+    """pyarrow.parquet.ParquetFile's interface (schema_arrow.names, iter_batches(batch_size) of record batches with
+    to_pylist()) over rows kept as JSON: pyarrow is not a dependency of mst, and no Parquet writer is at hand to
+    make a real file, so this checks what mst does with the rows pyarrow returns."""
+
+    def __init__(self, path: str) -> None:
+        self.rows = json.loads(Path(path).read_text())
+        self.schema_arrow = type("Schema", (), {"names": list(self.rows[0])})()
+
+    def iter_batches(self, batch_size: int):
+        for start in range(0, len(self.rows), 4):  # small batches: rows are numbered across them
+            part = self.rows[start : start + 4]
+            yield type("Batch", (), {"to_pylist": lambda self, part=part: part})()
+
+
+def test_metadata_parquet_is_read_through_pyarrow(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    parquet = types.ModuleType("pyarrow.parquet")
+    parquet.ParquetFile = StandInParquetFile
+    monkeypatch.setitem(sys.modules, "pyarrow", types.ModuleType("pyarrow"))
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", parquet)
+    rows = image_audio_rows(tmp_path / "f", per_class=4)
+    (tmp_path / "f" / "metadata.parquet").write_text(json.dumps(rows))
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    assert features.num_samples == 12 and set(features.modalities) == {"image", "audio"}
+    (tmp_path / "f" / "sounds" / "009.wav").unlink()
+    refused(tmp_path / "f", tmp_path / "g.h5", "metadata.parquet row 10 (sounds/009.wav): missing file")
+
+
+def test_metadata_parquet_without_pyarrow_names_the_package(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as where pyarrow is not installed
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    rows = image_audio_rows(tmp_path / "f", per_class=3)
+    (tmp_path / "f" / "metadata.parquet").write_bytes(b"PAR1")
+    refused(tmp_path / "f", tmp_path / "f.h5", "metadata.parquet", "pyarrow (pip install pyarrow)")
+    write_table(tmp_path / "f" / "metadata.csv", rows)
+    refused(tmp_path / "f", tmp_path / "f.h5", "metadata.csv and metadata.parquet; keep one")
+
+
+def test_tiff_and_gif_images(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "f"
+    rows = image_array_rows(root, 9)
+    for i, row in enumerate(rows):
+        suffix = (".tif", ".tiff", ".gif")[i % 3]
+        (root / row["image_file_name"]).unlink()
+        row["image_file_name"] = f"pics/{i:03d}{suffix}"
+        Image.fromarray(np.full((9, 11), gray_level(i), dtype=np.uint8)).save(root / row["image_file_name"])
+    write_table(root / "metadata.csv", rows)
+    features = prepared(root, tmp_path / "f.h5")
+    levels = np.round(features.read("image").reshape(9, -1).mean(1) * 255).astype(int)
+    assert levels.tolist() == [gray_level(int(r)) for r in rows_of_features(features)]
+
+
+def write_m4a(path: Path, samples: np.ndarray, rate: int) -> None:
+    """AAC in MP4, encoded by PyAV (FFmpeg), as phones record voice memos."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=rate, layout="mono")
+        for start in range(0, len(samples), 1024):
+            frame = av.AudioFrame.from_ndarray(samples[None, start : start + 1024].astype(np.float32),
+                                               format="fltp", layout="mono")  # fmt: skip
+            frame.rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def test_opus_and_m4a_clips(tmp_path):
+    import soundfile
+    from folder_fixtures import tone
+
+    root = tmp_path / "f"
+    rows = image_audio_rows(root, per_class=3)
+    for i, row in enumerate(rows):
+        (root / row["audio_file_name"]).unlink()
+        clip = tone(i % 3, seconds=0.3, rate=16000)
+        if i % 2:
+            row["audio_file_name"] = f"sounds/{i:03d}.opus"
+            (root / "sounds").mkdir(exist_ok=True)
+            soundfile.write(root / row["audio_file_name"], clip, 16000, format="OGG", subtype="OPUS")
+        else:
+            row["audio_file_name"] = f"sounds/{i:03d}.m4a"
+            write_m4a(root / row["audio_file_name"], clip, 16000)
+    write_table(root / "metadata.csv", rows)
+    features = prepared(root, tmp_path / "f.h5", "-S", "prepare.sample_rate=16000")
+    audio, labels = features.read("audio"), features.labels()
+    band = audio[:, 0].mean(axis=2).argmax(axis=1)  # the tone rises with the label, so must the loudest band
+    order = [NAMES.index(features.class_names[c]) for c in labels]
+    for a in range(9):
+        for b in range(9):
+            if order[a] < order[b]:
+                assert band[a] < band[b], (order, band.tolist())
+
+
+def test_m4a_without_pyav_names_the_package(tmp_path, monkeypatch):
+    import sys
+
+    from mstcli.data import clips
+
+    monkeypatch.setitem(sys.modules, "av", None)  # as where PyAV is not installed
+    clips._pyav_missing.cache_clear()
+    try:
+        rows = image_audio_rows(tmp_path / "f", per_class=3)
+        rows[2]["audio_file_name"] = "sounds/002.m4a"
+        (tmp_path / "f" / "sounds" / "002.m4a").write_bytes(b"....ftypM4A ")
+        write_table(tmp_path / "f" / "metadata.csv", rows)
+        refused(tmp_path / "f", tmp_path / "f.h5", "metadata.csv line 4 (sounds/002.m4a)", "needs PyAV")
+    finally:
+        monkeypatch.undo()
+        clips._pyav_missing.cache_clear()
+
+
+# ---- files read as their owners see them -------------------------------------------------------------------------
+
+
+def write_photo(path: Path, orientation: int) -> None:
+    """A 16 x 8 JPEG whose stored left half is bright, with the EXIF orientation tag a phone writes: 6 says "turn
+    the pixels 90 degrees clockwise to view", which puts that half on top."""
+    from PIL import Image
+
+    pixels = np.full((8, 16, 3), 20, dtype=np.uint8)
+    pixels[:, :8] = 230
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, quality=95, exif=exif.tobytes())
+
+
+def test_exif_orientation_turns_photos_upright(tmp_path):
+    root = tmp_path / "f"
+    rows = image_array_rows(root, 9)
+    for i, row in enumerate(rows):
+        (root / row["image_file_name"]).unlink()
+        row["image_file_name"] = f"photos/{i}.jpg"
+        write_photo(root / row["image_file_name"], 6 if i % 2 else 1)
+    write_table(root / "metadata.csv", rows)
+    features = prepared(root, tmp_path / "f.h5")
+    images, ids = features.read("image")[:, 0], rows_of_features(features)
+    for image, row in zip(images, ids, strict=True):
+        top, bottom = image[:4].mean(), image[4:].mean()
+        left, right = image[:, :4].mean(), image[:, 4:].mean()
+        if row % 2:
+            assert top - bottom > 0.5 and abs(left - right) < 0.05, (row, top, bottom)
+        else:
+            assert left - right > 0.5 and abs(top - bottom) < 0.05, (row, left, right)
+
+
+def test_auto_image_mode_keeps_colour_when_the_first_image_is_gray(tmp_path):
+    root = tmp_path / "f"
+    rows = image_array_rows(root, 9)
+    for i, row in enumerate(rows[1:], start=1):
+        write_png(root / row["image_file_name"], gray_level(i), mode="RGB" if i != 5 else "L")
+    write_table(root / "metadata.csv", rows)
+    assert prepared(root, tmp_path / "f.h5").modalities["image"] == (3, 8, 8)
+    for row in rows[1:]:
+        write_png(root / row["image_file_name"], 9)
+    assert prepared(root, tmp_path / "g.h5").modalities["image"] == (1, 8, 8), "all gray: gray"
+
+
+@pytest.mark.parametrize(
+    ("labels", "classes"),
+    [(["01", "1", "2"], ["01", "1", "2"]), (["10", "2", "1"], ["1", "2", "10"]), (["b", "10", "9"], ["10", "9", "b"])],
+)
+def test_labels_stay_as_written(tmp_path, labels, classes):
+    rows = image_array_rows(tmp_path / "f", 9)
+    for i, row in enumerate(rows):
+        row["label"] = labels[i % 3]
+    write_table(tmp_path / "f" / "metadata.csv", rows)
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    assert features.class_names == classes
+    ids = rows_of_features(features)
+    assert [features.class_names[c] for c in features.labels()] == [labels[r % 3] for r in ids]
+
+
+def test_unicode_normal_forms_and_backslashes_in_paths(tmp_path):
+    import unicodedata
+
+    root = tmp_path / "f"
+    rows = image_array_rows(root, 9)
+    composed = "pics/caf\u00e9"  # é as one code point (NFC), as typed in most editors
+    for i, row in enumerate(rows):
+        if i % 3 == 0:  # on disk decomposed (NFD), as macOS writes names; in the table composed
+            name = f"{composed} {i}.png"
+            os.replace(root / row["image_file_name"], root / unicodedata.normalize("NFD", name))
+            row["image_file_name"] = name
+        elif i % 3 == 1:
+            row["image_file_name"] = row["image_file_name"].replace("/", "\\")  # a table written on Windows
+    write_table(root / "metadata.csv", rows)
+    features = prepared(root, tmp_path / "f.h5")
+    levels = np.round(features.read("image").reshape(9, -1).mean(1) * 255).astype(int)
+    assert levels.tolist() == [gray_level(int(r)) for r in rows_of_features(features)]
+    rows[0]["image_file_name"] = "C:\\pairs\\pics\\000.png"
+    write_table(root / "metadata.csv", rows)
+    refused(root, tmp_path / "g.h5", "line 2", "absolute path")
+
+
+def test_given_splits_that_leave_a_class_out_of_train(tmp_path):
+    root = tmp_path / "f"
+    train = [r for r in image_audio_rows(root, per_class=3, folder="train") if r["label"] != "cherry"]
+    write_table(root / "train" / "metadata.csv", train)
+    write_table(root / "test" / "metadata.csv", image_audio_rows(root, per_class=1, offset=9, folder="test"))
+    refused(root, tmp_path / "f.h5", "class 'cherry' has no training rows (0 train, 0 validation, 1 test)")
+
+
+# ---- memory: chunks bounded by bytes, clips read by their window -----------------------------------------------
+
+
+def test_chunks_hold_at_most_chunk_mb_of_rows(tmp_path, monkeypatch):
+    import mstcli.data.folder.decoding as decoding
+
+    sizes = []
+    real = decoding.decode_chunk
+
+    def recorded(chunk):
+        done = real(chunk)
+        sizes.append((len(done.kept), sum(rows.nbytes for rows in done.rows.values())))
+        return done
+
+    monkeypatch.setattr(decoding, "decode_chunk", recorded)
+    write_table(tmp_path / "f" / "metadata.csv", image_array_rows(tmp_path / "f", 30))
+    sets = ["prepare.image_size=64", "prepare.image_mode=rgb", "prepare.chunk_mb=0.25", "prepare.workers=1"]
+    features = prepared(tmp_path / "f", tmp_path / "f.h5", *[a for s in sets for a in ("-S", s)])
+    row_bytes = 3 * 64 * 64 * 4 + 3 * 5 * 4  # a 64 x 64 RGB float32 row and its 3 x 5 array
+    assert features.num_samples == 30 and sum(n for n, _ in sizes) == 30
+    assert max(b for _, b in sizes) <= 0.25 * 2**20 and max(n for n, _ in sizes) == 0.25 * 2**20 // row_bytes
+    sizes.clear()
+    prepared(tmp_path / "f", tmp_path / "g.h5", "-S", "prepare.workers=1")  # 8 x 8 gray rows: one chunk of 30
+    assert [n for n, _ in sizes] == [30]
+
+
+def write_long_clips(root: Path, seconds: float, rate: int) -> list[dict]:
+    """Image + audio rows whose clips are long recordings: the label's tone in the middle, noise around it."""
+    import soundfile
+    from folder_fixtures import tone
+
+    rows = image_audio_rows(root, per_class=3)
+    rng = np.random.default_rng(0)
+    for i, row in enumerate(rows):
+        clip = rng.normal(0, 0.01, int(seconds * rate))
+        middle = tone(i % 3, seconds=0.5, rate=rate)
+        start = (len(clip) - len(middle)) // 2
+        clip[start : start + len(middle)] += middle
+        row["audio_file_name"] = f"long/{i:03d}.wav"
+        (root / "long").mkdir(parents=True, exist_ok=True)
+        soundfile.write(root / row["audio_file_name"], clip, rate, subtype="FLOAT")
+    write_table(root / "metadata.csv", rows)
+    return rows
+
+
+def test_a_long_clip_is_read_by_its_window_in_prepare_and_predict(tmp_path, monkeypatch):
+    import soundfile
+
+    from mstcli.data.folder.kinds import KindSettings, clip_window, log_mel_rows, read_clip
+    from mstcli.data.readers import read_input
+    from mstcli.data.sources import get_source
+
+    rows = write_long_clips(tmp_path / "f", seconds=20.0, rate=44100)
+    reads = []
+    real = soundfile.read
+
+    def recorded(file, *args, **kwargs):
+        reads.append(kwargs.get("frames", -1))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(soundfile, "read", recorded)
+    features = prepared(tmp_path / "f", tmp_path / "f.h5", "-S", "prepare.workers=1")
+    window_frames = 0.25 * 44100  # prepare.clip_seconds at the file's rate
+    assert len(reads) == 9 and all(0 < n < 1.2 * window_frames for n in reads), reads  # not 20 s each
+
+    state = features.transform("audio")
+    settings = KindSettings(sample_rate=8000, clip_seconds=0.25, spec_size=8)
+    whole = np.stack([clip_window(*read_clip(tmp_path / "f" / r["audio_file_name"]), settings) for r in rows])
+    ids = np.round((features.read("image").reshape(9, -1).mean(1) * 255 - 4) / 8).astype(int)
+    stored = features.read("audio")
+    assert np.allclose(stored, log_mel_rows(whole[ids], settings), atol=1e-4), "the window of the whole clip"
+
+    reads.clear()
+    step = get_source("folder").feature_step("audio", state)
+    items = [read_input(tmp_path / "f" / rows[i]["audio_file_name"]) for i in ids]
+    assert np.array_equal(step.apply(items, features.params.get("prepare", {}), state), stored), "predict = prepare"
+    assert len(reads) == 9 and all(0 < n < 1.2 * window_frames for n in reads), reads
+
+
+def test_predict_lists_a_clip_whose_samples_are_bad_and_featurizes_the_rest(tmp_path):
+    import soundfile
+
+    from mstcli.data.readers import read_input
+    from mstcli.data.sources import get_source
+    from mstcli.stages.predict import featurize
+
+    write_table(tmp_path / "f" / "metadata.csv", image_audio_rows(tmp_path / "f", per_class=3))
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    bad = tmp_path / "nan.wav"
+    soundfile.write(bad, np.full(800, np.nan), 8000, subtype="FLOAT")  # its header reads; its samples do not
+    good = [tmp_path / "f" / "sounds" / f"00{i}.wav" for i in range(3)]
+    state = features.transform("audio")
+
+    class Context:
+        def records(self):
+            return features.params.get("prepare", {}), state
+
+    rows = featurize(get_source("folder").feature_step("audio", state), [read_input(p) for p in [*good, bad]],
+                     Context(), batch_size=8)  # fmt: skip
+    assert [type(r).__name__ for r in rows] == ["ndarray"] * 3 + ["BadInput"] and "NaN" in str(rows[3])
+
+
 # ---- bad input: exit 2, one line, nothing written --------------------------------------------------------------
 
 
@@ -245,7 +602,7 @@ def good_folder(root: Path, per_class: int = 3) -> list[dict]:
 
 def test_empty_folder(tmp_path):
     (tmp_path / "f").mkdir()
-    refused(tmp_path / "f", tmp_path / "f.h5", "no metadata.csv or metadata.jsonl")
+    refused(tmp_path / "f", tmp_path / "f.h5", "no metadata.csv, metadata.jsonl or metadata.parquet")
 
 
 def test_renamed_file_name_column(tmp_path):
@@ -318,7 +675,7 @@ def test_mixed_npy_shapes(tmp_path):
 def test_both_table_formats_at_once(tmp_path):
     rows = good_folder(tmp_path / "f")
     write_table(tmp_path / "f" / "metadata.jsonl", rows)
-    refused(tmp_path / "f", tmp_path / "f.h5", "both metadata.csv and metadata.jsonl")
+    refused(tmp_path / "f", tmp_path / "f.h5", "metadata.csv and metadata.jsonl; keep one")
 
 
 def test_skip_leaves_bad_rows_out_and_lists_them(tmp_path):

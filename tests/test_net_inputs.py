@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_result import one_line_error
 from folder_fixtures import NAMES, RATE, write_table, write_wav
 from typer.testing import CliRunner
 
@@ -129,15 +130,6 @@ def prepared(source: Path, out: Path, *sets: str) -> FeatureFile:
     return FeatureFile.open(out)
 
 
-def one_line_error(result, *culprits: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
-    for culprit in culprits:
-        assert culprit in lines[0], (culprit, lines[0])
-    return lines[0]
-
-
 def encoder(modality: str, net: str) -> list[str]:
     return ["-S", f"models.encoders.{modality}={net}"]
 
@@ -251,8 +243,8 @@ def test_list_attributes_of_a_state_read_back_as_lists(tmp_path):
 def test_all_auto_and_factory_readers_store_todays_features_bit_for_bit(plain, tmp_path):
     root, rows = plain
     auto = prepared(root, tmp_path / "auto.h5")
-    # image_mode auto keeps the first image's channels: row 0 is grayscale
-    settings = KindSettings(image_size=8, image_channels=1, sample_rate=8000, clip_seconds=0.25, spec_size=8)
+    # image_mode auto keeps colour: row 0 is grayscale, row 1 RGB
+    settings = KindSettings(image_size=8, image_channels=3, sample_rate=8000, clip_seconds=0.25, spec_size=8)
     images = np.stack([image_row(root / r["image_file_name"], settings) for r in rows])
     waves = np.stack([clip_window(*read_clip(root / r["audio_file_name"]), settings) for r in rows])
     assert auto.dtypes == {"image": "float32", "audio": "float32"}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_result import one_line_error
 from own_network_fixtures import learnable_folder, tiny_vit, write_factory, write_params
 from typer.testing import CliRunner
 
@@ -27,16 +28,6 @@ def ok(*args: str):
     result = runner.invoke(app, list(args))
     assert result.exit_code == 0, result.output
     return result
-
-
-def one_line_error(result, *culprits: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for culprit in culprits:
-        assert culprit in lines[0], (culprit, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

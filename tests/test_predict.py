@@ -123,7 +123,7 @@ def test_a_batch_with_bad_inputs_predicts_the_good_ones_and_exits_3(inside, tmp_
     assert reasons.keys() == expected.keys()
     for name, word in expected.items():
         if name == "garbage.wav":  # read before its modality is known: unreadable
-            word = "not a readable audio file"
+            word = "cannot decode the audio"
         assert word in reasons[name], (name, reasons[name])
 
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_result import one_line_error
 from conftest import invoke, tiny_workdir
 from typer.testing import CliRunner
 
@@ -126,10 +127,7 @@ def test_comparison_methods_write_their_own_student(inside):
     ],
 )
 def test_stage_errors_are_one_line(inside, args, culprit):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and culprit in lines[0] and "Traceback" not in result.output
+    one_line_error(runner.invoke(app, args), culprit)
 
 
 def test_too_many_layers_or_k_is_named(inside):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_result import one_line_error
 from conftest import write_raw_avdigits
 from typer.testing import CliRunner
 
@@ -118,6 +119,8 @@ def test_s1_trains_every_net_and_s2_masks_every_teacher(three_views):
     assert prefixes == {"mm", "student", "cms.audio", "cms.scan"}
     curves = read_curves(three_views / "results/three/train")
     assert {"val_mm_acc", "val_student_acc", "val_cm_audio_acc", "val_cm_scan_acc"} <= set(curves[-1])
+    # the scan tells its digit (one full cell per digit, no dropout or noise here): its CM teacher must learn it
+    assert max(c["val_cm_scan_acc"] for c in curves) >= 0.3, [c["val_cm_scan_acc"] for c in curves]  # chance: 0.1
     masks = torch.load(three_views / "models/three/masks.pt", weights_only=True)["masks"]
     assert [m["teacher"] for m in masks] == ["mm", "mm", "cm:audio", "cm:audio", "cm:scan", "cm:scan"]
 
@@ -136,7 +139,8 @@ def test_s3_routes_over_every_specialized_teacher_or_a_chosen_group(three_views)
     assert [e.split("@")[0] for e in experts] == ["cm:audio", "cm:audio", "cm:scan", "cm:scan"]
     assert run(three_views, "eval", "--student", "models/three/mst.pt", "--results", "results/three/mst").exit_code == 0
     metrics = json.loads((three_views / "results/three/mst/metrics.json").read_text())
-    assert metrics["student"] == "image" and 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["student"] == "image" and metrics["n_test"] == 48
+    assert metrics["accuracy"] >= 0.25, metrics["accuracy"]  # ten digits: chance is 0.1
 
 
 def test_comparison_methods_take_a_named_cm_teacher_or_all(three_views):
@@ -161,8 +165,8 @@ def test_comparison_methods_take_a_named_cm_teacher_or_all(three_views):
 )
 def test_teachers_and_students_the_run_lacks_are_one_line_errors(three_views, args, message):
     result = run(three_views, "distill", *args, "--out", "models/three/bad.pt", "--results", "results/three/bad")
-    assert result.exit_code == 2 and message in result.output, result.output
-    assert "Traceback" not in result.output and not (three_views / "models/three/bad.pt").exists()
+    one_line_error(result, message)
+    assert not (three_views / "models/three/bad.pt").exists()
 
 
 def test_averaged_teachers_give_the_mean_of_the_soft_labels():

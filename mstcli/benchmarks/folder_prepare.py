@@ -71,8 +71,11 @@ def _tree_pss_kib(pid: int) -> int:
     return sum(_kib(Path(f"/proc/{p}/smaps_rollup"), "Pss:") for p in _tree(pid))
 
 
-def measure_prepare(pairs: int, workdir: Path, workers: int = 0, raw: Path | None = None) -> PrepareFigures:
-    """Write ``pairs`` example pairs under ``workdir``, prepare them in a child process, and remove both."""
+def measure_prepare(
+    pairs: int, workdir: Path, workers: int = 0, raw: Path | None = None, overrides: list[str] | None = None
+) -> PrepareFigures:
+    """Write ``pairs`` example pairs under ``workdir``, prepare them in a child process with the ``overrides``
+    (``section.key=value``, e.g. prepare.image_size=224), and remove both."""
     folder, out = workdir / f"pairs_{pairs}", workdir / f"pairs_{pairs}.h5"
     started = time.perf_counter()
     kwargs = {"raw_path": raw} if raw is not None else {}
@@ -80,6 +83,8 @@ def measure_prepare(pairs: int, workdir: Path, workers: int = 0, raw: Path | Non
     written = time.perf_counter() - started
     command = [sys.executable, "-m", "mstcli", "prepare", "--dataset", "folder", "--source", str(folder),
                "--out", str(out), "-S", f"prepare.workers={workers}", "--quiet"]  # fmt: skip
+    for item in overrides or []:
+        command += ["-S", item]
     peak_pss, parent_hwm = 0, 0
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -106,6 +111,8 @@ def measure_prepare(pairs: int, workdir: Path, workers: int = 0, raw: Path | Non
     return figures
 
 
-def run(counts: list[int], workers: int = 0, workdir: Path | None = None) -> list[PrepareFigures]:
+def run(
+    counts: list[int], workers: int = 0, workdir: Path | None = None, overrides: list[str] | None = None
+) -> list[PrepareFigures]:
     with tempfile.TemporaryDirectory(prefix="mst-bench-folder-", dir=workdir) as tmp:
-        return [measure_prepare(n, Path(tmp), workers) for n in counts]
+        return [measure_prepare(n, Path(tmp), workers, overrides=overrides) for n in counts]

@@ -47,15 +47,19 @@ RAW_SOURCE = Path("data/raw/avdigits.h5")  # the embedded source, relative to th
 Mode = Literal["process", "cli"]
 
 
-def settings_file(params: Path, workdir: Path, n: int, spec_size: int, student: str,
-                  epochs: tuple[int, int, int] | None, overrides: list[str]) -> Path:  # fmt: skip
-    """The run's params file: ``params`` with this run's size, schedule and overrides written in, so that the
-    in-process and CLI modes read the very same settings."""
+def run_settings(params: Path, n: int, spec_size: int, student: str, epochs: tuple[int, int, int] | None,
+                 overrides: list[str]) -> dict[str, Any]:  # fmt: skip
+    """The run's settings: ``params`` with this run's size, schedule and student written in, checked with the
+    overrides before anything is written (a bad setting leaves no work folder behind)."""
     import yaml
 
-    from mstcli.config import load_params
+    from mstcli.config import params_with_overrides
+    from mstcli.errors import UserError
 
-    raw = yaml.safe_load(params.read_text()) or {}
+    try:
+        raw = yaml.safe_load(params.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{params}: not valid YAML ({str(exc).splitlines()[0]})") from None
     raw.setdefault("common", {}).update({"run": "full-run", "student": student})
     prepare = raw.setdefault("prepare", {})
     prepare.update({"num_samples": n, "spec_size": spec_size})
@@ -64,9 +68,16 @@ def settings_file(params: Path, workdir: Path, n: int, spec_size: int, student: 
     if epochs:
         for stage, count in zip(TRAINING, epochs, strict=True):
             raw.setdefault(stage, {})["epochs"] = count
+    params_with_overrides(raw, overrides)
+    return raw
+
+
+def settings_file(raw: dict[str, Any], workdir: Path) -> Path:
+    """The run's params file, so that the in-process and CLI modes read the very same settings."""
+    import yaml
+
     path = workdir / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    load_params(path, overrides)  # refuse a bad override before anything runs
     return path
 
 
@@ -141,9 +152,10 @@ def measure(
     from mstcli.ui import logger
 
     overrides = list(overrides or [])
+    raw = run_settings(params, n, spec_size, student, epochs, overrides)  # refuse a bad setting before writing
     workdir = (workdir or Path(tempfile.mkdtemp(prefix="full_run-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    params_path = settings_file(params, workdir, n, spec_size, student, epochs, overrides)
+    params_path = settings_file(raw, workdir)
     dataset = load_params(params_path, overrides).common.dataset
     features = workdir / "data" / "features" / f"{dataset}.h5"  # where `mst train` etc. look for it
     features.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Single raw inputs for ``mst predict``: one reader per file suffix, each returning what the feature step
-of its kind takes (an image as H x W uint8, a clip as float samples in [-1, 1] with its rate, or a feature
-array as is). A file a reader cannot use raises :class:`BadInput` with the reason, so a batch can list it and
-go on with the other files."""
+of its kind takes (an image as H x W uint8, a clip as its file and rate, read through data/clips.py by the
+step, or a feature array as is). A file a reader cannot use raises :class:`BadInput` with the reason, so a batch
+can list it and go on with the other files."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mstcli.data.clips import AUDIO_SUFFIXES
+
 
 class BadInput(Exception):
     """One input cannot be used; the message is the reason shown next to its file name."""
@@ -20,17 +22,17 @@ class BadInput(Exception):
 @dataclass(frozen=True)
 class RawInput:
     kind: str  # "image", "audio", "text" or "features"
-    data: np.ndarray | str
+    data: np.ndarray | str  # an audio input's samples are read by the step that needs them (clip_samples)
     rate: int = 0  # samples per second of an audio clip
     path: Path | None = None  # the file read (steps that decode in their own way read it again, e.g. RGB images)
 
 
 def read_image(path: Path) -> RawInput:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert("L"), dtype=np.uint8)
+            pixels = np.asarray(ImageOps.exif_transpose(image).convert("L"), dtype=np.uint8)  # upright, as viewed
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise BadInput(f"not a readable image ({str(exc).splitlines()[0][:80] or type(exc).__name__})") from None
     if pixels.size == 0:
@@ -39,15 +41,28 @@ def read_image(path: Path) -> RawInput:
 
 
 def read_audio(path: Path) -> RawInput:
-    import soundfile
+    """A clip, checked from its header (data/clips.py, the reader of prepare's folder workers) and not decoded
+    yet: each data set's step reads what it needs of it (:func:`clip_samples`, or only the window a folder's
+    features take), so an hour-long file costs what the step uses."""
+    from mstcli.data.clips import ClipError, clip_info
 
     try:
-        samples, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
-    except (RuntimeError, OSError, ValueError) as exc:  # soundfile.LibsndfileError is a RuntimeError
-        raise BadInput(f"not a readable audio file ({str(exc).splitlines()[0][:80] or type(exc).__name__})") from None
-    if len(samples) == 0:
-        raise BadInput("empty audio file (no samples)")
-    return RawInput("audio", samples.mean(axis=1), int(rate))  # channels mixed down: the features are mono
+        info = clip_info(path)
+    except ClipError as exc:
+        raise BadInput(str(exc)) from None
+    return RawInput("audio", np.zeros(0, dtype=np.float32), info.rate, path)
+
+
+def clip_samples(item: RawInput) -> np.ndarray:
+    """The whole clip of an audio input: mono float64 samples at ``item.rate``."""
+    from mstcli.data.clips import ClipError, read_clip
+
+    if item.data.size or item.path is None:
+        return np.asarray(item.data)
+    try:
+        return read_clip(item.path)[0]
+    except ClipError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def read_text(path: Path) -> RawInput:
@@ -80,10 +95,10 @@ READERS: dict[str, Callable[[Path], RawInput]] = {
     ".jpeg": read_image,
     ".bmp": read_image,
     ".webp": read_image,
-    ".wav": read_audio,
-    ".flac": read_audio,
-    ".ogg": read_audio,
-    ".mp3": read_audio,
+    ".tif": read_image,
+    ".tiff": read_image,
+    ".gif": read_image,
+    **dict.fromkeys(AUDIO_SUFFIXES, read_audio),
     ".txt": read_text,
     ".npy": read_features,
 }

@@ -79,7 +79,27 @@ def drawn_split_groups(
     for name, size in (("train", bounds[0]), ("validation", bounds[1] - bounds[0]), ("test", len(labels) - bounds[1])):
         if size == 0:
             raise UserError(f"the {name} split has no rows ({len(labels)} rows in all)")
+    _require_training_rows(labels, permutations[0], bounds, class_names)
     return np.stack(permutations).astype(np.int64), bounds
+
+
+def _require_training_rows(
+    labels: np.ndarray, permutation: np.ndarray, bounds: tuple[int, int], class_names: list[str]
+) -> None:
+    """Every class needs training rows: a class the given splits leave out of train could never be predicted,
+    and its validation and test rows would count as certain errors."""
+    from mstcli.errors import UserError
+
+    parts = split_permutation(permutation, bounds)
+    counts = {name: np.bincount(labels[rows], minlength=len(class_names)) for name, rows in parts.items()}
+    lacking = [c for c in range(len(class_names)) if counts["train"][c] == 0 and (labels == c).any()]
+    if lacking:
+        c = lacking[0]
+        more = f" (and {len(lacking) - 1} more classes)" if len(lacking) > 1 else ""
+        raise UserError(
+            f"class '{class_names[c]}' has no training rows ({counts['train'][c]} train, {counts['val'][c]} "
+            f"validation, {counts['test'][c]} test){more}: the given splits must put rows of every class in train"
+        )
 
 
 def _require_stratifiable(labels: np.ndarray, class_names: list[str]) -> None:

@@ -193,6 +193,28 @@ def text_inputs(texts: list[str]) -> list[tuple[str, RawInput]]:
     return named
 
 
+def featurize(
+    step: FeatureStep, items: list[RawInput], context: FeatureContext, batch_size: int
+) -> list[np.ndarray | BadInput]:
+    """Each input's feature row, or the BadInput that its file turned out to be (a clip whose header reads but
+    whose samples do not): a batch with a bad file is featurized again one input at a time, so the others are
+    still predicted."""
+    out: list[np.ndarray | BadInput] = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        try:
+            out.extend(step.apply(batch, *context.records()))
+            continue
+        except BadInput:
+            pass
+        for item in batch:
+            try:
+                out.append(step.apply([item], *context.records())[0])
+            except BadInput as exc:
+                out.append(exc)
+    return out
+
+
 def predict_files(
     inputs: list[Path], student_path: Path, features_path: Path, batch_size: int = 256, texts: list[str] = ()
 ) -> PredictReport:
@@ -231,14 +253,12 @@ def predict_files(
     if raw:
         step = find_step()
         assert step is not None
-        rows = np.concatenate(
-            [
-                step.apply([i for _, i in raw[s : s + batch_size]], *context.records())
-                for s in range(0, len(raw), batch_size)
-            ]
-        )
+        rows = featurize(step, [item for _, item in raw], context, batch_size)
         for (position, _), row in zip(raw, rows, strict=True):
+            if isinstance(row, BadInput):
+                report.failures.append((named[position][0], str(row)))
             named[position] = (named[position][0], row)
+        named = [(name, row) for name, row in named if not isinstance(row, BadInput)]
 
     if not named:
         if not report.failures:

@@ -3,8 +3,10 @@
 Decoding PNGs and WAVs and computing spectrograms is CPU work that Python threads cannot share, so chunks go to
 a pool of processes. At most ``2 x workers`` chunks are in flight: the parent writes each finished chunk to the
 HDF5 file as soon as it and all chunks before it are done, so memory holds a few chunks whatever the folder's
-size. The workers start from a fresh interpreter (forkserver), never as a fork of a parent that may already
-run torch's thread pools (a forked OpenMP pool can hang), and compute with one thread each.
+size, and a chunk holds at most ``prepare.chunk_mb`` of rows (sources/folder.py sizes them by the bytes of a
+row), so the rows in flight stay under ``2 x workers x chunk_mb`` whatever the image size. The workers start
+from a fresh interpreter (forkserver), never as a fork of a parent that may already run torch's thread pools (a
+forked OpenMP pool can hang), and compute with one thread each.
 """
 
 from __future__ import annotations
@@ -23,13 +25,12 @@ from mstcli.data.folder.kinds import (
     DecodeError,
     KindSettings,
     array_row,
-    clip_window,
     decode_image,
     image_row,
     log_mel_rows,
     pixel_row,
-    read_clip,
     read_text_file,
+    window_row,
 )
 
 
@@ -71,8 +72,7 @@ def _decode_value(chunk: Chunk, modality: str, value: str) -> Any:
     if kind == "image":
         return image_row(path, settings)
     if kind == "audio":
-        samples, rate = read_clip(path)
-        return clip_window(samples, rate, settings)
+        return window_row(path, settings)
     return array_row(path, settings.array_shapes.get(modality))
 
 

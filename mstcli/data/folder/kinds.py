@@ -3,9 +3,9 @@
 The same functions serve ``mst prepare`` (in worker processes, chunk by chunk) and ``mst predict`` (one new file
 at a time), so a prediction sees exactly the features training saw:
 
-* image (.png .jpg .jpeg .bmp .webp, decoded by Pillow): grayscale or RGB, scaled to [0, 1], resized
-  to ``image_size`` x ``image_size`` (bilinear with antialiasing; the aspect ratio is not kept) -> C x S x S;
-* audio (.wav .flac .ogg .mp3, what libsndfile reads): mixed to mono, resampled, centred in a window of
+* image (.png .jpg .jpeg .bmp .webp .tif .tiff .gif, decoded by Pillow): grayscale or RGB, scaled to [0, 1],
+  resized to ``image_size`` x ``image_size`` (bilinear with antialiasing; the aspect ratio is not kept) -> C x S x S;
+* audio (.wav .flac .ogg .mp3 .opus .m4a, read by data/clips.py): mixed to mono, resampled, centred in a window of
   ``clip_seconds`` (longer clips keep their middle) -> a log-mel spectrogram min-max scaled per clip, 1 x S x S;
 * array (.npy): as stored, float32; every row of a modality must have the same shape;
 * text (a ``_text`` column or .txt files): the string; the frozen text encoder runs in the parent process.
@@ -48,25 +48,33 @@ def _reason(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
 
 
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
 def image_channels_of(path: Path) -> int:
-    """1 for a grayscale image (with or without alpha), 3 otherwise: how the folder's images are kept when
-    prepare.image_mode is auto (decided on the first image)."""
+    """1 for a grayscale image (with or without alpha), 3 otherwise (read from the header: nothing decoded), for
+    prepare.image_mode auto, which keeps a folder in RGB when any image of its sample is in colour."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            return 1 if image.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+            if image.mode == "P":  # a palette (GIF, some PNGs): gray only when every entry is
+                palette = np.asarray(image.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+                return 1 if (palette == palette[:, :1]).all() else 3
+            return 1 if image.mode in GRAY_MODES else 3
     except OSError as exc:
         raise DecodeError(f"not a readable image ({_reason(exc)})") from None
 
 
 def decode_image(path: Path, channels: int) -> Any:
-    """C x H x W float tensor in [0, 1] (C = ``channels``); 16-bit grayscale keeps its depth."""
+    """C x H x W float tensor in [0, 1] (C = ``channels``), turned upright as its EXIF orientation says (a phone
+    stores a portrait photo as landscape pixels plus that tag); 16-bit grayscale keeps its depth."""
     import torch
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(image, dtype=np.float32) / 65535.0
                 array = np.repeat(array[..., None], channels, axis=-1)
@@ -103,37 +111,36 @@ def pixel_row(path: Path, size: int) -> np.ndarray:
 
 
 def read_clip(path: Path) -> tuple[np.ndarray, int]:
-    """Mono samples (float64, channels averaged) and the sample rate."""
-    import soundfile
+    """The whole clip, mono float64 samples and the sample rate (data/clips.py, the reader predict uses too)."""
+    from mstcli.data.clips import ClipError
+    from mstcli.data.clips import read_clip as read_whole
 
     try:
-        samples, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
-    except (RuntimeError, OSError, ValueError, TypeError) as exc:  # soundfile.LibsndfileError is a RuntimeError
-        raise DecodeError(f"cannot decode the audio ({_reason(exc)})") from None
-    if len(samples) == 0:
-        raise DecodeError("empty audio (no samples)")
-    return samples.mean(axis=1), int(rate)
+        return read_whole(path)
+    except ClipError as exc:
+        raise DecodeError(str(exc)) from None
 
 
 def clip_window(samples: np.ndarray, rate: int, settings: KindSettings) -> np.ndarray:
-    """The clip at the folder's sample rate, centred in the window: a shorter clip is zero-padded on both sides
-    ((window - n) // 2 zeros before it), a longer one keeps its middle (from (n - window) // 2)."""
-    if rate != settings.sample_rate:
-        import torch
-        import torchaudio
+    """Samples already read, at the folder's sample rate, centred in the window: a shorter clip is zero-padded on
+    both sides ((window - n) // 2 zeros before it), a longer one keeps its middle (from (n - window) // 2)."""
+    from mstcli.data.clips import centre_in_window, resample
 
-        samples = torchaudio.functional.resample(torch.from_numpy(samples), rate, settings.sample_rate).numpy()
-    window, n = settings.window, len(samples)
-    out = np.zeros(window, dtype=np.float32)
-    if n >= window:
-        start = (n - window) // 2
-        out[:] = samples[start : start + window]
-    else:
-        start = (window - n) // 2
-        out[start : start + n] = samples
+    out = centre_in_window(resample(samples, rate, settings.sample_rate), settings.window)
     if not np.isfinite(out).all():
         raise DecodeError("the audio holds NaN or Inf samples")
     return out
+
+
+def window_row(path: Path, settings: KindSettings) -> np.ndarray:
+    """The clip of ``path`` as :func:`clip_window` cuts it, decoding only the frames the window needs: what
+    prepare's workers and ``mst predict`` both run, so an hour-long file costs its window."""
+    from mstcli.data.clips import ClipError, read_window
+
+    try:
+        return read_window(path, settings.sample_rate, settings.window)
+    except ClipError as exc:
+        raise DecodeError(str(exc)) from None
 
 
 def log_mel_layers(settings: KindSettings) -> tuple[Any, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from mstcli.data.audio import Augmentation, centred, log_mel, place_in_window
 from mstcli.data.image import PcaBasis, pca_degrade, project
-from mstcli.data.readers import BadInput, RawInput
+from mstcli.data.readers import BadInput, RawInput, clip_samples
 from mstcli.data.sources import DataSource, FeatureStep, register
 from mstcli.data.store import write_features
 from mstcli.errors import UserError
@@ -141,8 +141,6 @@ def clip_placement(prepare: dict[str, Any], state: dict[str, Any] | None) -> tup
 
 def check_audio(item: RawInput, prepare: dict[str, Any], state: dict[str, Any] | None) -> None:
     _need_state(state, "the audio sample rate")
-    if item.data.ndim != 1:
-        raise BadInput(f"audio of shape {item.data.shape}, expected one channel of samples")
 
 
 def audio_features(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
@@ -154,7 +152,7 @@ def audio_features(items: list[RawInput], prepare: dict[str, Any], state: dict[s
     rate, window, aug = clip_placement(prepare, state)
     waves = np.empty((len(items), window), dtype=np.float32)
     for row, item in enumerate(items):
-        clip = item.data
+        clip = clip_samples(item)  # the whole clip: the speed change of place_in_window needs it all
         if item.rate != rate:
             clip = torchaudio.functional.resample(torch.from_numpy(clip), item.rate, rate).numpy()
         waves[row] = place_in_window(clip, window, rate, aug, np.random.default_rng(prepare["seed"]))

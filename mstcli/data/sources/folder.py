@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mstcli.data.folder.decoding import Chunk, decode_in_order
-from mstcli.data.folder.kinds import DecodeError, KindSettings, array_row, image_channels_of, read_clip
+from mstcli.data.folder.kinds import DecodeError, KindSettings, array_row, image_channels_of
 from mstcli.data.folder.net_inputs import AudioStep, InputPlan, Readers, TokenStep, plan_inputs
 from mstcli.data.folder.table import FolderTable, Problem, read_table
 from mstcli.data.readers import BadInput, RawInput
@@ -41,24 +41,31 @@ def bad_rows_path(features: Path) -> Path:
     return features.with_name(f"{features.stem}.bad_rows.csv")
 
 
-def class_names_of(labels: list[str]) -> list[str]:
-    """The classes in a stable order: numerically when every label is an integer, else alphabetically."""
-    unique = set(labels)
+def plain_integer(label: str) -> bool:
+    """Whether ``label`` is an integer as Python writes it ("7", "-3"; not "07" nor "+7")."""
     try:
-        return [str(n) for n in sorted({int(v) for v in unique})]
+        return str(int(label)) == label
     except ValueError:
-        return sorted(unique)
+        return False
+
+
+def class_names_of(labels: list[str]) -> list[str]:
+    """The classes in a stable order: numerically when every label is a plain integer, else alphabetically. Labels
+    are kept as written, so "01" and "1" are two classes."""
+    unique = set(labels)
+    if all(plain_integer(v) for v in unique):
+        return sorted(unique, key=int)
+    return sorted(unique)
 
 
 def label_indices(labels: list[str], class_names: list[str]) -> np.ndarray:
-    numeric = all(name.lstrip("-").isdigit() for name in class_names)
     index = {name: i for i, name in enumerate(class_names)}
-    return np.array([index[str(int(v)) if numeric else v] for v in labels], dtype=np.int64)
+    return np.array([index[v] for v in labels], dtype=np.int64)
 
 
 def _message(source: Path, problem: Problem) -> str:
     file = f" ({problem.file})" if problem.file else ""
-    return f"{source / problem.place.table} line {problem.place.line}{file}: {problem.reason}"
+    return f"{source / problem.place.table} {problem.place.position}{file}: {problem.reason}"
 
 
 def _refuse(source: Path, problems: list[Problem], scope: str = "") -> UserError:
@@ -70,17 +77,23 @@ def _refuse(source: Path, problems: list[Problem], scope: str = "") -> UserError
     return UserError(f"{_message(source, problems[0])}{more} (prepare.bad_rows=skip leaves bad rows out)")
 
 
+#: images whose mode decides prepare.image_mode auto, spread evenly over the table (headers only: cheap)
+MODE_SAMPLE = 256
+
+
 def _kind_settings(table: FolderTable, params: Any) -> KindSettings:
-    """The settings every row is featurized with, some read off the first usable row (image channels in auto
-    mode, the shape of each .npy modality). A first row that cannot be read is a bad row like any other."""
+    """The settings every row is featurized with, some read off the folder's files: image channels in auto mode
+    (RGB when any image of an even sample of the table is in colour, so one grayscale scan cannot turn a folder
+    of photos gray), the rate of the first readable clip (from its header), the shape of each .npy modality
+    (its first readable row). A file that cannot be read is a bad row like any other."""
     channels = {"gray": 1, "rgb": 3}.get(params.image_mode, 0)
     shapes: dict[str, tuple[int, ...]] = {}
     rate = params.sample_rate
     for modality in table.modalities:
         if modality.kind == "audio" and not rate:
-            rate = _first_readable(table, modality.name, read_clip)[1]
-        if modality.kind == "image" and not channels and params.image_backbone == "none":
-            channels = _first_readable(table, modality.name, image_channels_of)
+            rate = _first_readable(table, modality.name, lambda p: _clip_info(p).rate)
+        if modality.kind == "image" and params.image_mode == "auto" and params.image_backbone == "none":
+            channels = max(channels, _sampled_channels(table, modality.name))  # one setting for every image modality
         if modality.kind == "array":
             shapes[modality.name] = tuple(_first_readable(table, modality.name, lambda p: array_row(p, None)).shape)
     return KindSettings(
@@ -93,6 +106,15 @@ def _kind_settings(table: FolderTable, params: Any) -> KindSettings:
     )
 
 
+def _clip_info(path: Path) -> Any:
+    from mstcli.data.clips import ClipError, clip_info
+
+    try:
+        return clip_info(path)
+    except ClipError as exc:
+        raise DecodeError(str(exc)) from None
+
+
 def _first_readable(table: FolderTable, modality: str, read: Any) -> Any:
     for row in range(min(64, len(table))):
         try:
@@ -100,6 +122,23 @@ def _first_readable(table: FolderTable, modality: str, read: Any) -> Any:
         except DecodeError:
             continue
     raise UserError(f"{table.root}: none of the first 64 files of {modality} can be read")
+
+
+def _sampled_channels(table: FolderTable, modality: str) -> int:
+    """3 when any image of an even sample of ``MODE_SAMPLE`` rows is in colour, else 1."""
+    rows = np.unique(np.linspace(0, len(table) - 1, min(MODE_SAMPLE, len(table))).round().astype(np.int64))
+    read = 0
+    for row in rows:
+        try:
+            channels = image_channels_of(table.path(modality, int(row)))
+        except DecodeError:
+            continue
+        if channels == 3:
+            return 3
+        read += 1
+    if not read:
+        raise UserError(f"{table.root}: none of {len(rows)} sampled files of {modality} can be read")
+    return 1
 
 
 def _shapes(
@@ -166,8 +205,23 @@ def _own_settings(settings: KindSettings, plans: dict[str, InputPlan]) -> dict[s
     return own
 
 
+def chunk_size(
+    table: FolderTable, settings: KindSettings, params: Any, plans: dict[str, InputPlan], shapes: dict[str, Any]
+) -> int:
+    """Rows per decoding chunk: as many as fit ``prepare.chunk_mb`` (at most ``prepare.chunk_rows``), by the bytes
+    a worker returns per row (the stored row of each modality, and a clip's window, which the worker holds beside
+    its spectrogram), so that 2 x workers chunks in flight stay under 2 x workers x chunk_mb at any image size."""
+    own = _own_settings(settings, plans)
+    row_bytes = 0
+    for m in table.modalities:
+        row_bytes += int(np.prod(shapes[m.name])) * np.dtype(plans[m.name].dtype).itemsize
+        if m.kind == "audio":
+            row_bytes += own.get(m.name, settings).window * 4
+    return max(1, min(params.chunk_rows, int(params.chunk_mb * 2**20) // max(1, row_bytes)))
+
+
 def _chunks(
-    table: FolderTable, rows: np.ndarray, settings: KindSettings, params: Any, plans: dict[str, InputPlan]
+    table: FolderTable, rows: np.ndarray, settings: KindSettings, params: Any, plans: dict[str, InputPlan], step: int
 ) -> Iterator[Chunk]:
     kinds = {m.name: m.kind for m in table.modalities}
     forms = {name: plan.form for name, plan in plans.items() if plan.form != "features"}
@@ -178,7 +232,6 @@ def _chunks(
         for m in table.modalities
         if m.kind == "image" and params.image_backbone != "none" and plans[m.name].form == "features"
     )
-    step = params.chunk_rows
     for start in range(0, len(rows), step):
         part = rows[start : start + step]
         yield Chunk(
@@ -194,10 +247,10 @@ def _chunks(
         )
 
 
-def _workers(params: Any, rows: int) -> int:
+def _workers(params: Any, rows: int, step: int) -> int:
     if params.workers:
         return params.workers
-    return 1 if rows <= params.chunk_rows else max(1, min(os.cpu_count() or 1, 8))
+    return 1 if rows <= step else max(1, min(os.cpu_count() or 1, 8))
 
 
 def build(source: Path, params: Any, out: Path, meta: dict[str, Any], readers: Readers | None = None) -> None:
@@ -205,7 +258,9 @@ def build(source: Path, params: Any, out: Path, meta: dict[str, Any], readers: R
     decide each modality's form (net_inputs.plan_inputs)."""
     from mstcli.ui import logger, progress_bar
 
-    table = read_table(source)
+    table = read_table(source, params.modalities)
+    if table.ignored:
+        logger().info(f"ignoring the columns {', '.join(table.ignored)} (not in prepare.modalities)")
     problems = list(table.problems)
     if problems and params.bad_rows == "error":
         raise _refuse(source, problems)
@@ -230,10 +285,12 @@ def build(source: Path, params: Any, out: Path, meta: dict[str, Any], readers: R
 
     rows = np.arange(len(table))
     kept: list[int] = []
+    shapes = _shapes(table, settings, params, text_width, plans)
+    step = chunk_size(table, settings, params, plans, shapes)
     with FeatureWriter(
         out,
         dataset=DATASET,
-        modalities=_shapes(table, settings, params, text_width, plans),
+        modalities=shapes,
         num_samples=len(table),
         class_names=names,
         params=meta,
@@ -242,8 +299,8 @@ def build(source: Path, params: Any, out: Path, meta: dict[str, Any], readers: R
         dtypes={name: plan.dtype for name, plan in plans.items()},
     ) as writer:
         with progress_bar(f"decoding {source.name}", len(table)) as advance:
-            chunks = _chunks(table, rows, settings, params, plans)
-            for done in decode_in_order(chunks, _workers(params, len(table))):
+            chunks = _chunks(table, rows, settings, params, plans, step)
+            for done in decode_in_order(chunks, _workers(params, len(table), step)):
                 bad = [Problem(table.place(r), file, reason) for r, file, reason in done.problems]
                 if bad and params.bad_rows == "error":
                     raise _refuse(source, bad + problems, " found so far")
@@ -346,15 +403,19 @@ def image_features(items: list[RawInput], prepare: dict[str, Any], state: dict[s
     try:
         return np.stack([image_row(i.path, settings) for i in items])
     except DecodeError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
 
 
 def audio_features(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
-    from mstcli.data.folder.kinds import clip_window, log_mel_rows
+    """kinds.window_row (the window alone decoded, as prepare's workers did), then the log-mel of prepare."""
+    from mstcli.data.folder.kinds import log_mel_rows, window_row
 
     assert state is not None
     settings = _settings_of(state)
-    return log_mel_rows(np.stack([clip_window(i.data, i.rate, settings) for i in items]), settings)
+    try:
+        return log_mel_rows(np.stack([window_row(i.path, settings) for i in items]), settings)
+    except DecodeError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def text_features(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
@@ -411,7 +472,7 @@ def pixel_inputs(items: list[RawInput], prepare: dict[str, Any], state: dict[str
     try:
         return np.stack([pixel_row(i.path, int(state["size"])) for i in items])
     except DecodeError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
 
 
 def token_inputs(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
@@ -421,17 +482,18 @@ def token_inputs(items: list[RawInput], prepare: dict[str, Any], state: dict[str
 
 
 def clip_inputs(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
-    """The rows of a Hugging Face audio net: kinds.clip_window at the extractor's rate (the function the prepare
+    """The rows of a Hugging Face audio net: kinds.window_row at the extractor's rate (the function the prepare
     workers ran), then net_inputs.AudioStep (the parent's step at prepare)."""
-    from mstcli.data.folder.kinds import clip_window
+    from mstcli.data.folder.kinds import window_row
 
     assert state is not None
     step = AudioStep.from_state(state)
     settings = KindSettings(sample_rate=step.rate, clip_seconds=float(state["clip_seconds"]))
     try:
-        return step(np.stack([clip_window(i.data, i.rate, settings) for i in items]))
+        windows = np.stack([window_row(i.path, settings) for i in items])
     except DecodeError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
+    return step(windows)
 
 
 def pixel_graph(prepare: dict[str, Any], state: dict[str, Any] | None) -> Any:
@@ -514,7 +576,8 @@ SOURCE = register(
         name=DATASET,
         modalities=(),
         default_source=None,
-        description="your own paired files: a folder with metadata.csv or metadata.jsonl (`mst example-folder`)",
+        description="your own paired files: a folder with metadata.csv, metadata.jsonl or metadata.parquet"
+        " (`mst example-folder`)",
         build=build,
         step_for=step_for,
         takes_readers=True,
