@@ -50,8 +50,9 @@ def test_benchmark_matrix_stages_and_their_wiring(tmp_path):
 
 @pytest.mark.e2e
 def test_bench_accuracy_runs_the_chosen_cells_of_the_one_matrix_once(tmp_path):
-    """`mst bench accuracy` narrows bench/matrix.yaml, runs those cells through DVC (S1/S2 of their direction and
-    seed included), ends with the compare table, and a second call reruns nothing."""
+    """`mst bench accuracy --executor dvc` (the sequential path) narrows bench/matrix.yaml, runs those cells through
+    one `dvc repro` (S1/S2 of their direction and seed included), ends with the compare table, and a second call
+    reruns nothing. (The other executors: tests/test_experiments.py.)"""
     copy_repo(tmp_path)
     set_params(tmp_path / "params.yaml", {
         "prepare": {"num_samples": 60, "spec_size": 8}, "common": {"threads": 1},
@@ -60,7 +61,8 @@ def test_bench_accuracy_runs_the_chosen_cells_of_the_one_matrix_once(tmp_path):
     })  # fmt: skip
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    args = ["mst", "bench", "accuracy", "--student", "image", "--seed", "1", "--method", "rkd", "--teacher", "cm"]
+    args = ["mst", "bench", "accuracy", "--student", "image", "--seed", "1", "--method", "rkd", "--teacher", "cm",
+            "--executor", "dvc"]  # fmt: skip
 
     def bench(*extra):
         return subprocess.run([*args, *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -68,8 +70,8 @@ def test_bench_accuracy_runs_the_chosen_cells_of_the_one_matrix_once(tmp_path):
     listed = bench("--dry")
     assert listed.returncode == 0, listed.stderr
     assert [line.split("\t") for line in listed.stdout.splitlines()] == [
-        ["bench/dvc.yaml:mst@image-1", "to run"], ["bench/dvc.yaml:alone@image-1", "to run"],
-        ["bench/dvc.yaml:baseline@rkd-cm-image-1", "to run"],
+        ["bench/dvc.yaml:mst@image-1", "missing"], ["bench/dvc.yaml:alone@image-1", "missing"],
+        ["bench/dvc.yaml:baseline@rkd-cm-image-1", "missing"],
     ]  # fmt: skip
     first = bench()
     assert first.returncode == 0, first.stdout + first.stderr
@@ -80,7 +82,7 @@ def test_bench_accuracy_runs_the_chosen_cells_of_the_one_matrix_once(tmp_path):
     compared = json.loads((tmp_path / "results" / "compare.json").read_text())
     assert "rkd" in json.dumps(compared) or "RKD" in json.dumps(compared)
     assert all(
-        status == "has results" for status in (line.split("\t")[1] for line in bench("--dry").stdout.splitlines())
+        status == "done" for status in (line.split("\t")[1] for line in bench("--dry").stdout.splitlines())
     )
     second = bench()
     assert second.returncode == 0 and "Running stage" not in second.stdout, second.stdout

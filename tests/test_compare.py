@@ -129,3 +129,68 @@ def test_results_whose_teacher_was_at_chance_are_listed_on_screen_and_in_the_mar
     # the number itself still counts: the table is what was measured
     compared = json.loads((tmp_path / "out" / "compare.json").read_text())
     assert compared["kd"]["cm"]["image"] == pytest.approx([75.0, 5.0])
+
+
+def test_one_seed_shows_the_mean_alone_and_failed_cells_are_listed(tmp_path):
+    root = tmp_path / "results" / "bench"
+    write_metrics(root, "none", None, "image", 0, 0.7367)
+    write_metrics(root, "kd", "cm", "image", 0, 0.7011)
+    write_metrics(root, "mst", "mm+cm", "image", 0, 0.7500)
+    failed = root / "image-s0" / "rkd-cm"
+    failed.mkdir(parents=True)
+    (failed / "failed.json").write_text(
+        json.dumps({"job": "bench/dvc.yaml:baseline@rkd-cm-image-0", "error": "error: out of memory", "skipped": False})
+    )
+    result = runner.invoke(app, ["compare", str(root), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "out" / "compare.md").read_text()
+    assert "| Student w/o KD | 73.67 (n=1) | 73.67 (n=1) |" in markdown  # no "± 0.00" that reads as a spread
+    assert "± 0.00" not in markdown
+    assert "| KD | cm | +4.89 (n=1) |" in markdown  # the paired difference of one seed: its value and n
+    failed_line = "- bench/dvc.yaml:baseline@rkd-cm-image-0: error: out of memory"
+    assert f"Cells that failed (no result):\n\n{failed_line}" in markdown
+    assert "failed: bench/dvc.yaml:baseline@rkd-cm-image-0: error: out of memory" in result.stderr
+
+
+def test_kept_and_last_epoch_accuracy_and_summed_seconds_come_from_the_s3_curves(results, tmp_path):
+    def curve(folder, name, values):
+        path = folder / "distill" / "plots" / "metrics" / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("step\t" + name + "\n" + "".join(f"{i}\t{v}\n" for i, v in enumerate(values)))
+
+    for seed, (acc, ce) in enumerate([([0.5, 0.7, 0.6], [1.0, 0.8, 0.9]), ([0.4, 0.6, 0.65], [1.2, 0.7, 0.75])]):
+        cell = results / f"image-s{seed}" / "kd-cm"
+        curve(cell, "val_acc", acc)
+        curve(cell, "val_ce", ce)
+        curve(cell, "epoch_s", [2.0, 2.0, 3.0])
+    result = runner.invoke(app, ["compare", str(results), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "out" / "compare.md").read_text()
+    # kept: the epoch of lowest val CE (epoch 1 in both seeds: 70 and 60 -> 65); last: 60 and 65 -> 62.5
+    assert "| KD | cm | 65.00 / 62.50 | – | 14 |" in markdown
+
+
+def test_a_cell_below_the_floor_is_marked_and_listed(results, tmp_path):
+    """KD · CM · image at a mean of 60 with the student alone at 82 and a teacher at 95 %: floor 72, marked and
+    listed; DKD · CM · audio at 76 with alone 65 and a teacher at 90 %: floor 55, not marked."""
+
+    def set_cell(path, accuracy, teacher_accuracy):
+        data = json.loads(path.read_text())
+        data["accuracy"] = accuracy
+        check = {"teacher": "cm", "val_accuracy": teacher_accuracy, "at_chance": False}
+        data["provenance"] = {"method": {"teacher_check": check}}
+        path.write_text(json.dumps(data))
+
+    for seed, accuracy in enumerate([0.55, 0.60, 0.65]):
+        set_cell(results / f"image-s{seed}" / "kd-cm" / "metrics.json", accuracy, 0.95)
+    for seed in range(3):
+        set_cell(results / f"audio-s{seed}" / "dkd-cm" / "metrics.json", 0.76, 0.90)
+    result = runner.invoke(app, ["compare", str(results), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    line = "KD · CM teacher · image: 60.00 is below the floor 72.00 = max(25, min(alone 82.00, teacher 95.00) - 10)"
+    assert line in result.stderr
+    markdown = (tmp_path / "out" / "compare.md").read_text()
+    assert f"Below the floor (`mst compare`):\n\n- {line}\n" in markdown
+    kd_row = next(row for row in markdown.splitlines() if row.startswith("| KD |"))
+    assert kd_row.count("†") == 1 and "60.00 ± 5.00 †" in kd_row  # the CM · image cell only
+    assert "DKD · CM teacher · audio" not in markdown.split("Below the floor")[1]

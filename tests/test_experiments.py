@@ -119,7 +119,8 @@ def test_a_failed_cell_is_marked_and_the_others_finish(tmp_path):
     assert failed["error"].startswith(f"error: models/bench/image-s0/kd-mm.pt is in use by pid {holder.pid}")
     assert set(accuracies(root)) == {"image-s0/mst-mm+cm", "image-s0/none", "image-s0/dist-mm"}  # the rest ran
     compare_md = (root / "results/compare.md").read_text()
-    assert "Cells that failed (no result):" in compare_md and "baseline@kd-mm-image-0: error: models/bench" in compare_md
+    assert "Cells that failed (no result):" in compare_md
+    assert "baseline@kd-mm-image-0: error: models/bench" in compare_md
 
     second = mst(root, "bench", "accuracy", *cells, "--executor", "local")
     assert second.returncode == 0, second.stdout + second.stderr
@@ -129,29 +130,32 @@ def test_a_failed_cell_is_marked_and_the_others_finish(tmp_path):
 
 
 @pytest.mark.e2e
-def test_sweep_shares_stage_one_and_ends_in_its_table(tmp_path):
+def test_sweep_of_two_settings_over_two_seeds_shares_stage_one_and_ends_in_its_table(tmp_path):
     root = tiny_repo(tmp_path / "sweep")
     assert mst(root, "prepare").returncode == 0
-    args = ["sweep", "-S", "distill.lr=0.001,0.01", "--seeds", "0,1", "--method", "kd", "--teacher", "cm",
-            "--name", "lr", "--executor", "debug"]  # fmt: skip
+    args = ["sweep", "-S", "distill.lr=0.001,0.01", "-S", "distill.temperature=2,4", "--seeds", "0,1",
+            "--method", "kd", "--teacher", "cm", "--name", "lr", "--executor", "debug"]  # fmt: skip
     done = mst(root, *args)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "4 cells (0 finished before), 6 jobs on the debug executor" in done.stdout  # 2 S1 (one per seed), 4 cells
+    assert "8 cells (0 finished before), 10 jobs on the debug executor" in done.stdout  # 2 S1 (one per seed)
     rows = json.loads((root / "results/sweep/lr/sweep.json").read_text())
-    assert [row["settings"] for row in rows] == [{"distill.lr": "0.001"}, {"distill.lr": "0.01"}]
+    assert [row["settings"] for row in rows] == [
+        {"distill.lr": lr, "distill.temperature": t} for lr in ("0.001", "0.01") for t in ("2", "4")
+    ]
     for row in rows:
         values = list(row["per_seed"].values())
         assert len(values) == 2 and row["mean"] == pytest.approx(sum(values) / 2)
-    assert [row["best"] for row in rows].count(True) >= 1
+        assert row["std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
     best = max(rows, key=lambda r: r["mean"])
-    assert best["best"]
-    cell = json.loads((root / "results/sweep/lr/lr=0.01_seed1/metrics.json").read_text())
+    assert best["best"] and sum(r["best"] for r in rows if r["mean"] < best["mean"]) == 0
+    cell = json.loads((root / "results/sweep/lr/lr=0.01_temperature=4_seed1/metrics.json").read_text())
     assert cell["method"] == "kd" and cell["seed"] == 1
-    assert 100 * cell["accuracy"] == pytest.approx(rows[1]["per_seed"]["1"])
+    assert 100 * cell["accuracy"] == pytest.approx(rows[3]["per_seed"]["1"])
     table = (root / "results/sweep/lr/sweep.md").read_text()
-    assert "| distill.lr | seed 0 | seed 1 | accuracy (%) mean ± std | best |" in table
+    assert "| distill.lr | distill.temperature | seed 0 | seed 1 | accuracy (%) mean ± std | best |" in table
+    assert "★" in done.stdout  # the table on screen marks the best too
     again = mst(root, *args)
-    assert again.returncode == 0 and "4 cells (4 finished before), 0 jobs" in again.stdout
+    assert again.returncode == 0 and "8 cells (8 finished before), 0 jobs" in again.stdout
 
 
 def test_sweep_grid_shares_stage_one_per_seed_and_stage_two_per_masks_setting(tmp_path):
@@ -240,3 +244,22 @@ def test_slurm_gives_the_sequential_table(slurm, sequential, tmp_path):
     assert accuracies(root) == sequential  # cell for cell
     jobs = list((root / ".mst" / "jobs").glob("*/submitit/*_submitted.pkl"))
     assert len(jobs) == 6  # prepare, S1, S2 and three cells, each a SLURM job
+
+
+def test_on_slurm_a_failed_job_cancels_what_waits_for_it_and_nothing_else(slurm, tmp_path):
+    from mstcli.experiments.executors import ExecutorOptions, executor_for
+
+    jobs = [
+        Job("a", ("echo 'error: broken on purpose' >&2; exit 3",)),
+        Job("b", ("touch b.ran",), ("a",)),
+        Job("c", ("touch c.ran",)),
+        Job("d", ("touch d.ran",), ("c",)),
+    ]
+    seen = []
+    options = ExecutorOptions("slurm", 0, tmp_path / ".mst", "debug", 5, 1, 0)
+    outcomes = {o.name: o for o in executor_for(options).run(jobs, tmp_path, seen.append)}
+    assert sorted(o.name for o in seen) == ["a", "b", "c", "d"]  # each reported once, as it ended
+    assert outcomes["a"].error.startswith("error: broken on purpose (exit code 3; log: ")
+    assert outcomes["b"].skipped and outcomes["b"].error == "not run: a failed"
+    assert outcomes["c"].ok and outcomes["d"].ok
+    assert (tmp_path / "c.ran").exists() and (tmp_path / "d.ran").exists() and not (tmp_path / "b.ran").exists()

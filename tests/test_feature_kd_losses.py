@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mstcli.methods.baselines.crd import MemoryBank, contrast_scores, crd_nce_loss, log_normalizer, other_rows
 from mstcli.methods.baselines.fitnet import HintRegressor, hint_loss
 from mstcli.methods.baselines.ofa import ofa_loss
-from mstcli.methods.baselines.pkt import pkt_loss
+from mstcli.methods.baselines.pkt import like_the_student, pkt_loss
 from mstcli.methods.baselines.rkd import rkd_angle_loss, rkd_distance_loss
 
 # four samples in 3-d (student) and 2-d (teacher): relational losses need no common width
@@ -288,3 +288,19 @@ def test_rkd_angle_gradient_is_the_autograd_gradient_of_the_plain_definition():
     for got, want in zip(torch.autograd.grad(rkd_angle_loss(s, t), (s, t)), expected, strict=True):
         assert torch.allclose(got, want, rtol=1e-3, atol=1e-6)
 
+
+
+def test_pkt_takes_a_signed_teacher_rectified_for_a_rectified_student():
+    """A rectified student's cosines lie in [0, 1]: the signed teacher's neighbours (other classes at cos < 0) are
+    out of its reach, so its features are rectified first; a signed student, or the switch off, leaves them."""
+    torch.manual_seed(0)
+    teacher = torch.randn(16, 8)
+    student = torch.relu(torch.randn(16, 32))
+    assert torch.equal(like_the_student(student, teacher, rectify=True), torch.relu(teacher))
+    assert torch.equal(like_the_student(student - 0.5, teacher, rectify=True), teacher)
+    assert torch.equal(like_the_student(student, teacher, rectify=False), teacher)
+    non_negative = torch.relu(teacher)
+    assert torch.equal(like_the_student(student, non_negative, rectify=True), non_negative)  # a ReLU'd teacher as is
+    # the rectified target is one a rectified student can match exactly: zero loss at student = rectified teacher
+    target = like_the_student(student, teacher, rectify=True)
+    assert pkt_loss(target.clone(), target) == pytest.approx(0.0, abs=1e-6)

@@ -24,7 +24,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("methods", ("mstcli.methods",)),  # task kinds, losses, MST-Distill (S2 and S3 parts), the comparison methods
     ("report", ("mstcli.report",)),  # rendering of results: figures and terminal tables, no stage
     ("stages", ("mstcli.stages",)),  # one module per command: what prepare, train, ..., report do
-    ("tools", ("mstcli.benchmarks", "mstcli.debug")),  # measurements and diagnostics built on the stages
+    # measurements, diagnostics and grids of runs (the matrix, sweeps), built on the stages
+    ("tools", ("mstcli.benchmarks", "mstcli.debug", "mstcli.experiments")),
     ("cli", ("mstcli.cli", "mstcli.__main__")),
     ("scripts", ("scripts",)),
 )

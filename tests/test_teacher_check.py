@@ -75,7 +75,7 @@ def test_distill_warns_about_a_teacher_at_chance_and_records_the_check(tiny_runs
             "distill", "--method", "kd", "--teacher", "mm", "-S", "common.run=chance", *common,
             "--out", "models/chance/kd-mm.pt", "--results", "results/chance/kd-mm",
         )
-        assert "at chance" not in learned.output
+        assert "teacher mm is at chance" not in learned.output  # (its one-epoch student may be: another warning)
         invoke("eval", "--student", "models/chance/kd-mm.pt", "--results", "results/chance/kd-mm",
                "-S", "common.run=chance", "-S", "common.student=image")
         metrics = json.loads((tiny_runs / "results/chance/kd-mm/metrics.json").read_text())
@@ -84,8 +84,35 @@ def test_distill_warns_about_a_teacher_at_chance_and_records_the_check(tiny_runs
 
         alone = invoke("distill", "--method", "none", "-S", "common.run=chance", *common,
                        "--out", "models/chance/none.pt", "--results", "results/chance/none")
-        assert "at chance" not in alone.output  # the student alone has no teacher to check
+        assert "warning: teacher" not in alone.output  # the student alone has no teacher to check
         assert StudentCheckpoint.load(tiny_runs / "models/chance/none.pt").provenance["method"]["teacher_check"] is None
     finally:
         shutil.rmtree(tiny_runs / "models" / "chance", ignore_errors=True)
         shutil.rmtree(tiny_runs / "results" / "chance", ignore_errors=True)
+
+
+def test_a_student_left_at_chance_is_warned_recorded_and_listed_by_compare(tiny_runs, monkeypatch):
+    """lr 0: the student S3 keeps is its random start, at chance; one that learned is not warned."""
+    monkeypatch.chdir(tiny_runs)
+    common = ["-S", "common.student=image", "-S", "distill.epochs=2", "-S", "common.run=img"]
+    try:
+        stuck = invoke("distill", "--method", "none", "--same-passes", "-S", "distill.lr=0", *common,
+                       "--out", "models/stuck/none.pt", "--results", "results/stuck/none")  # fmt: skip
+        lines = [line for line in stuck.output.splitlines() if "student is at chance" in line]
+        assert len(lines) == 1 and "distill.baseline_settings=paper" in lines[0], stuck.output
+        record = StudentCheckpoint.load(tiny_runs / "models/stuck/none.pt").provenance["method"]["student_check"]
+        assert record["at_chance"] is True and record["val_accuracy"] < record["threshold"]
+        invoke("eval", "--student", "models/stuck/none.pt", "--results", "results/stuck/none", *common)
+        learned = invoke("distill", "--method", "none", "--same-passes", "-S", "distill.lr=0.01", *common,
+                         "--out", "models/stuck/learned.pt", "--results", "results/stuck/learned")  # fmt: skip
+        assert "student is at chance" not in learned.output
+        check = StudentCheckpoint.load(tiny_runs / "models/stuck/learned.pt").provenance["method"]["student_check"]
+        assert check["at_chance"] is False and check["val_accuracy"] > check["threshold"]
+        from mstcli.stages.compare import compare
+
+        _, _, notes = compare(tiny_runs / "results/stuck", tiny_runs / "results/stuck")
+        assert any("the student ended at chance on validation" in note for note in notes), notes
+        assert "At chance (`mst distill` warned):" in (tiny_runs / "results/stuck/compare.md").read_text()
+    finally:
+        shutil.rmtree(tiny_runs / "models" / "stuck", ignore_errors=True)
+        shutil.rmtree(tiny_runs / "results" / "stuck", ignore_errors=True)

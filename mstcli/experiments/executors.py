@@ -29,6 +29,7 @@ from mstcli.experiments.jobs import Job, JobOutcome, run_commands
 
 OnDone = Callable[[JobOutcome], None]
 POLL_S = 1.0
+LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local jobs are killed after their timeout: a month is "none"
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,13 @@ class Executor(ABC):
         return text[-1] if text else type(exc).__name__
 
 
-def _submit_function(commands: tuple[str, ...], folder: str, log: str) -> float:
+def _submit_function(commands: tuple[str, ...], folder: str, log: str, env: dict[str, str] | None = None) -> float:
     """The function submitit runs in the job's process: the job's commands; a failure also leaves its first line
     beside the log (``.error``), so the grid reads it without parsing a traceback."""
     from mstcli.experiments.jobs import JobFailed
 
     try:
-        return run_commands(commands, folder, log)
+        return run_commands(commands, folder, log, env)
     except JobFailed as exc:
         Path(log).with_suffix(".error").write_text(str(exc) + "\n")
         raise
@@ -99,8 +100,10 @@ class PoolExecutor(Executor):
     def run(self, jobs: list[Job], workdir: Path, on_done: OnDone) -> list[JobOutcome]:
         import submitit
 
+        from mstcli.engine.runtime import JOBS_ENV as jobs_env
+
         executor = submitit.AutoExecutor(folder=self.folder / "submitit", cluster=self.cluster)
-        executor.update_parameters(timeout_min=self.options.slurm_time_min)
+        executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)  # --slurm-time is SLURM's: no limit here
         pending = list(jobs)
         running: dict[str, tuple[Job, Any, float]] = {}
         outcomes: dict[str, JobOutcome] = {}
@@ -120,7 +123,9 @@ class PoolExecutor(Executor):
                     continue
                 pending.remove(job)
                 log = self.log_of(job)
-                submitted = executor.submit(_submit_function, job.commands, str(workdir), str(log))
+                # N jobs on one machine: with common.threads 0 each mst takes cores // N threads (engine/runtime.py)
+                env = {jobs_env: str(self.limit)} if self.cluster == "local" else None
+                submitted = executor.submit(_submit_function, job.commands, str(workdir), str(log), env)
                 started = time.perf_counter()
                 if self.cluster == "debug":  # runs here and now, inside result()
                     finish(self._collect(job, submitted, started))

@@ -47,12 +47,13 @@ def first_error_line(text: str) -> str:
     return lines[-1] if lines else "failed without a message"
 
 
-def run_commands(commands: tuple[str, ...], folder: str, log: str) -> float:
+def run_commands(commands: tuple[str, ...], folder: str, log: str, env: dict[str, str] | None = None) -> float:
     """Run ``commands`` one after another in ``folder`` (a shell each, as DVC runs a stage's ``cmd``), their
-    output appended to ``log``; returns the seconds taken. Raises :class:`JobFailed` at the first that fails."""
+    output appended to ``log``, with ``env`` added to the environment; returns the seconds taken. Raises
+    :class:`JobFailed` at the first that fails."""
     started = time.perf_counter()
     Path(log).parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})}
     for command in commands:
         with open(log, "a") as out:
             out.write(f"$ {command}\n")

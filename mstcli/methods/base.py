@@ -106,6 +106,12 @@ class DistillMethod(ABC):
         """Called before the batches of epoch ``epoch`` (0-based): phase switches keyed on the epoch go here, so
         that a resumed run is in the right phase without replaying earlier epochs."""
 
+    def selectable(self, epoch: int) -> bool:
+        """Whether the student after epoch ``epoch`` may be kept (the epoch of lowest validation CE among the
+        selectable ones is). A method whose last phase trains with another loss than its first (MGDFR) keeps its
+        student from the last phase only: validation CE does not compare students across a change of loss."""
+        return True
+
     @abstractmethod
     def loss(self, batch: Split, student_logits: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         """The training loss of one batch and its named terms (for the curves; tensors are averaged on the

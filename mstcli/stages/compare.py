@@ -18,6 +18,7 @@ in ``compare.md``).
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ class Run:
     metric: str = "accuracy"  # what ``accuracy`` holds: "accuracy" or "mIoU"
     teacher_at_chance: float | None = None  # the teacher's validation accuracy in % where S3 found it at chance
     student_at_chance: float | None = None  # the student's validation accuracy in % where it ended at chance
+    teacher_accuracy: float | None = None  # the teacher's validation accuracy in % (the teacher check's), if any
 
 
 def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
@@ -78,6 +80,7 @@ def read_runs(folder: Path) -> tuple[list[Run], list[str]]:
         runs[key] = Run(
             method, teacher, direction, seed, 100.0 * accuracy, path, metric, _teacher_at_chance(data),
             _student_at_chance(data),
+            _teacher_accuracy(data),
         )  # fmt: skip
     if not runs:
         raise UserError(f"no metrics.json of `mst eval` under {folder}")
@@ -95,6 +98,43 @@ def failed_cells(folder: Path) -> list[str]:
         except (OSError, ValueError, KeyError, TypeError):
             lines.append(f"{path.parent}: failed (unreadable {path.name})")
     return lines
+
+
+def _teacher_accuracy(data: dict) -> float | None:
+    method = (data.get("provenance") or {}).get("method") or {}
+    check = method.get("teacher_check") if isinstance(method, dict) else None
+    if isinstance(check, dict) and "val_accuracy" in check:
+        return 100.0 * float(check["val_accuracy"])
+    return None
+
+
+#: a method with an informative teacher may follow a weak teacher down, but not collapse: its mean stays at or above
+#: max(FLOOR_MIN, min(student alone, teacher) - FLOOR_MARGIN) points
+FLOOR_MIN, FLOOR_MARGIN = 25.0, 10.0
+
+
+def below_floor(runs: list[Run]) -> dict[tuple[str, str, str], str]:
+    """(method, teacher, direction) -> a note, for each comparison cell whose mean over seeds is below the floor
+    max(25, min(the student alone's mean, the teacher's mean validation accuracy) - 10): the reference constants
+    lose more there than following a weak teacher explains. Cells whose teacher was at chance are not judged."""
+    groups: dict[tuple[str, str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.method, run.teacher, run.direction), []).append(run)
+    alone = {d: statistics.mean(r.accuracy for r in rs) for (m, _, d), rs in groups.items() if m == "none"}
+    notes = {}
+    for (method, teacher, direction), rs in groups.items():
+        teachers = [r.teacher_accuracy for r in rs if r.teacher_accuracy is not None]
+        if method in TEACHERLESS or direction not in alone or not teachers or any(r.teacher_at_chance for r in rs):
+            continue
+        mean, teacher_mean = statistics.mean(r.accuracy for r in rs), statistics.mean(teachers)
+        floor = max(FLOOR_MIN, min(alone[direction], teacher_mean) - FLOOR_MARGIN)
+        if mean < floor:
+            notes[(method, teacher, direction)] = (
+                f"{DISPLAY_NAMES.get(method, method)} · {teacher.upper()} teacher · {direction}: {mean:.2f} is below"
+                f" the floor {floor:.2f} = max({FLOOR_MIN:.0f}, min(alone {alone[direction]:.2f}, teacher"
+                f" {teacher_mean:.2f}) - {FLOOR_MARGIN:.0f})"
+            )
+    return notes
 
 
 def _student_at_chance(data: dict) -> float | None:
@@ -211,7 +251,8 @@ def layout(runs: list[Run]) -> Grid:
     return Grid(columns, rows, sorted({r.seed for r in runs}), metrics[0] if len(metrics) == 1 else "accuracy or mIoU")
 
 
-def render_markdown(grid: Grid) -> str:
+def render_markdown(grid: Grid, flagged: set[tuple[str, int]] = frozenset()) -> str:
+    """The grid as a markdown table; ``flagged`` (display name, column) cells get a dagger (below the floor)."""
     header = ["Method"] + [f"{group.upper()} teacher · {direction}" for group, direction in grid.columns]
     lines = [
         "| " + " | ".join(header) + " |",
@@ -220,11 +261,12 @@ def render_markdown(grid: Grid) -> str:
     for name, cells in grid.rows:
         texts = [cell_text(c, len(grid.seeds)) for c in cells]
         texts = [f"**{t}**" if c is not None and c[3] else t for t, c in zip(texts, cells, strict=True)]
+        texts = [f"{t} †" if (name, i) in flagged else t for i, t in enumerate(texts)]
         lines.append(f"| {name} | " + " | ".join(texts) + " |")
     caption = (
         f"Test {grid.metric} (%) of the student, mean ± std over seeds {', '.join(map(str, grid.seeds))}; "
         "best per column in bold. The student alone and MST-Distill (MM + CM teachers) appear under both teacher "
-        "groups."
+        "groups." + (" †: below the floor (listed under the tables)." if flagged else "")
     )
     return "\n".join(lines) + "\n\n" + caption + "\n"
 
@@ -278,6 +320,61 @@ def render_paired_markdown(paired: dict, directions: list[str]) -> str:
     return "\n".join(lines) + "\n\n" + caption + "\n"
 
 
+def _curve(path: Path) -> list[float]:
+    """The values of one dvclive curve (``step<TAB>value`` rows); empty when it is missing or unreadable."""
+    try:
+        rows = path.read_text().splitlines()[1:]
+        return [float(row.split("\t")[1]) for row in rows if row.strip()]
+    except (OSError, ValueError, IndexError):
+        return []
+
+
+def epoch_summary(runs: list[Run]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """method -> teacher -> direction -> [validation accuracy (%) at the kept epoch, at the last epoch, S3 seconds]:
+    the accuracies are means over seeds, the seconds their sum, from each run's S3 curves (``distill/plots/metrics``
+    beside its metrics.json). The kept epoch is the one of lowest validation CE, as ``mst distill`` keeps it; a
+    method that peaks early and drifts shows a last-epoch accuracy below its kept one."""
+    groups: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
+    for run in runs:
+        curves = run.path.parent / "distill" / "plots" / "metrics"
+        accuracy, ce, seconds = (_curve(curves / f"{n}.tsv") for n in ("val_acc", "val_ce", "epoch_s"))
+        if not accuracy or len(ce) != len(accuracy):
+            continue
+        kept = min(range(len(ce)), key=lambda i: (math.isnan(ce[i]), ce[i]))
+        groups.setdefault((run.method, run.teacher, run.direction), []).append(
+            (100 * accuracy[kept], 100 * accuracy[-1], sum(seconds))
+        )
+    table: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for method in ordered_methods({m for m, _, _ in groups}):
+        for (m, teacher, direction), rows in sorted(groups.items()):
+            if m == method:
+                kept, last, seconds = zip(*rows, strict=True)
+                means = [round(statistics.mean(kept), 2), round(statistics.mean(last), 2), round(sum(seconds), 1)]
+                table.setdefault(method, {}).setdefault(teacher, {})[direction] = means
+    return table
+
+
+def render_epoch_markdown(summary: dict, directions: list[str]) -> str:
+    if not summary:
+        return ""
+    lines = [
+        "| Method | Teacher | " + " | ".join(f"kept / last epoch · {d}" for d in directions) + " | S3 s (sum) |",
+        "|---|---|" + "---:|" * (len(directions) + 1),
+    ]
+    for method, teachers in summary.items():
+        for teacher, cells in teachers.items():
+            texts = ["–" if (v := cells.get(d)) is None else f"{v[0]:.2f} / {v[1]:.2f}" for d in directions]
+            seconds = sum(v[2] for v in cells.values())
+            lines.append(
+                f"| {DISPLAY_NAMES.get(method, method)} | {teacher} | " + " | ".join(texts) + f" | {seconds:.0f} |"
+            )
+    caption = (
+        "Validation accuracy (%) of the student at the epoch `mst distill` kept (lowest validation CE) and at its"
+        " last epoch, means over seeds; S3 s: the summed seconds of the S3 epochs of the row's runs."
+    )
+    return "\n".join(lines) + "\n\n" + caption + "\n"
+
+
 def compare(folder: Path, out: Path) -> tuple[dict, Grid, list[str]]:
     """Read the metrics under ``folder``; write ``out/compare.md``, ``out/compare.json``,
     ``out/compare_paired.json`` and ``out/compare.png`` (grouped bars, the seed spread as error bars)."""
@@ -291,14 +388,29 @@ def compare(folder: Path, out: Path) -> tuple[dict, Grid, list[str]]:
     paired_md = render_paired_markdown(paired, directions)
     notes = chance_notes(runs)
     chance_md = "\nAt chance (`mst distill` warned):\n\n" + "".join(f"- {n}\n" for n in notes) if notes else ""
+    epochs_md = render_epoch_markdown(epoch_summary(runs), directions)
     failures = failed_cells(folder)
     failed_md = "\nCells that failed (no result):\n\n" + "".join(f"- {f}\n" for f in failures) if failures else ""
+    floors = below_floor(runs)
+    flagged = {
+        (DISPLAY_NAMES.get(m, m), i)
+        for (m, teacher, direction) in floors
+        for i, (group, d) in enumerate(grid.columns)
+        if d == direction and teacher == group
+    }
+    floor_md = "\nBelow the floor (`mst compare`):\n\n" + "".join(f"- {n}\n" for n in floors.values()) if floors else ""
     write_text(
-        out / "compare.md", render_markdown(grid) + ("\n" + paired_md if paired_md else "") + chance_md + failed_md
+        out / "compare.md",
+        render_markdown(grid, flagged)
+        + ("\n" + paired_md if paired_md else "")
+        + ("\n" + epochs_md if epochs_md else "")
+        + chance_md
+        + floor_md
+        + failed_md,
     )
     write_json(out / "compare.json", table)
     write_json(out / "compare_paired.json", paired)
     columns = [f"{group.upper()} teacher, {direction} student" for group, direction in grid.columns]
     bars = [(name, [None if c is None else c[:3] for c in cells]) for name, cells in grid.rows]
     compare_figure(columns, bars, out / "compare.png")
-    return table, grid, warnings + notes + [f"failed: {f}" for f in failures]
+    return table, grid, warnings + notes + list(floors.values()) + [f"failed: {f}" for f in failures]

@@ -88,7 +88,8 @@ class Distillation(EpochTask):
         )
         row = {**stats, "val_ce": val_ce, "val_acc": val_acc}
         shown = {k: v for k, v in row.items() if "@" not in k}  # routing shares: the routing plot, not the line
-        return EpochEnd(row, score=val_ce, shown=shown)
+        # an epoch the method does not let be kept has no score: the engine then takes the next scored one
+        return EpochEnd(row, score=val_ce if self.method.selectable(epoch) else None, shown=shown)
 
     def selected_state(self) -> dict:
         return self.student.net.state_dict()
@@ -225,7 +226,7 @@ def distill(
                         "student_check": student_check.record() if student_check else None,
                     },
                 ),
-                state=result.best_state,
+                state=result.best_state if result.best_state is not None else task.selected_state(),
                 method=settings.method,
                 teacher=method.teacher_label(entry(method.name).fixed_teacher),
                 best_epoch=result.best_epoch,

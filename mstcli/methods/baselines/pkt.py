@@ -51,6 +51,14 @@ def pkt_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (p * ((p + EPS).log() - (q + EPS).log())).sum()
 
 
+def like_the_student(student: torch.Tensor, teacher: torch.Tensor, rectify: bool) -> torch.Tensor:
+    """The teacher's features as the kernel takes them: rectified when the student's are all non-negative (a ReLU
+    before its classifier), so that both neighbour distributions come from vectors of the same kind."""
+    if rectify and bool((student >= 0).all()):
+        return F.relu(teacher)
+    return teacher
+
+
 @dataclass(frozen=True)
 class PKTConstants:
     weight: float  # of the PKT term next to CE (the paper gives none)
@@ -70,8 +78,6 @@ class ProbabilisticKT(DistillMethod):
         # neighbours among the global batch under torchrun
         student = distributed.global_batch(self.pair.student_tap[PENULTIMATE])
         teacher = distributed.global_batch(self.pair.teacher_tap[PENULTIMATE])
-        if self.constants.rectify_teacher and bool((student >= 0).all()):
-            teacher = F.relu(teacher)
-        pkt = pkt_loss(student, teacher)
+        pkt = pkt_loss(student, like_the_student(student, teacher, self.constants.rectify_teacher))
         ce = F.cross_entropy(student_logits, batch.labels)
         return ce + self.constants.weight * pkt, {"ce": ce.detach(), "pkt": pkt.detach()}
