@@ -134,6 +134,11 @@ class PrepareParams:
         "folder: the modalities to read, by name (the <name>_file_name or <name>_text columns), at least two; the"
         " columns of other modalities are ignored (empty: every such column of the metadata table)",
     )
+    array_scaling: Literal["none", "standard"] = _opt(
+        "standard",
+        "folder: .npy modalities standardized per value by the mean and std of each split group's training rows"
+        " (the stages, predict and export apply them; the rows are stored as given), or read as stored (none)",
+    )
     workers: int = _opt(0, "folder: decoding processes (0: one per CPU core; 1: in this process)", min=0)
     chunk_rows: int = _opt(256, "folder: at most this many rows per decoding chunk (see prepare.chunk_mb)", min=1)
     chunk_mb: float = _opt(

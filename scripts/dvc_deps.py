@@ -15,7 +15,8 @@ find the run's files), and everything they import, transitively:
 Any other ``importlib.import_module``/``__import__`` call in a reached file is an error: this script would not
 know what it loads, so it has to be taught (add a hook to ``DYNAMIC``).
 
-``mstcli/cli.py`` (a thin argument layer) is not a root. Deps are listed file by file, never as a folder: the
+The ``mstcli/cli/`` package (a thin argument layer, one module per command group) is not a root, and no stage
+reaches it. Deps are listed file by file, never as a folder: the
 repository's .dvcignore does not ignore ``__pycache__``, so a folder dep would also hash byte-code files.
 
     python scripts/dvc_deps.py            # print each stage's code deps (dvc.yaml and bench/dvc.yaml)
@@ -47,7 +48,7 @@ DVC_FILES = (REPO / "dvc.yaml", REPO / "bench" / "dvc.yaml")
 
 # What the CLI imports for every stage command besides the stage module: the settings and the run's file layout.
 COMMON_ROOTS = ("mstcli.config", "mstcli.stages.paths", "mstcli.ui")  # ui: every command's logging set-up
-# `mst <subcommand>` -> the modules it runs (cli.py itself is not counted).
+# `mst <subcommand>` -> the modules it runs (the mstcli/cli/ package itself is not counted).
 SUBCOMMAND_ROOTS: dict[str, tuple[str, ...]] = {
     "prepare": ("mstcli.stages.prepare", *COMMON_ROOTS),
     "train": ("mstcli.stages.train", *COMMON_ROOTS),

@@ -591,6 +591,72 @@ def test_predict_lists_a_clip_whose_samples_are_bad_and_featurizes_the_rest(tmp_
     assert [type(r).__name__ for r in rows] == ["ndarray"] * 3 + ["BadInput"] and "NaN" in str(rows[3])
 
 
+# ---- array modalities: standardized by each split group's training rows -------------------------------------
+
+
+def spread_array_rows(root: Path, count: int) -> list[dict]:
+    """PNG + NPY rows whose 2 x 3 arrays are far from unit scale (around 40, spread 10, each position its own),
+    with the row number kept in the last value, so rows and statistics can be checked by hand."""
+    rows = image_array_rows(root, count, shape=(2, 3))
+    rng = np.random.default_rng(1)
+    for row in range(count):
+        values = 40.0 + 10.0 * rng.standard_normal((2, 3)) + np.arange(6).reshape(2, 3)
+        values[1, 2] = row
+        np.save(root / "arrays" / f"{row:03d}.npy", values)
+    write_table(root / "metadata.csv", rows)
+    return rows
+
+
+def test_arrays_are_standardized_by_each_groups_training_rows(tmp_path):
+    from mstcli.engine.splits import load_splits
+
+    spread_array_rows(tmp_path / "f", 30)
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    stored = features.read("sensor")
+    assert sorted(stored[:, 1, 2].astype(int).tolist()) == list(range(30)), "rows are stored as given"
+    state = features.transform("sensor")
+    assert state["scaling"] == "standard" and state["scale_mean"].shape == (20, 2, 3)
+    for group in (0, 5):
+        train = features.split_indices(group)["train"]
+        assert np.allclose(state["scale_mean"][group], stored[train].mean(axis=0), atol=1e-4)
+        assert np.allclose(state["scale_std"][group], stored[train].std(axis=0), atol=1e-4)
+        splits = load_splits(features, group, ["sensor"], torch.device("cpu"))
+        seen = splits["train"].inputs["sensor"].numpy()
+        assert np.allclose(seen.mean(axis=0), 0, atol=1e-5) and np.allclose(seen.std(axis=0), 1, atol=1e-4)
+        val = splits["val"].inputs["sensor"].numpy()
+        rows = features.split_indices(group)["val"]
+        assert np.allclose(val, (stored[rows] - state["scale_mean"][group]) / state["scale_std"][group], atol=1e-5)
+    assert not np.allclose(state["scale_mean"][0], state["scale_mean"][5]), "each group has its own training rows"
+    plain = prepared(tmp_path / "f", tmp_path / "g.h5", "-S", "prepare.array_scaling=none")
+    assert "scaling" not in plain.transform("sensor")
+    raw = load_splits(plain, 0, ["sensor"], torch.device("cpu"))["train"].inputs["sensor"].numpy()
+    assert np.allclose(raw, stored[plain.split_indices(0)["train"]])
+
+
+def test_predict_and_export_standardize_an_array_as_the_stages_read_it(tmp_path):
+    from mstcli.data.readers import read_input
+    from mstcli.data.row_scaling import GROUP_KEY
+    from mstcli.data.sources import get_source
+    from mstcli.engine.splits import load_splits
+
+    spread_array_rows(tmp_path / "f", 30)
+    features = prepared(tmp_path / "f", tmp_path / "f.h5")
+    group = 3
+    state = {**features.transform("sensor"), GROUP_KEY: group}
+    step = get_source("folder").feature_step("sensor", state)
+    assert step is not None and step.reads == "features"
+    test = features.split_indices(group)["test"]
+    items = [read_input(tmp_path / "f" / "arrays" / f"{int(r):03d}.npy") for r in test]
+    rows = step.apply(items, {}, state)
+    seen = load_splits(features, group, ["sensor"], torch.device("cpu"), names=("test",))["test"]
+    assert np.allclose(rows, seen.inputs["sensor"].numpy(), atol=1e-6), "predict reads what the stages read"
+    graph = step.graph({}, state)
+    with torch.no_grad():
+        inside = graph.module(torch.from_numpy(np.stack([i.data for i in items])))
+    assert np.allclose(inside.numpy(), rows, atol=1e-5), "the exported graph standardizes as predict does"
+    assert get_source("folder").feature_step("image", features.transform("image")).reads == "image"
+
+
 # ---- bad input: exit 2, one line, nothing written --------------------------------------------------------------
 
 

@@ -561,7 +561,8 @@ def test_predict_batches_keep_the_stored_type_of_the_students_rows(plain, tmp_pa
     root, _ = plain
     features = prepared(root, tmp_path / "f.h5", *encoder("image", "torchvision:resnet18"))
     spec = SimpleNamespace(dataset="folder", student="image")
-    student = SimpleNamespace(spec=spec, fingerprint=feature_fingerprint(features), path=tmp_path / "student.pt")
+    student = SimpleNamespace(spec=spec, fingerprint=feature_fingerprint(features), path=tmp_path / "student.pt",
+                              split_group=0)
     assert FeatureContext(tmp_path / "f.h5", student).row_dtype() == "uint8"
     assert FeatureContext(tmp_path / "missing.h5", student).row_dtype() == "float32"
     spec.student = "audio"

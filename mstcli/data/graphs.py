@@ -46,6 +46,18 @@ def _minmax(flat: torch.Tensor) -> torch.Tensor:
     return (flat - lo) / torch.clamp(hi - lo, min=1e-8)
 
 
+class Standardize(nn.Module):
+    """(rows - mean) / std per position: a folder's array rows standardized by training statistics."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.from_numpy(np.asarray(mean, dtype=np.float32)))
+        self.register_buffer("std", torch.from_numpy(np.asarray(std, dtype=np.float32)))
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return (rows - self.mean) / self.std
+
+
 class FeatureRows(nn.Module):
     """No feature step in the graph: the caller gives feature rows (a data set without a graph of its step)."""
 

@@ -211,6 +211,15 @@ class FeatureWriter:
             self._refuse_non_finite(modality, start, rows)  # e.g. a min-max over a constant modality
             data[start : start + block] = rows
 
+    def written_blocks(self, modality: str, rows_per_block: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, rows)`` of a written modality block by block, for statistics known only once every row is in
+        (a folder's array scaling), without holding the modality in memory whole."""
+        assert self._file is not None
+        data = self._file["modalities"][modality]
+        block = rows_per_block or max(data.chunks[0], 256)
+        for start in range(0, self.num_samples, block):
+            yield start, data[start : start + block]
+
     def shrink(self, num_samples: int) -> None:
         """Keep only the first ``num_samples`` rows of every modality (a resizable writer whose source dropped
         rows while it was written)."""

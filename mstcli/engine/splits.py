@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import torch
 
+from mstcli.data.row_scaling import RowScaling, scalings_of
 from mstcli.data.store import FeatureFile, gather_rows, require_finite
 
 
@@ -47,15 +48,19 @@ def load_splits(
 ) -> dict[str, Split]:
     """The splits ``names`` as tensors on ``device``, or read batch by batch from the file (:class:`LazySplit`)
     when together they would take more than ``memory_mb`` MiB (common.memory_mb). Each modality keeps its stored
-    type (float32, uint8 pixels, int64 tokens): the nets that read raw inputs convert them themselves."""
+    type (float32, uint8 pixels, int64 tokens): the nets that read raw inputs convert them themselves. A folder's
+    array modality standardized at prepare (data/row_scaling.py) is read through the statistics of
+    ``group``'s training rows."""
     indices = features.split_indices(group)
+    scalings = scalings_of(features, modalities, group)
     if split_bytes(features, modalities, sum(len(indices[n]) for n in names)) > memory_mb * 2**20:
-        return lazy_splits(features, indices, modalities, device, names)  # too large: read batch by batch
+        return lazy_splits(features, indices, modalities, device, names, scalings)  # too large: read batch by batch
     labels = torch.from_numpy(features.labels())
     out = {}
     for name in names:
         rows = indices[name]
         inputs = {m: require_finite(features.path, m, features.read(m, rows), rows) for m in modalities}
+        inputs = {m: scalings[m](x) if m in scalings else x for m, x in inputs.items()}
         out[name] = Split(
             {m: torch.from_numpy(x).to(device) for m, x in inputs.items()}, labels[torch.from_numpy(rows)].to(device)
         )
@@ -90,9 +95,16 @@ class LazySplit:
     """The rows ``indices`` of a feature file, read on demand; labels are small and held in memory."""
 
     def __init__(
-        self, path: Path, indices: np.ndarray, labels: torch.Tensor, modalities: list[str], device: torch.device
+        self,
+        path: Path,
+        indices: np.ndarray,
+        labels: torch.Tensor,
+        modalities: list[str],
+        device: torch.device,
+        scalings: dict[str, RowScaling] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.scalings = dict(scalings or {})
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = labels
         self.modalities = list(modalities)
@@ -119,6 +131,7 @@ class LazySplit:
         wanted = self.indices[np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows, dtype=np.int64)]
         group = self._handle()["modalities"]
         inputs = {m: require_finite(self.path, m, gather_rows(group[m], wanted), wanted) for m in self.modalities}
+        inputs = {m: self.scalings[m](x) if m in self.scalings else x for m, x in inputs.items()}
         return {m: torch.from_numpy(x) for m, x in inputs.items()}
 
     def batch(self, rows: torch.Tensor) -> Split:
@@ -132,12 +145,22 @@ class LazySplit:
 
 
 def lazy_splits(
-    features: FeatureFile, indices: dict[str, np.ndarray], modalities: list[str], device: torch.device, names
+    features: FeatureFile,
+    indices: dict[str, np.ndarray],
+    modalities: list[str],
+    device: torch.device,
+    names,
+    scalings: dict[str, RowScaling] | None = None,
 ) -> dict[str, LazySplit]:
     labels = torch.from_numpy(features.labels())
     return {
         name: LazySplit(
-            features.path, indices[name], labels[torch.from_numpy(indices[name])].to(device), modalities, device
+            features.path,
+            indices[name],
+            labels[torch.from_numpy(indices[name])].to(device),
+            modalities,
+            device,
+            scalings,
         )
         for name in names
     }

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mstcli.data.readers import READERS, SUFFIX_KINDS, BadInput, RawInput, read_input
+from mstcli.data.row_scaling import GROUP_KEY
 from mstcli.data.sources import FeatureStep, get_source
 from mstcli.data.store import FeatureFile
 from mstcli.engine.checkpoints import StudentCheckpoint
@@ -71,6 +72,7 @@ class Student:
     spec: RunSpec
     net: ModalNet
     fingerprint: str  # of the feature file it was trained on
+    split_group: int = 0  # whose training rows a standardized array modality was scaled by
 
     @classmethod
     def load(cls, path: Path) -> Student:
@@ -83,7 +85,7 @@ class Student:
         net = ModalNet(spec.build_student(), (spec.student,))
         net.net.load_state_dict(checkpoint.state)
         net.eval()
-        return cls(path, spec, net, checkpoint.inputs["features"])
+        return cls(path, spec, net, checkpoint.inputs["features"], int(checkpoint.inputs.get("split_group", 0)))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -138,7 +140,10 @@ class FeatureContext:
                     "from it (prepare the run's data again or give .npy features)"
                 )
             self._features = features
-        return self._features.params.get("prepare", {}), self._features.transform(self.student.spec.student)
+        state = self._features.transform(self.student.spec.student)
+        if state is not None:  # the student's split group: a standardized array is scaled by its training rows
+            state = {**state, GROUP_KEY: self.student.split_group}
+        return self._features.params.get("prepare", {}), state
 
     def row_dtype(self) -> str:
         """The type of the student modality's stored rows (float32 features, uint8 pixels, int64 tokens), which its
@@ -182,6 +187,15 @@ def student_suffixes(step: FeatureStep | None) -> set[str]:
     """The suffixes of the raw inputs a student's feature step reads, and .npy feature rows."""
     kinds = {"features", step.reads} if step is not None else {"features"}
     return {suffix for suffix, kind in SUFFIX_KINDS.items() if kind in kinds}
+
+
+def _step_reads_features(find_step: StepLookup) -> bool:
+    """Whether the student's feature step takes .npy rows (a folder's standardized array modality); where the
+    data set has no step for them, the rows are features already."""
+    if not find_step.source.steps_need_state:
+        return False
+    step = find_step()
+    return step is not None and step.reads == "features"
 
 
 def text_inputs(texts: list[str]) -> list[tuple[str, RawInput]]:
@@ -234,7 +248,13 @@ def predict_files(
         try:
             item = read_input(given) if isinstance(given, Path) else given
             if item.kind == "features":
-                named.extend(feature_rows(item, name, student.shape))
+                rows = feature_rows(item, name, student.shape)
+                if not _step_reads_features(find_step):
+                    named.extend(rows)
+                    continue
+                for row_name, row in rows:  # an array the folder's step standardizes, as the stages read it
+                    raw.append((len(named), RawInput("features", row, path=item.path)))
+                    named.append((row_name, None))
                 continue
             step = find_step()
             if step is None:

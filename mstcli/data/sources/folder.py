@@ -26,6 +26,7 @@ from mstcli.data.folder.kinds import DecodeError, KindSettings, array_row, image
 from mstcli.data.folder.net_inputs import AudioStep, InputPlan, Readers, TokenStep, plan_inputs
 from mstcli.data.folder.table import FolderTable, Problem, read_table
 from mstcli.data.readers import BadInput, RawInput
+from mstcli.data.row_scaling import GROUP_KEY, group_statistics, row_scaling, scaling_state
 from mstcli.data.sources import DataSource, FeatureStep, register
 from mstcli.data.splits import TEST, TRAIN, UNASSIGNED, VAL, drawn_split_groups
 from mstcli.data.store import FeatureWriter
@@ -319,8 +320,13 @@ def build(source: Path, params: Any, out: Path, meta: dict[str, Any], readers: R
         names = class_names_of(labels)
         indices = label_indices(labels, names)
         writer.class_names = names
-        writer.set_split_groups(*drawn_split_groups(indices, given[kept], names))
+        permutations, bounds = drawn_split_groups(indices, given[kept], names)
+        writer.set_split_groups(permutations, bounds)
         writer.write_labels(indices)
+        for m in table.modalities:
+            if m.kind == "array" and params.array_scaling == "standard":
+                mean, std = group_statistics(writer.written_blocks(m.name), permutations, bounds)
+                writer.transforms[m.name].update(scaling_state(mean, std))
 
     report = bad_rows_path(out)
     if problems:
@@ -563,11 +569,48 @@ STEPS = {
 }
 
 
+def _array_scaling(state: dict[str, Any]) -> Any:
+    scaling = row_scaling(state, int(state.get(GROUP_KEY, 0)))
+    assert scaling is not None
+    return scaling
+
+
+def standardized_arrays(items: list[RawInput], prepare: dict[str, Any], state: dict[str, Any] | None) -> np.ndarray:
+    """.npy rows standardized by the training statistics of the student's split group, as the stages read them
+    (array_scaling.py)."""
+    assert state is not None
+    return _array_scaling(state)(np.stack([np.asarray(i.data, dtype=np.float32) for i in items]))
+
+
+def standardized_graph(prepare: dict[str, Any], state: dict[str, Any] | None) -> Any:
+    """``mst export``'s graph for a standardized array student: the .npy rows as given, standardized inside."""
+    from mstcli.data.graphs import FeatureGraph, GraphInput, Standardize
+
+    assert state is not None
+    scaling = _array_scaling(state)
+    shape = tuple(scaling.mean.shape)
+    return FeatureGraph(
+        module=Standardize(scaling.mean, scaling.std),
+        inputs=(GraphInput("array", shape, "float32", "the .npy array as the folder gives it"),),
+        outside="load the .npy array as float32 (np.load); it must have the shape below",
+        inside="standardization by the mean and standard deviation of each value over the training rows "
+        "(prepare.array_scaling: standard, the student's split group), the student, softmax",
+        parameters={"array_scaling": "standard"},
+        examples=lambda n, rng: ((scaling.mean + scaling.std * rng.standard_normal((n, *shape))).astype(np.float32),),
+    )
+
+
+#: an array modality standardized by prepare.array_scaling: its .npy rows go through the scaling
+STANDARDIZED = FeatureStep(reads="features", check=_no_check, apply=standardized_arrays, graph=standardized_graph)
+
+
 def step_for(modality: str, state: dict[str, Any] | None) -> FeatureStep | None:
     """A folder modality's feature step, by the kind and the form prepare stored for it (files without a form are
-    features); .npy modalities have none (their files are feature rows already)."""
+    features); a .npy modality has one only when prepare standardized it (its files are feature rows otherwise)."""
     if state is None:
         return None
+    if state.get("kind") == "array":
+        return STANDARDIZED if row_scaling(state, 0) is not None else None
     return STEPS.get((str(state.get("kind", "")), str(state.get("form", "features"))))
 
 
