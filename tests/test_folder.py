@@ -633,6 +633,26 @@ def test_arrays_are_standardized_by_each_groups_training_rows(tmp_path):
     assert np.allclose(raw, stored[plain.split_indices(0)["train"]])
 
 
+@pytest.mark.parametrize(
+    ("shape", "seen"), [((112, 112), (1, 28, 28)), ((64, 400), (1, 32, 200)), ((3, 32, 32), (3, 32, 32))]
+)
+def test_a_map_larger_than_32_a_side_is_average_pooled_before_the_first_convolution(shape, seen):
+    from mstcli.models.folder import FolderFusionNet, FolderMapNet
+
+    torch.manual_seed(0)
+    x = torch.randn(2, *shape)
+    factor = shape[-1] // seen[-1]
+    expected = torch.nn.functional.avg_pool2d(x if len(shape) == 3 else x[:, None], factor)
+    unimodal, fusion = FolderMapNet(shape, 10), FolderFusionNet((shape,), 10)
+    for net, encoder in ((unimodal, unimodal.encoder), (fusion, fusion.encoders[0])):
+        inputs: list[torch.Tensor] = []
+        hook = encoder.conv1.register_forward_pre_hook(lambda _module, args, seen_by=inputs: seen_by.append(args[0]))
+        net(x)
+        hook.remove()
+        assert tuple(inputs[0].shape[1:]) == seen
+        assert torch.allclose(inputs[0], expected, atol=1e-6), "the stem averages, it does not pick or max-pool"
+
+
 def test_predict_and_export_standardize_an_array_as_the_stages_read_it(tmp_path):
     from mstcli.data.readers import read_input
     from mstcli.data.row_scaling import GROUP_KEY

@@ -2,7 +2,8 @@
 
 * maps (C x H x W, or H x W read as one channel): a small CNN in the AV-MNIST manner, three 3x3 convolutions
   (32, 64, 128 channels, each max-pooled while the map is large enough), an adaptive average pool to 4 x 4 so any
-  size works, then fc1 (128) and the classifier;
+  size works, then fc1 (128) and the classifier. A map whose shorter side exceeds 32 is first average-pooled by
+  the smallest whole factor that brings that side to 32 or less (a 112 x 112 spectrogram is read at 28 x 28);
 * anything else (vectors, and arrays of 4 or more axes, flattened): an MLP D -> 256 -> 128 -> classes.
 
 The MM teacher runs one such encoder per modality (without its classifier), concatenates them and ends in the
@@ -22,6 +23,17 @@ from mstcli.models.heads import ThreeLinearHead
 ENCODER_WIDTH = 128
 CONV3_CHANNELS = 128
 POOLED = 4
+# The map net is sized for maps of about 32 a side (AV-MNIST's audio CNN). Measured on a folder of noisy spoken
+# digits stored as 112 x 112 log-mel arrays (docs/own-data.md, "Array modalities"): read at full size the net cost
+# 24x more per epoch and learned slower per epoch (25.7 vs 31.0 % validation after 4 epochs, trained alone), so a
+# larger map is average-pooled first. A user who needs the detail brings their own encoder (``models.encoders``).
+STEM_SIDE = 32
+
+
+def stem_factor(shape: Sequence[int]) -> int:
+    """The average-pooling factor applied to a map before conv1: 1 up to 32 a side, else ceil(shorter side / 32)."""
+    side = min(int(shape[-2]), int(shape[-1]))
+    return 1 if side <= STEM_SIDE else -(-side // STEM_SIDE)
 
 
 def is_map(shape: Sequence[int]) -> bool:
@@ -33,15 +45,19 @@ def _as_map(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 
 class MapEncoder(nn.Module):
-    """conv1 -> pool -> conv2 -> pool -> conv3 -> pool -> adaptive pool -> fc1 (the hooks see conv3 and fc1 before
-    their ReLU). A conv is followed by 2x2 max-pooling while its map is at least 8 pixels a side, so a 32 x 32
-    input ends at 4 x 4 (the AV-MNIST audio CNN's stack) and an 8 x 8 array is not pooled to nothing."""
+    """[stem pool] -> conv1 -> pool -> conv2 -> pool -> conv3 -> pool -> adaptive pool -> fc1 (the hooks see conv3
+    and fc1 before their ReLU). A conv is followed by 2x2 max-pooling while its map is at least 8 pixels a side, so
+    a 32 x 32 input ends at 4 x 4 (the AV-MNIST audio CNN's stack) and an 8 x 8 array is not pooled to nothing.
+    The stem pool (see ``stem_factor``) exists only for maps larger than 32 a side, so smaller ones are read as
+    before, weight for weight."""
 
     def __init__(self, shape: Sequence[int]) -> None:
         super().__init__()
         channels = 1 if len(shape) == 2 else int(shape[0])
-        side = min(int(shape[-2]), int(shape[-1]))
+        factor = stem_factor(shape)
+        side = min(int(shape[-2]), int(shape[-1])) // factor
         self.shape = tuple(shape)
+        self.stem = nn.AvgPool2d(factor, ceil_mode=True) if factor > 1 else nn.Identity()
         self.conv1 = nn.Conv2d(channels, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
         self.conv3 = nn.Conv2d(64, CONV3_CHANNELS, 3, padding=1)
@@ -55,7 +71,7 @@ class MapEncoder(nn.Module):
         self.fc1 = nn.Linear(CONV3_CHANNELS * POOLED * POOLED, ENCODER_WIDTH)
 
     def below_conv3(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pools[0](self.act(self.conv1(_as_map(x, self.shape))))
+        x = self.pools[0](self.act(self.conv1(self.stem(_as_map(x, self.shape)))))
         return self.pools[1](self.act(self.conv2(x)))
 
     def from_conv3(self, z: torch.Tensor) -> torch.Tensor:
