@@ -161,6 +161,11 @@ class TrainParams:
     batch_size: int = _opt(128, "batch size (reference: 512 for AV-MNIST)", min=1)
     lr: float = _opt(1e-3, "Adam learning rate over all three nets (reference: 1e-4)", min=0.0)
     temperature: float = _opt(4.0, "temperature of the KL alignment terms", min=0.01)
+    align_weighting: Literal["sum", "pairs"] = _opt(
+        "sum",
+        "three or more modalities: the KL terms between every ordered pair of the K nets summed at weight 1 (sum)"
+        " or scaled by 6 / (K(K - 1)) to weigh what two modalities' six terms weigh (pairs); the same with two",
+    )
     width_divisor: int = _opt(
         1, "NYU-Depth-V2's FuseNets: every channel width divided by this (1: VGG16's; tests use 16)", min=1
     )
