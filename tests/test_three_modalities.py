@@ -182,12 +182,86 @@ def test_averaged_teachers_give_the_mean_of_the_soft_labels():
     assert not torch.allclose(torch.softmax(averaged / tau, dim=1), torch.softmax(sum(logits) / 3 / tau, dim=1))
 
 
-def test_two_modality_runs_keep_their_layout_and_teacher_names():
+def test_two_modality_runs_keep_their_cm_teacher_in_the_one_mapping_under_the_name_cm():
     from conftest import tiny_trio
 
     trio = tiny_trio("image")
-    assert trio.spec.teacher_keys == ("mm", "cm") and trio.spec.cm_nets == {}
-    assert {k.split(".")[0] for k in trio.state_dict()} == {"mm", "student", "cm"}
+    assert trio.spec.teacher_keys == ("mm", "cm") and trio.spec.cm_nets == {"audio": "three_layer_cnn_a"}
+    assert {".".join(k.split(".")[:2]) if k.startswith("cms.") else k.split(".")[0] for k in trio.state_dict()} == {
+        "mm",
+        "student",
+        "cms.audio",
+    }
+    assert trio.teacher("cm") is trio.cms["audio"] and [key for key, _ in trio.members()] == ["mm", "student", "cm"]
     assert trio.spec.teacher_key("cm:audio") == "cm" and trio.spec.teacher_key("mm") == "mm"
     with pytest.raises(Exception, match="the student"):
         trio.spec.teacher_key("cm:image")
+    with pytest.raises(KeyError):
+        trio.teacher("cm:audio")  # the public key of a two-modality run's CM teacher is cm
+
+
+def old_format(checkpoint_dict: dict, cm_nets: dict | None) -> dict:
+    """A stage-1 checkpoint dict as mst wrote it before the CM teachers were kept one way: the first CM teacher in
+    the spec's ``cm``/``cm_net``, ``cm_nets`` empty (``None``: the field missing, as in older files still), and a
+    two-modality CM teacher's weights under ``cm.``."""
+    spec = dict(checkpoint_dict["spec"])
+    (cm, cm_net), *_ = spec.pop("cm_nets").items()
+    spec.update(cm=cm, cm_net=cm_net, **({} if cm_nets is None else {"cm_nets": cm_nets}))
+    state = {k.replace(f"cms.{cm}.", "cm.", 1): v for k, v in checkpoint_dict["state"].items()}
+    return {**checkpoint_dict, "spec": spec, "state": state}
+
+
+@pytest.mark.parametrize("cm_nets", [{}, None], ids=["cm_nets-empty", "cm_nets-missing"])
+def test_a_two_modality_checkpoint_of_the_old_format_loads(tmp_path, cm_nets):
+    from conftest import random_split, tiny_trio
+
+    from mstcli.engine.checkpoints import Stage1Checkpoint
+    from mstcli.models.trio import RunSpec, Trio
+
+    trio = tiny_trio("image")
+    new = trio.checkpoint({"dataset": "avdigits", "features": "x", "split_group": 0}, {}).to_dict()
+    old = old_format(new, cm_nets)
+    assert any(k.startswith("cm.") for k in old["state"]) and "cm_net" in old["spec"]
+    torch.save(old, tmp_path / "stage1.pt")
+    loaded = Trio.from_checkpoint(Stage1Checkpoint.load(tmp_path / "stage1.pt")).eval()
+    assert loaded.spec == trio.spec == RunSpec.from_dict(old["spec"])
+    assert loaded.state_dict().keys() == trio.state_dict().keys()
+    inputs = random_split(8).inputs
+    for key in ("mm", "cm"):
+        assert torch.equal(loaded.teacher(key)(inputs), trio.teacher(key)(inputs)), key
+    # an S1 resume state of that time (the trio's state_dict alone) loads into today's trio as well
+    fresh = tiny_trio("image")
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    fresh.load_state_dict(old["state"])
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trio.state_dict().values(), strict=True))
+
+
+def test_a_three_modality_spec_of_the_old_format_keeps_its_mapping():
+    """Three-modality files of before held ``cm``/``cm_net`` (the first CM teacher) besides the full ``cm_nets``."""
+    from mstcli.models.trio import RunSpec
+
+    nets = {"audio": "three_layer_cnn_a", "scan": "folder_vector_net"}
+    spec = RunSpec.from_dict({
+        "dataset": "avdigits3", "modalities": ["image", "audio", "scan"], "student": "image", "cm": "audio",
+        "shapes": {"image": [1, 28, 28], "audio": [1, 16, 16], "scan": [64]}, "num_classes": 10,
+        "class_names": [str(d) for d in range(10)], "multimodal_net": "three_view_cnn_i", "student_net": "lenet5",
+        "cm_net": "three_layer_cnn_a", "cm_nets": nets,
+    })  # fmt: skip
+    assert spec.cm_nets == nets and spec.teacher_keys == ("mm", "cm:audio", "cm:scan")
+    assert "cm" not in spec.to_dict() and "cm_net" not in spec.to_dict()
+
+
+@pytest.mark.parametrize("modality", ["values", "type", "scan.v2", "50%"])
+def test_a_cm_modality_with_any_column_prefix_gets_its_own_entry(modality):
+    """Torch refuses '.' and the container's own attribute names as module names: such a modality is escaped."""
+    from mstcli.models.trio import RunSpec, Trio, cm_slot
+
+    spec = RunSpec(
+        "avdigits", ("image", modality), "image", {"image": (1, 28, 28), modality: (1, 16, 16)}, 10,
+        tuple("0123456789"), "cnn_i", "lenet5", {modality: "three_layer_cnn_a"},
+    )  # fmt: skip
+    trio = Trio(spec)
+    assert trio.teacher("cm") is trio.cms[cm_slot(modality)] and trio.teacher("cm").reads == (modality,)
+    assert len({cm_slot(m) for m in ("values", "%values", "%25values", "a.b", "a%2Eb")}) == 5  # no two collide
