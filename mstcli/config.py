@@ -228,10 +228,13 @@ class DistillParams:
     lr: float = _opt(1e-3, "Adam learning rate of student and GateNet (reference: 1e-4)", min=0.0)
     temperature: float = _opt(4.0, "temperature of the distillation KL", min=0.01)
     k: int = _opt(1, "specialized teachers chosen per sample (top-k)", min=1)
-    experts: Literal["all", "mm", "cm"] = _opt(
+    experts: str = _opt(
         "all",
-        "whose specialized teachers MST-Distill routes over: every teacher's (reference), the MM teacher's only, or"
-        " the CM teacher(s)' only (not in the reference: measures which teachers help)",
+        "whose specialized teachers MST-Distill routes over: every teacher's (all, the reference), the MM teacher's"
+        " only (mm), every CM teacher's (cm) or one CM teacher's (cm:<modality>; not in the reference: measures"
+        " which teachers help)",
+        pattern=r"all|mm|cm|cm:[A-Za-z0-9][A-Za-z0-9_-]*",
+        spelled="be all, mm, cm or cm:<modality>",
     )
     lb_mode: Literal["kl", "cv"] = _opt("kl", "load balancing: KL to uniform, or coefficient of variation")
     w_task: float = _opt(1.0, "weight of the CE term", min=0.0)

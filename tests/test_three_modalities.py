@@ -137,6 +137,13 @@ def test_s3_routes_over_every_specialized_teacher_or_a_chosen_group(three_views)
     assert result.exit_code == 0, result.output
     experts = routing_teachers(three_views / "results/three/mst-cm/distill")
     assert [e.split("@")[0] for e in experts] == ["cm:audio", "cm:audio", "cm:scan", "cm:scan"]
+    # one named CM teacher: only its own specialized teachers, and the results file it as the teacher
+    result = run(three_views, "distill", "-S", "distill.experts=cm:scan", "--out", "models/three/mst-scan.pt",
+                 "--results", "results/three/mst-scan")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    experts = routing_teachers(three_views / "results/three/mst-scan/distill")
+    assert [e.split("@")[0] for e in experts] == ["cm:scan", "cm:scan"]
+    assert torch.load(three_views / "models/three/mst-scan.pt", weights_only=True)["teacher"] == "cm:scan"
     assert run(three_views, "eval", "--student", "models/three/mst.pt", "--results", "results/three/mst").exit_code == 0
     metrics = json.loads((three_views / "results/three/mst/metrics.json").read_text())
     assert metrics["student"] == "image" and metrics["n_test"] == 48
@@ -161,6 +168,12 @@ def test_comparison_methods_take_a_named_cm_teacher_or_all(three_views):
         (["--method", "dkd", "--teacher", "all"], "only kd takes all"),
         (["--method", "kd", "--teacher", "audio"], "distill.teacher must be mm, cm, cm:<modality> or all"),
         (["--method", "kd", "-S", "common.student=depth"], "common.student must be one of image, audio, scan"),
+        (
+            ["-S", "distill.experts=cm:depth"],
+            "distill.experts=cm:depth: no such CM teacher; the run has cm:audio, cm:scan",
+        ),
+        (["-S", "distill.experts=cm:image"], "distill.experts=cm:image: no such CM teacher"),
+        (["-S", "distill.experts=scan"], "distill.experts must be all, mm, cm or cm:<modality>"),
     ],
 )
 def test_teachers_and_students_the_run_lacks_are_one_line_errors(three_views, args, message):
@@ -198,6 +211,18 @@ def test_two_modality_runs_keep_their_cm_teacher_in_the_one_mapping_under_the_na
         trio.spec.teacher_key("cm:image")
     with pytest.raises(KeyError):
         trio.teacher("cm:audio")  # the public key of a two-modality run's CM teacher is cm
+
+
+def test_experts_name_a_two_modality_runs_one_cm_teacher_by_its_modality():
+    from conftest import tiny_trio
+
+    from mstcli.errors import UserError
+    from mstcli.methods.mst.dynamic_distillation import expert_teachers
+
+    spec = tiny_trio("image").spec
+    assert [expert_teachers(spec, e) for e in ("all", "mm", "cm", "cm:audio")] == [["mm", "cm"], ["mm"], ["cm"], ["cm"]]
+    with pytest.raises(UserError, match=r"^distill.experts=cm:image: the run's CM teacher reads audio \(image is the"):
+        expert_teachers(spec, "cm:image")
 
 
 def old_format(checkpoint_dict: dict, cm_nets: dict | None) -> dict:
