@@ -107,7 +107,7 @@ def test_every_net_tail_continues_its_forward(student):
     trio = tiny_trio(student)
     split = random_split(6)
     for key in ("mm", "student", "cm"):
-        net = getattr(trio, key)
+        net = dict(trio.members())[key]
         outs = layer_outputs(net, net.net.mask_layers, split, batch_size=4)
         full = net(split.inputs)
         for layer, z in outs.items():
