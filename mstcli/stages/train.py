@@ -4,7 +4,9 @@ The MM teacher, the CM teacher and the student learn together: each has its CE p
 other two (six KL terms, no detaching), one Adam over all three, no validation-based selection (the
 last epoch is kept, as in the reference). Validation accuracy of each net is logged for the user.
 With M >= 3 modalities every CM teacher joins: M + 1 nets, each with its CE and the KL towards every other
-net (M(M + 1) KL terms), the direct generalization of the reference's pairwise terms.
+net (M(M + 1) KL terms), the direct generalization of the reference's pairwise terms. Their sum grows faster
+than the M + 1 CE terms, so by default (``train.align_weighting: pairs``) it is scaled to weigh what the
+reference's six terms weigh; with two modalities that factor is 1 and not applied.
 """
 
 from __future__ import annotations
