@@ -65,13 +65,12 @@ def tiny_trio(student: str = "audio"):
         dataset="avdigits",
         modalities=("image", "audio"),
         student=student,
-        cm="image" if student == "audio" else "audio",
         shapes=TINY_SHAPES,
         num_classes=10,
         class_names=tuple(str(d) for d in range(10)),
         multimodal_net="cnn_i",
         student_net={"image": "lenet5", "audio": "three_layer_cnn_a"}[student],
-        cm_net={"image": "lenet5", "audio": "three_layer_cnn_a"}["image" if student == "audio" else "audio"],
+        cm_nets={"image": {"audio": "three_layer_cnn_a"}, "audio": {"image": "lenet5"}}[student],
     )
     trio = Trio(spec).eval()
     trio.requires_grad_(False)

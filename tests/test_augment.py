@@ -99,7 +99,7 @@ def test_augmented_stages_say_so_and_train_other_nets(run_dir):
     crops = Stage1Checkpoint.load(run_dir / "models/crops/stage1.pt")
     # same seed, same data, same order: only the crops can make the image nets' weights differ
     image_nets = [k for k in plain.state if k.endswith("weight") and ("student" in k or "image" in k)]
-    audio_only = [k for k in plain.state if k.startswith("cm.") and k.endswith("weight")]
+    audio_only = [k for k in plain.state if k.startswith("cms.audio.") and k.endswith("weight")]
     assert image_nets and audio_only
     assert any(not torch.equal(plain.state[k], crops.state[k]) for k in image_nets)
     assert invoke("fit-masks", "-S", "common.run=crops").exit_code == 0

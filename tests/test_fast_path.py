@@ -107,7 +107,7 @@ def test_every_net_tail_continues_its_forward(student):
     trio = tiny_trio(student)
     split = random_split(6)
     for key in ("mm", "student", "cm"):
-        net = getattr(trio, key)
+        net = dict(trio.members())[key]
         outs = layer_outputs(net, net.net.mask_layers, split, batch_size=4)
         full = net(split.inputs)
         for layer, z in outs.items():
@@ -221,7 +221,7 @@ def test_teacher_features_from_the_bank_equal_recomputation(name, teacher):
     their loss and its gradients must be those of running the teacher on the batch."""
     trio = tiny_trio("image")
     with torch.no_grad():  # an untrained net gives nearly the same features to every sample: spread them
-        for p in [*trio.mm.parameters(), *trio.cm.parameters()]:
+        for p in [*trio.mm.parameters(), *trio.teacher("cm").parameters()]:
             p.mul_(4.0)
     train = random_split(30)
     batch = train.batch(torch.tensor([3, 29, 0, 11, 7, 18]))

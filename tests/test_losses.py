@@ -60,6 +60,33 @@ def test_mutual_loss_is_three_ce_plus_six_kl_without_detach():
     assert all(z.grad is not None and z.grad.abs().sum() > 0 for z in logits)
 
 
+D = [[-1.0, 0.5, 0.5], [2.5, 0.0, 1.0]]
+
+
+@pytest.mark.parametrize("weighting", ["sum", "pairs"])
+def test_align_weighting_is_one_with_two_modalities_to_the_last_bit(weighting):
+    """Three nets (two modalities): either weighting is the reference's loss, the same float, not only close."""
+    labels = torch.tensor([2, 0])
+    logits = [torch.tensor(x) for x in (A, B, C)]
+    reference, terms = mutual_loss(logits, labels, temperature=4.0)  # the default: the code before the setting
+    total, weighted = mutual_loss(logits, labels, temperature=4.0, weighting=weighting)
+    assert torch.equal(total, reference) and torch.equal(weighted["align"], terms["align"])
+
+
+def test_align_weighting_with_three_modalities_by_hand():
+    """Four nets (three modalities): 4 CE and 12 KL terms; ``pairs`` weighs the KL sum 6/12 = 1/2, ``sum`` 1."""
+    labels = [2, 0]
+    members = [A, B, C, D]
+    ce = sum(ce_by_hand(m, labels) for m in members)
+    align = sum(kd_by_hand(u, v, 4.0) for i, u in enumerate(members) for j, v in enumerate(members) if i != j)
+    logits = [torch.tensor(x) for x in members]
+    for weighting, factor in (("sum", 1.0), ("pairs", 0.5)):
+        total, terms = mutual_loss(logits, torch.tensor(labels), temperature=4.0, weighting=weighting)
+        assert total.item() == pytest.approx(ce + factor * align, rel=1e-6), weighting
+        assert terms["align"].item() == pytest.approx(factor * align, rel=1e-6), weighting
+    assert align > 1.0  # the two factors give clearly different totals on this fixture
+
+
 def test_load_balance_kl_by_hand_and_like_the_reference():
     gate = torch.tensor([[0.7, 0.2, 0.1, 0.0], [0.1, 0.1, 0.4, 0.4]])
     mean = [0.4, 0.15, 0.25, 0.2]

@@ -51,14 +51,22 @@ def bn_trio(student: str) -> Trio:
     cm = "audio" if student == "visual" else "visual"
     nets = {"visual": "visual_branch_net_vggs", "audio": "audio_branch_net_vggs"}
     spec = RunSpec(
-        "vggsound", ("visual", "audio"), student, cm, SHAPES, 5, tuple("abcde"), "dscnn_vggs_i", nets[student], nets[cm]
+        "vggsound",
+        ("visual", "audio"),
+        student,
+        SHAPES,
+        5,
+        tuple("abcde"),
+        "dscnn_vggs_i",
+        nets[student],
+        {cm: nets[cm]},
     )
     trio = Trio(spec)
     # give the running statistics a state of their own, as after stage 1
     trio.train()
     with torch.no_grad():
         trio.mm(random_split(16, seed=9).inputs)
-        trio.cm(random_split(16, seed=9).inputs)
+        trio.teacher("cm")(random_split(16, seed=9).inputs)
     trio.eval().requires_grad_(False)
     from mstcli.engine.checkpoints import state_fingerprint
 
@@ -86,7 +94,7 @@ class Watched(Distillation):
     def start_epoch(self, epoch: int) -> None:
         super().start_epoch(epoch)
         if epoch == 1:
-            self.frozen = [self.trio.mm, self.trio.cm, *self.method.frozen_modules()]
+            self.frozen = [self.trio.mm, self.trio.teacher("cm"), *self.method.frozen_modules()]
             self.before = snapshot(self.frozen)
 
 

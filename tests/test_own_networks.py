@@ -89,7 +89,7 @@ def test_factory_encoder_with_default_masks(run_dir):
     result = ok("train")
     assert "cm: MaskNets on 2, 6" in result.output  # the Sequential's last two layers with weights, logged
     stage1 = Stage1Checkpoint.load(run_dir / "models/main/stage1.pt")
-    assert tuple(stage1.state["cm.net.encoder.backbone.6.weight"].shape) == (48, 128)
+    assert tuple(stage1.state["cms.audio.net.encoder.backbone.6.weight"].shape) == (48, 128)
     assert tuple(stage1.state["mm.net.encoders.audio.backbone.6.weight"].shape) == (48, 128)
     ok("fit-masks")
     ok("distill")
@@ -109,9 +109,9 @@ def test_freeze_keeps_weights_and_batchnorm_statistics(run_dir):
 
     params = load_params(overrides=["models.student=torchvision:resnet18", "models.freeze.student=layer3"])
     spec = RunSpec(
-        dataset="folder", modalities=("image", "audio"), student="image", cm="audio",
+        dataset="folder", modalities=("image", "audio"), student="image",
         shapes={"image": (3, 32, 32), "audio": (1, 32, 32)}, num_classes=3, class_names=("a", "b", "c"),
-        multimodal_net="folder_fusion_net", student_net="folder_map_net", cm_net="folder_map_net",
+        multimodal_net="folder_fusion_net", student_net="folder_map_net", cm_nets={"audio": "folder_map_net"},
         nets=nets_record(params.models, {"image": "uint8"}, run_dir),
     )  # fmt: skip
     net = ModalNet(spec.build_student(load_weights=True), ("image",))

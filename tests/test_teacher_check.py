@@ -51,7 +51,7 @@ def _chance_run(root, source: str, run: str) -> None:
     (root / "models" / run).mkdir(parents=True)
     checkpoint = Stage1Checkpoint.load(root / "models" / source / "stage1.pt")
     checkpoint.state = {
-        k: (torch.zeros_like(v) if k.startswith("cm.") and v.is_floating_point() else v)
+        k: (torch.zeros_like(v) if k.startswith("cms.") and v.is_floating_point() else v)
         for k, v in checkpoint.state.items()
     }
     checkpoint.save(root / "models" / run / "stage1.pt")

@@ -125,6 +125,28 @@ def test_s1_trains_every_net_and_s2_masks_every_teacher(three_views):
     assert [m["teacher"] for m in masks] == ["mm", "mm", "cm:audio", "cm:audio", "cm:scan", "cm:scan"]
 
 
+@pytest.mark.parametrize(("weighting", "factor"), [("sum", 1.0), ("pairs", 0.5), (None, 0.5)])
+def test_s1_weighs_its_kl_terms_as_train_align_weighting_says(three_views, monkeypatch, weighting, factor):
+    """The setting reaches S1's loss: four nets, and the KL sum's factor is 1 (sum) or 6/12 (pairs, the default
+    chosen by measurement, docs/own-data.md)."""
+    import mstcli.stages.train as train_stage
+    from mstcli.methods.mst.losses import align_weight
+
+    seen = []
+
+    def recording(logits, *args):
+        total, terms = real(logits, *args)
+        seen.append((len(logits), align_weight(len(logits), args[-1])))
+        return total, terms
+
+    real = train_stage.mutual_loss
+    monkeypatch.setattr(train_stage, "mutual_loss", recording)
+    chosen = [] if weighting is None else ["-S", f"train.align_weighting={weighting}"]
+    result = run(three_views, "train", *chosen, "-S", "train.epochs=1", "-S", f"common.run=weights-{weighting}")
+    assert result.exit_code == 0, result.output
+    assert seen and set(seen) == {(4, factor)}
+
+
 def test_s3_routes_over_every_specialized_teacher_or_a_chosen_group(three_views):
     result = run(three_views, "distill", "--out", "models/three/mst.pt", "--results", "results/three/mst")
     assert result.exit_code == 0, result.output
@@ -137,6 +159,13 @@ def test_s3_routes_over_every_specialized_teacher_or_a_chosen_group(three_views)
     assert result.exit_code == 0, result.output
     experts = routing_teachers(three_views / "results/three/mst-cm/distill")
     assert [e.split("@")[0] for e in experts] == ["cm:audio", "cm:audio", "cm:scan", "cm:scan"]
+    # one named CM teacher: only its own specialized teachers, and the results file it as the teacher
+    result = run(three_views, "distill", "-S", "distill.experts=cm:scan", "--out", "models/three/mst-scan.pt",
+                 "--results", "results/three/mst-scan")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    experts = routing_teachers(three_views / "results/three/mst-scan/distill")
+    assert [e.split("@")[0] for e in experts] == ["cm:scan", "cm:scan"]
+    assert torch.load(three_views / "models/three/mst-scan.pt", weights_only=True)["teacher"] == "cm:scan"
     assert run(three_views, "eval", "--student", "models/three/mst.pt", "--results", "results/three/mst").exit_code == 0
     metrics = json.loads((three_views / "results/three/mst/metrics.json").read_text())
     assert metrics["student"] == "image" and metrics["n_test"] == 48
@@ -161,6 +190,12 @@ def test_comparison_methods_take_a_named_cm_teacher_or_all(three_views):
         (["--method", "dkd", "--teacher", "all"], "only kd takes all"),
         (["--method", "kd", "--teacher", "audio"], "distill.teacher must be mm, cm, cm:<modality> or all"),
         (["--method", "kd", "-S", "common.student=depth"], "common.student must be one of image, audio, scan"),
+        (
+            ["-S", "distill.experts=cm:depth"],
+            "distill.experts=cm:depth: no such CM teacher; the run has cm:audio, cm:scan",
+        ),
+        (["-S", "distill.experts=cm:image"], "distill.experts=cm:image: no such CM teacher"),
+        (["-S", "distill.experts=scan"], "distill.experts must be all, mm, cm or cm:<modality>"),
     ],
 )
 def test_teachers_and_students_the_run_lacks_are_one_line_errors(three_views, args, message):
@@ -182,12 +217,98 @@ def test_averaged_teachers_give_the_mean_of_the_soft_labels():
     assert not torch.allclose(torch.softmax(averaged / tau, dim=1), torch.softmax(sum(logits) / 3 / tau, dim=1))
 
 
-def test_two_modality_runs_keep_their_layout_and_teacher_names():
+def test_two_modality_runs_keep_their_cm_teacher_in_the_one_mapping_under_the_name_cm():
     from conftest import tiny_trio
 
     trio = tiny_trio("image")
-    assert trio.spec.teacher_keys == ("mm", "cm") and trio.spec.cm_nets == {}
-    assert {k.split(".")[0] for k in trio.state_dict()} == {"mm", "student", "cm"}
+    assert trio.spec.teacher_keys == ("mm", "cm") and trio.spec.cm_nets == {"audio": "three_layer_cnn_a"}
+    assert {".".join(k.split(".")[:2]) if k.startswith("cms.") else k.split(".")[0] for k in trio.state_dict()} == {
+        "mm",
+        "student",
+        "cms.audio",
+    }
+    assert trio.teacher("cm") is trio.cms["audio"] and [key for key, _ in trio.members()] == ["mm", "student", "cm"]
     assert trio.spec.teacher_key("cm:audio") == "cm" and trio.spec.teacher_key("mm") == "mm"
     with pytest.raises(Exception, match="the student"):
         trio.spec.teacher_key("cm:image")
+    with pytest.raises(KeyError):
+        trio.teacher("cm:audio")  # the public key of a two-modality run's CM teacher is cm
+
+
+def test_experts_name_a_two_modality_runs_one_cm_teacher_by_its_modality():
+    from conftest import tiny_trio
+
+    from mstcli.errors import UserError
+    from mstcli.methods.mst.dynamic_distillation import expert_teachers
+
+    spec = tiny_trio("image").spec
+    assert [expert_teachers(spec, e) for e in ("all", "mm", "cm", "cm:audio")] == [["mm", "cm"], ["mm"], ["cm"], ["cm"]]
+    with pytest.raises(UserError, match=r"^distill.experts=cm:image: the run's CM teacher reads audio \(image is the"):
+        expert_teachers(spec, "cm:image")
+
+
+def old_format(checkpoint_dict: dict, cm_nets: dict | None) -> dict:
+    """A stage-1 checkpoint dict as mst wrote it before the CM teachers were kept one way: the first CM teacher in
+    the spec's ``cm``/``cm_net``, ``cm_nets`` empty (``None``: the field missing, as in older files still), and a
+    two-modality CM teacher's weights under ``cm.``."""
+    spec = dict(checkpoint_dict["spec"])
+    (cm, cm_net), *_ = spec.pop("cm_nets").items()
+    spec.update(cm=cm, cm_net=cm_net, **({} if cm_nets is None else {"cm_nets": cm_nets}))
+    state = {k.replace(f"cms.{cm}.", "cm.", 1): v for k, v in checkpoint_dict["state"].items()}
+    return {**checkpoint_dict, "spec": spec, "state": state}
+
+
+@pytest.mark.parametrize("cm_nets", [{}, None], ids=["cm_nets-empty", "cm_nets-missing"])
+def test_a_two_modality_checkpoint_of_the_old_format_loads(tmp_path, cm_nets):
+    from conftest import random_split, tiny_trio
+
+    from mstcli.engine.checkpoints import Stage1Checkpoint
+    from mstcli.models.trio import RunSpec, Trio
+
+    trio = tiny_trio("image")
+    new = trio.checkpoint({"dataset": "avdigits", "features": "x", "split_group": 0}, {}).to_dict()
+    old = old_format(new, cm_nets)
+    assert any(k.startswith("cm.") for k in old["state"]) and "cm_net" in old["spec"]
+    torch.save(old, tmp_path / "stage1.pt")
+    loaded = Trio.from_checkpoint(Stage1Checkpoint.load(tmp_path / "stage1.pt")).eval()
+    assert loaded.spec == trio.spec == RunSpec.from_dict(old["spec"])
+    assert loaded.state_dict().keys() == trio.state_dict().keys()
+    inputs = random_split(8).inputs
+    for key in ("mm", "cm"):
+        assert torch.equal(loaded.teacher(key)(inputs), trio.teacher(key)(inputs)), key
+    # an S1 resume state of that time (the trio's state_dict alone) loads into today's trio as well
+    fresh = tiny_trio("image")
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    fresh.load_state_dict(old["state"])
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trio.state_dict().values(), strict=True))
+
+
+def test_a_three_modality_spec_of_the_old_format_keeps_its_mapping():
+    """Three-modality files of before held ``cm``/``cm_net`` (the first CM teacher) besides the full ``cm_nets``."""
+    from mstcli.models.trio import RunSpec
+
+    nets = {"audio": "three_layer_cnn_a", "scan": "folder_vector_net"}
+    spec = RunSpec.from_dict({
+        "dataset": "avdigits3", "modalities": ["image", "audio", "scan"], "student": "image", "cm": "audio",
+        "shapes": {"image": [1, 28, 28], "audio": [1, 16, 16], "scan": [64]}, "num_classes": 10,
+        "class_names": [str(d) for d in range(10)], "multimodal_net": "three_view_cnn_i", "student_net": "lenet5",
+        "cm_net": "three_layer_cnn_a", "cm_nets": nets,
+    })  # fmt: skip
+    assert spec.cm_nets == nets and spec.teacher_keys == ("mm", "cm:audio", "cm:scan")
+    assert "cm" not in spec.to_dict() and "cm_net" not in spec.to_dict()
+
+
+@pytest.mark.parametrize("modality", ["values", "type", "scan.v2", "50%"])
+def test_a_cm_modality_with_any_column_prefix_gets_its_own_entry(modality):
+    """Torch refuses '.' and the container's own attribute names as module names: such a modality is escaped."""
+    from mstcli.models.trio import RunSpec, Trio, cm_slot
+
+    spec = RunSpec(
+        "avdigits", ("image", modality), "image", {"image": (1, 28, 28), modality: (1, 16, 16)}, 10,
+        tuple("0123456789"), "cnn_i", "lenet5", {modality: "three_layer_cnn_a"},
+    )  # fmt: skip
+    trio = Trio(spec)
+    assert trio.teacher("cm") is trio.cms[cm_slot(modality)] and trio.teacher("cm").reads == (modality,)
+    assert len({cm_slot(m) for m in ("values", "%values", "%25values", "a.b", "a%2Eb")}) == 5  # no two collide

@@ -37,7 +37,7 @@ from torch import nn
 from mstcli.config import DistillParams
 from mstcli.engine.optimizers import adam
 from mstcli.engine.splits import Split
-from mstcli.models.trio import ModalNet, Trio
+from mstcli.models.trio import ModalNet, RunSpec, Trio
 
 LossTerms = dict[str, torch.Tensor | float]
 
@@ -66,6 +66,11 @@ class DistillMethod(ABC):
     def __init__(self, context: DistillContext) -> None:
         self.settings = context.settings
         self.constants: Any = self.constants_for(context.settings)
+
+    @classmethod  # noqa: B027 - an optional hook: most methods name nothing of the run
+    def check_run(cls, settings: DistillParams, spec: RunSpec) -> None:
+        """Refuse in one line settings that name something run ``spec`` lacks (a teacher, a modality). The stage
+        calls it before anything slow (masks, splits, banks), so that a typo costs no waiting."""
 
     @classmethod
     def constants_for(cls, settings: DistillParams) -> Any:

@@ -3,9 +3,11 @@
 Every net is called with the batch's ``inputs`` dict (modality -> tensor), so the stages never need to know
 which modality a net reads.
 
-With two modalities a run has one CM teacher, the key ``cm``; with M >= 3 it has one per modality other than the
-student's, keyed ``cm:<modality>``. The two-modality layout (attribute ``cm``, state-dict prefix ``cm.``) is kept
-as it was, so that its checkpoints and numbers do not change; M >= 3 runs keep their CM nets in ``cms``.
+A run has one CM teacher per modality other than the student's, kept one way whatever M is: a mapping modality ->
+CM teacher (``RunSpec.cm_nets``, ``Trio.cms``, state-dict prefix ``cms.<modality>.``); two modalities are its
+one-entry case. Their public names stay as users know them: the one CM teacher of a two-modality run is ``cm``,
+with M >= 3 each is ``cm:<modality>``. Checkpoints written before (``cm``/``cm_net`` in the spec, ``cm.`` in the
+state) are converted on load, so they keep working.
 """
 
 from __future__ import annotations
@@ -35,6 +37,18 @@ from mstcli.models.zoo import build_multimodal, build_unimodal, family, other_mo
 #: ``distill.teacher`` value of the multi-teacher baseline: every teacher of the run, their soft labels averaged
 ALL_TEACHERS = "all"
 
+#: names an nn.ModuleDict already has (its methods, nn.Module's, ``training``): torch refuses them as entries
+_TAKEN_NAMES = frozenset(dir(nn.ModuleDict()))
+
+
+def cm_slot(modality: str) -> str:
+    """The entry of ``Trio.cms`` (and so the state-dict prefix ``cms.<entry>.``) of the CM teacher of ``modality``:
+    the modality's own name, escaped where torch refuses it as a submodule name, so that any folder column prefix
+    works: '.' (the path separator of state dicts) becomes %2E, '%' %25, and a name the container already has as
+    an attribute ('values', 'type', ...) gets a leading '%'."""
+    name = modality.replace("%", "%25").replace(".", "%2E")
+    return f"%{name}" if name in _TAKEN_NAMES else name
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -43,28 +57,27 @@ class RunSpec:
     dataset: str
     modalities: tuple[str, ...]
     student: str
-    cm: str
     shapes: dict[str, tuple[int, ...]]
     num_classes: int
     class_names: tuple[str, ...]
     multimodal_net: str
     student_net: str
-    cm_net: str
+    # modality -> net of every CM teacher, in the data's order: one entry with two modalities, M - 1 with M
+    cm_nets: dict[str, str]
     task: str = "classification"  # "segmentation" for per-pixel data sets (methods/tasks.py); older files lack it
     width_divisor: int = 1  # channel widths divided by this (scalable families only, e.g. FuseNet)
-    # M >= 3 modalities: modality -> net of every CM teacher, in the data's order (``cm``/``cm_net`` are the first);
-    # empty with two modalities, whose one CM teacher is ``cm``/``cm_net`` (older checkpoints lack the field)
-    cm_nets: dict[str, str] = field(default_factory=dict)
     # the nets a user chose in ``models`` (models/chosen.nets_record): empty for mst's own nets, as before
     nets: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.cm_nets:
+            raise ValueError("a run has at least one CM teacher")  # a bug, not a user's mistake
 
     @classmethod
     def from_features(
         cls, features: FeatureFile, student: str, width_divisor: int = 1, nets: dict | None = None
     ) -> RunSpec:
         fam = family(features.dataset, features.modalities)
-        others = other_modalities(fam, student)
-        cm = others[0]
         if width_divisor != 1 and not fam.scalable:
             raise UserError(f"train.width_divisor applies to scalable nets only; {features.dataset}'s are not")
         if (fam.task == "segmentation") != features.dense:
@@ -74,26 +87,29 @@ class RunSpec:
             dataset=features.dataset,
             modalities=fam.modalities,
             student=student,
-            cm=cm,
             shapes={m: tuple(features.modalities[m]) for m in fam.modalities},
             num_classes=features.num_classes,
             class_names=tuple(features.class_names),
             multimodal_net=fam.multimodal,
             student_net=fam.unimodal[student],
-            cm_net=fam.unimodal[cm],
+            cm_nets={m: fam.unimodal[m] for m in other_modalities(fam, student)},
             task=fam.task,
             width_divisor=width_divisor,
-            cm_nets={m: fam.unimodal[m] for m in others} if len(others) > 1 else {},
             nets=dict(nets or {}),
         )
 
     @classmethod
     def from_dict(cls, data: dict) -> RunSpec:
+        """The spec a checkpoint stores. Files written before the CM teachers were kept one way name the first CM
+        teacher in ``cm``/``cm_net`` and have ``cm_nets`` empty (two modalities) or missing (older still): their
+        one CM teacher becomes the mapping's one entry. A three-modality file of that time also filled ``cm_nets``
+        (its first entry is ``cm``), which is then the mapping as it is."""
         data = dict(data)
+        cm, cm_net = data.pop("cm", None), data.pop("cm_net", None)
+        data["cm_nets"] = dict(data.get("cm_nets") or ({cm: cm_net} if cm is not None else {}))
         data["modalities"] = tuple(data["modalities"])
         data["shapes"] = {k: tuple(v) for k, v in data["shapes"].items()}
         data["class_names"] = tuple(data["class_names"])
-        data["cm_nets"] = dict(data.get("cm_nets") or {})
         data["nets"] = dict(data.get("nets") or {})
         return cls(**data)
 
@@ -132,29 +148,47 @@ class RunSpec:
         return build_multimodal(self.multimodal_net, shapes, self.num_classes, **self.net_options)
 
     @property
+    def cm_keys(self) -> dict[str, str]:
+        """Teacher key -> modality of every CM teacher, in the data's order: ``{"cm": m}`` with two modalities (the
+        name users and older results know), ``{"cm:<m>": m, ...}`` with more."""
+        if len(self.cm_nets) == 1:
+            return {"cm": next(iter(self.cm_nets))}
+        return {f"cm:{m}": m for m in self.cm_nets}
+
+    @property
     def teacher_keys(self) -> tuple[str, ...]:
         """The run's teachers in the reference order: the MM net, then the CM net(s) (``cm`` or ``cm:<modality>``)."""
-        return ("mm", *(f"cm:{m}" for m in self.cm_nets)) if self.cm_nets else ("mm", "cm")
+        return ("mm", *self.cm_keys)
 
-    def teacher_key(self, asked: str) -> str:
-        """The key of the teacher a user names (``mm``, ``cm``, ``cm:<modality>``), or a one-line error. With two
-        modalities ``cm:<the other modality>`` is ``cm``; with more, plain ``cm`` is ambiguous and refused."""
+    def teacher_key(self, asked: str, setting: str = "distill.teacher") -> str:
+        """The key of the teacher a user names (``mm``, ``cm``, ``cm:<modality>``), or a one-line error naming
+        ``setting``. With two modalities ``cm:<the other modality>`` is ``cm``; with more, plain ``cm`` is
+        ambiguous and refused."""
         if asked == "mm":
             return "mm"
-        if not self.cm_nets:
-            if asked in ("cm", f"cm:{self.cm}"):
+        named = asked.removeprefix("cm:")
+        if len(self.cm_nets) == 1:
+            (cm,) = self.cm_nets
+            if asked in ("cm", f"cm:{cm}"):
                 return "cm"
-            named = asked.split(":", 1)[-1]
             raise UserError(
-                f"distill.teacher={asked}: the run's CM teacher reads {self.cm} ({named} is "
+                f"{setting}={asked}: the run's CM teacher reads {cm} ({named} is "
                 f"{'the student' if named == self.student else 'not a modality of the run'}); use cm or mm"
             )
-        choices = ", ".join(f"cm:{m}" for m in self.cm_nets)
+        choices = ", ".join(self.cm_keys)
         if asked == "cm":
-            raise UserError(f"distill.teacher=cm: the run has {len(self.cm_nets)} CM teachers, name one: {choices}")
-        if asked.removeprefix("cm:") not in self.cm_nets:
-            raise UserError(f"distill.teacher={asked}: no such CM teacher; the run has {choices} (or mm)")
+            raise UserError(f"{setting}=cm: the run has {len(self.cm_nets)} CM teachers, name one: {choices}")
+        if named not in self.cm_nets:
+            raise UserError(f"{setting}={asked}: no such CM teacher; the run has {choices} (or mm)")
         return asked
+
+    def upgrade_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A trio state_dict in today's layout: a two-modality state written before (its CM teacher under ``cm.``)
+        gets the prefix ``cms.<modality>.``; a current one is returned as it is."""
+        if len(self.cm_nets) != 1 or not any(k.startswith("cm.") for k in state):
+            return state
+        (cm,) = self.cm_nets
+        return {(f"cms.{cm_slot(cm)}.{k[3:]}" if k.startswith("cm.") else k): v for k, v in state.items()}
 
 
 class ModalNet(nn.Module):
@@ -182,34 +216,31 @@ class Trio(nn.Module):
     def __init__(self, spec: RunSpec, load_weights: bool = False) -> None:
         super().__init__()
         self.spec = spec
+        # built in this order (MM, student, CM teachers): the nets' initial weights come from one random stream
         self.mm = ModalNet(spec.build_multimodal(load_weights), spec.modalities)
         self.student = ModalNet(spec.build_student(load_weights), (spec.student,))
-        if spec.cm_nets:
-            self.cms = nn.ModuleDict(
-                {m: ModalNet(spec.build_unimodal(m, name, load_weights), (m,)) for m, name in spec.cm_nets.items()}
-            )
-        else:
-            self.cm = ModalNet(spec.build_unimodal(spec.cm, spec.cm_net, load_weights), (spec.cm,))
+        self.cms = nn.ModuleDict(
+            {cm_slot(m): ModalNet(spec.build_unimodal(m, name, load_weights), (m,)) for m, name in spec.cm_nets.items()}
+        )
         self.notes: list[str] = []  # what models chose for the teachers (masked layers, frozen weights), for the log
-        for key in spec.teacher_keys:
-            modality = spec.cm if key == "cm" else key.removeprefix("cm:") if key.startswith("cm:") else None
+        self.notes += configure(self.mm.net, "mm", spec.nets, None)
+        for key, modality in spec.cm_keys.items():
             self.notes += configure(self.teacher(key).net, key, spec.nets, modality)
 
     def teacher(self, key: str) -> ModalNet:
-        """The teacher under ``key`` (one of ``spec.teacher_keys``)."""
+        """The teacher under ``key`` (one of ``spec.teacher_keys``); KeyError for any other."""
         if key == "mm":
             return self.mm
-        if key == "cm" and not self.spec.cm_nets:
-            return self.cm
-        if key.startswith("cm:") and key[3:] in self.spec.cm_nets:
-            return self.cms[key[3:]]
-        raise KeyError(key)
+        return self.cms[cm_slot(self.spec.cm_keys[key])]
 
     def members(self) -> list[tuple[str, ModalNet]]:
         """Every net with its key, in S1's order: MM teacher, student, CM teacher(s)."""
-        return [("mm", self.mm), ("student", self.student)] + [
-            (key, self.teacher(key)) for key in self.spec.teacher_keys[1:]
-        ]
+        return [("mm", self.mm), ("student", self.student)] + [(key, self.teacher(key)) for key in self.spec.cm_keys]
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):
+        """As nn.Module's, for states of either layout (``RunSpec.upgrade_state``): stage-1 checkpoints and S1's
+        resume states written before the CM teachers were kept one way still load."""
+        return super().load_state_dict(self.spec.upgrade_state(state_dict), strict=strict, assign=assign)
 
     def checkpoint(self, inputs: dict, settings: dict, provenance: dict | None = None) -> Stage1Checkpoint:
         """The stage-1 checkpoint of these nets, made from ``inputs`` (see engine/checkpoints.py) with ``settings``."""

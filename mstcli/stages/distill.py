@@ -128,9 +128,7 @@ def _teacher_key(spec: RunSpec, settings, cls: type[DistillMethod]) -> str:
     return spec.teacher_key(settings.teacher)
 
 
-def setup_distillation(
-    params: Params, features_path: Path, stage1_path: Path, masks_path: Path | None
-) -> DistillSetup:
+def setup_distillation(params: Params, features_path: Path, stage1_path: Path, masks_path: Path | None) -> DistillSetup:
     """The stage's set-up (nets, MaskNets, splits, the method with its banks, the task), apart from its epochs so
     that ``mst bench stages`` and ``mst bench speed`` can time the epochs of two methods side by side."""
     settings, common = params.distill, params.common
@@ -139,6 +137,7 @@ def setup_distillation(
     trio = load_frozen_trio(stage1_path, features, common.seed, device, common.student, params.models)
     cls = method_class(settings.method)
     settings = dataclasses.replace(settings, teacher=_teacher_key(trio.spec, settings, cls))
+    cls.check_run(settings, trio.spec)
     augment = training_augment(params.train, features, list(trio.spec.modalities))
     if augment is not None:
         logger().info(describe_augment(augment))

@@ -4,7 +4,9 @@ The MM teacher, the CM teacher and the student learn together: each has its CE p
 other two (six KL terms, no detaching), one Adam over all three, no validation-based selection (the
 last epoch is kept, as in the reference). Validation accuracy of each net is logged for the user.
 With M >= 3 modalities every CM teacher joins: M + 1 nets, each with its CE and the KL towards every other
-net (M(M + 1) KL terms), the direct generalization of the reference's pairwise terms.
+net (M(M + 1) KL terms), the direct generalization of the reference's pairwise terms. Their sum grows faster
+than the M + 1 CE terms, so by default (``train.align_weighting: pairs``) it is scaled to weigh what the
+reference's six terms weigh; with two modalities that factor is 1 and not applied.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from mstcli.engine.runtime import maybe_compile, runtime_for
 from mstcli.engine.splits import Split, load_splits
 from mstcli.methods.hardcoded import stage_record
 from mstcli.methods.mst import losses as mst_losses
-from mstcli.methods.mst.losses import mutual_loss
+from mstcli.methods.mst.losses import AlignWeighting, mutual_loss
 from mstcli.methods.tasks import task_kind
 from mstcli.models.chosen import nets_record
 from mstcli.models.pretrained import load_pretrained
@@ -48,8 +50,17 @@ class CollaborativeTraining(EpochTask):
 
     name = "S1"
 
-    def __init__(self, trio: Trio, val: Split, lr: float, temperature: float, device: torch.device, precision: str):
-        self.trio, self.val, self.temperature = trio, val, temperature
+    def __init__(
+        self,
+        trio: Trio,
+        val: Split,
+        lr: float,
+        temperature: float,
+        device: torch.device,
+        precision: str,
+        align_weighting: AlignWeighting = "sum",
+    ):
+        self.trio, self.val, self.temperature, self.align_weighting = trio, val, temperature, align_weighting
         self.device, self.precision = device, precision
         self.kind = task_kind(trio.spec.task)  # per-sample or per-pixel losses (methods/tasks.py)
         self.optimizer = adam(trio.parameters(), lr)
@@ -60,7 +71,9 @@ class CollaborativeTraining(EpochTask):
     def batch_loss(self, batch: Split):
         members = self.trio.members()
         logits = [net(batch.inputs) for _, net in members]
-        loss, terms = mutual_loss(logits, batch.labels, self.temperature, self.kind.ce, self.kind.kd)
+        loss, terms = mutual_loss(
+            logits, batch.labels, self.temperature, self.kind.ce, self.kind.kd, self.align_weighting
+        )
         with torch.no_grad():  # train accuracy of each net, averaged on the device like the loss terms
             for (key, _), net_logits in zip(members, logits, strict=True):
                 terms[f"{log_name(key)}_acc"] = self.kind.accuracy(net_logits, batch.labels)
@@ -101,7 +114,9 @@ def train(params: Params, features_path: Path, out: Path, log_dir: Path, restart
         augment = training_augment(settings, features, list(spec.modalities))
         if augment is not None:
             logger().info(describe_augment(augment))
-        task = CollaborativeTraining(trio, splits["val"], settings.lr, settings.temperature, device, common.precision)
+        task = CollaborativeTraining(
+            trio, splits["val"], settings.lr, settings.temperature, device, common.precision, settings.align_weighting
+        )
         inputs = stage_inputs(features, common.seed)
         logbook = stage_logbook(log_dir, "train", params, settings)
         result, store = run_stage(

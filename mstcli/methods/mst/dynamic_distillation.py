@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mstcli.config import DistillParams
 from mstcli.engine import distributed
 from mstcli.engine.bank import rows_of
 from mstcli.engine.runtime import CompiledOrEager
@@ -30,6 +31,7 @@ from mstcli.methods.mst.losses import chosen_kd, load_balance_cv, load_balance_k
 from mstcli.methods.mst.router import GateNet
 from mstcli.methods.tasks import task_kind
 from mstcli.models.taps import PENULTIMATE, FeatureTap, penultimate_size
+from mstcli.models.trio import RunSpec
 
 
 def decayed(schedule: str, epoch: int, every: int) -> bool:
@@ -84,6 +86,18 @@ def s3_terms(
     return settings.ce(student_logits, labels), distill, balance, top.indices
 
 
+def expert_teachers(spec: RunSpec, experts: str) -> list[str]:
+    """The keys of the teachers whose specialized teachers S3 routes over (``distill.experts``), in the run's
+    order: every teacher (``all``), the MM teacher (``mm``), every CM teacher (``cm``, one or M - 1 of them) or one
+    named CM teacher (``cm:<modality>``; with two modalities that is ``cm``). A CM teacher the run lacks is a
+    one-line error, worded as for ``distill.teacher``."""
+    if experts == "all":
+        return list(spec.teacher_keys)
+    if experts in ("mm", "cm"):
+        return [key for key in spec.teacher_keys if key.split(":")[0] == experts]
+    return [spec.teacher_key(experts, setting="distill.experts")]
+
+
 class MSTDistill(DistillMethod):
     name = "mst"
     continues_stage1 = True
@@ -94,7 +108,9 @@ class MSTDistill(DistillMethod):
         settings = self.settings
         if context.masks is None:
             raise UserError("--method mst needs the MaskNets of `mst fit-masks` (models/<run>/masks.pt)")
-        keys = [k for k in context.trio.spec.teacher_keys if settings.experts in ("all", k.split(":")[0])]
+        keys = expert_teachers(context.trio.spec, settings.experts)
+        # what the results file as the teacher: the group, or the one CM teacher by its key (cm with two modalities)
+        self.expert_group = settings.experts if settings.experts in ("all", "mm", "cm") else keys[0]
         teachers = {key: context.trio.teacher(key) for key in keys}
         self.experts = SpecializedTeachers(teachers, context.masks, settings.compose)
         self.experts.to(context.device)
@@ -132,9 +148,13 @@ class MSTDistill(DistillMethod):
     def expert_names(self) -> list[str]:
         return self.experts.names
 
+    @classmethod
+    def check_run(cls, settings: DistillParams, spec: RunSpec) -> None:
+        expert_teachers(spec, settings.experts)
+
     def teacher_label(self, fixed_teacher: str | None) -> str | None:
         """``mm+cm`` as the registry files MST-Distill, or the one group it was limited to (``distill.experts``)."""
-        return super().teacher_label(fixed_teacher) if self.settings.experts == "all" else self.settings.experts
+        return super().teacher_label(fixed_teacher) if self.expert_group == "all" else self.expert_group
 
     def extra_modules(self) -> list[nn.Module]:
         return [self.gate]

@@ -7,23 +7,53 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from mstcli.methods.losses import kd_loss, kd_per_sample
 
+#: members of S1 with two modalities (MM teacher, student, CM teacher): the reference's case, whose 6 KL terms
+#: ``align_weighting: pairs`` keeps at full weight
+REFERENCE_MEMBERS = 3
+
+AlignWeighting = Literal["sum", "pairs"]
+
+
+def align_weight(members: int, weighting: AlignWeighting) -> float:
+    """The factor on S1's KL sum for ``members`` nets (``train.align_weighting``).
+
+    ``sum`` keeps every ordered pair at weight 1, so K nets have K(K - 1) KL terms against K CE terms: the KL
+    side grows faster than the CE side as modalities are added. ``pairs`` scales the sum by 6 / (K(K - 1)), so
+    that the KL terms weigh together what the reference's six weigh; with two modalities (K = 3) both are 1.
+    """
+    if weighting == "sum":
+        return 1.0
+    pairs = members * (members - 1)
+    return REFERENCE_MEMBERS * (REFERENCE_MEMBERS - 1) / pairs
+
 
 def mutual_loss(
-    logits: list[torch.Tensor], labels: torch.Tensor, temperature: float, ce_fn=F.cross_entropy, kd_fn=kd_loss
+    logits: list[torch.Tensor],
+    labels: torch.Tensor,
+    temperature: float,
+    ce_fn=F.cross_entropy,
+    kd_fn=kd_loss,
+    weighting: AlignWeighting = "sum",
 ) -> tuple[torch.Tensor, dict]:
     """S1: sum of each member's CE plus KD over every ordered pair (u, v), u != v, without detaching.
 
     With three members that is three CE terms and six KL terms; every member gets gradients from all.
-    ``ce_fn``/``kd_fn``: the run's task kind's (methods/tasks.py; per-pixel for dense data sets).
+    ``ce_fn``/``kd_fn``: the run's task kind's (methods/tasks.py; per-pixel for dense data sets). ``weighting``:
+    the factor on the KL sum (``align_weight``); a factor of 1 is not multiplied in, so the two-modality loss
+    stays the same operations as the reference's, to the last bit. ``terms["align"]`` is the weighted sum.
     """
     ce = sum(ce_fn(z, labels) for z in logits)
     align = sum(kd_fn(zu, zv, temperature) for zu, zv in itertools.permutations(logits, 2))
+    weight = align_weight(len(logits), weighting)
+    if weight != 1.0:
+        align = align * weight
     return ce + align, {"ce": ce.detach(), "align": align.detach()}
 
 
