@@ -140,3 +140,23 @@ def test_synthetic_frames_have_nyu_depths_layout(tmp_path):
     assert features.dataset == "nyudepth" and features.num_samples == 6
     assert features.modalities == {"rgb": (3, 8, 10), "depth": (1, 8, 10)}
     assert features.label_shape == (8, 10) and features.class_names == list(CLASS_NAMES)
+
+
+def test_bench_folder_measures_a_prepare_and_states_the_bound_of_its_rows_in_flight(tmp_path, monkeypatch):
+    """A real (tiny) measurement: the example folder is written from the embedded AV-Digits data and prepared in a
+    child process; the figures must come from that prepare (its pairs and feature file) and carry the bound that
+    prepare.chunk_mb sets, 2 x workers x chunk_mb."""
+    import json
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the example folder reads data/raw/avdigits.h5
+    result = runner.invoke(
+        app,
+        ["bench", "folder", "--pairs", "120", "--workers", "1", "--workdir", str(tmp_path), "--json",
+         "-S", "prepare.chunk_mb=3"],  # fmt: skip
+    )
+    assert result.exit_code == 0, result.output
+    (figures,) = json.loads(result.output)
+    assert figures["pairs"] == 120 and figures["workers"] == 1
+    assert figures["rows_in_flight_bound_mb"] == 6.0
+    assert figures["feature_mb"] > 0 and figures["peak_tree_pss_mb"] > 0 and figures["seconds"] > 0
+    assert list(tmp_path.iterdir()) == [], "the example folder and its feature file are removed"

@@ -33,6 +33,9 @@ class PrepareFigures:
     peak_parent_rss_mb: float  # the parent's VmHWM (the kernel's own peak, not sampled)
     write_seconds: float  # writing the example folder (not part of prepare)
     feature_mb: float
+    # what prepare bounds by design: decoded rows in flight stay under 2 x workers x prepare.chunk_mb; the rest of
+    # the tree's peak is each process's libraries and the parent's output buffers
+    rows_in_flight_bound_mb: float
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,10 +75,16 @@ def _tree_pss_kib(pid: int) -> int:
 
 
 def measure_prepare(
-    pairs: int, workdir: Path, workers: int = 0, raw: Path | None = None, overrides: list[str] | None = None
+    pairs: int,
+    workdir: Path,
+    workers: int = 0,
+    raw: Path | None = None,
+    overrides: list[str] | None = None,
+    chunk_mb: float = 16.0,
 ) -> PrepareFigures:
     """Write ``pairs`` example pairs under ``workdir``, prepare them in a child process with the ``overrides``
-    (``section.key=value``, e.g. prepare.image_size=224), and remove both."""
+    (``section.key=value``, e.g. prepare.image_size=224), and remove both. ``chunk_mb``: the run's
+    ``prepare.chunk_mb``, for the stated bound on decoded rows in flight."""
     folder, out = workdir / f"pairs_{pairs}", workdir / f"pairs_{pairs}.h5"
     started = time.perf_counter()
     kwargs = {"raw_path": raw} if raw is not None else {}
@@ -96,15 +105,17 @@ def measure_prepare(
     _, err = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"mst prepare failed on {pairs} pairs: {err.strip()}")
+    workers = workers or (os.cpu_count() or 1)
     figures = PrepareFigures(
         pairs=pairs,
-        workers=workers or (os.cpu_count() or 1),
+        workers=workers,
         seconds=round(seconds, 2),
         pairs_per_second=round(pairs / seconds, 1),
         peak_tree_pss_mb=round(peak_pss / 1024, 1),
         peak_parent_rss_mb=round(parent_hwm / 1024, 1),
         write_seconds=round(written, 2),
         feature_mb=round(out.stat().st_size / 2**20, 1),
+        rows_in_flight_bound_mb=round(2 * workers * chunk_mb, 1),
     )
     shutil.rmtree(folder, ignore_errors=True)
     out.unlink(missing_ok=True)
@@ -112,7 +123,11 @@ def measure_prepare(
 
 
 def run(
-    counts: list[int], workers: int = 0, workdir: Path | None = None, overrides: list[str] | None = None
+    counts: list[int],
+    workers: int = 0,
+    workdir: Path | None = None,
+    overrides: list[str] | None = None,
+    chunk_mb: float = 16.0,
 ) -> list[PrepareFigures]:
     with tempfile.TemporaryDirectory(prefix="mst-bench-folder-", dir=workdir) as tmp:
-        return [measure_prepare(n, Path(tmp), workers, overrides=overrides) for n in counts]
+        return [measure_prepare(n, Path(tmp), workers, overrides=overrides, chunk_mb=chunk_mb) for n in counts]

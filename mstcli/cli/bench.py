@@ -29,7 +29,8 @@ from mstcli.cli.frame import (
 )
 
 bench_app = typer.Typer(
-    name="bench", help="Benchmarks: commands that measure and print figures (run them on a quiet machine).",
+    name="bench",
+    help="Benchmarks: commands that measure and print figures (run them on a quiet machine).",
     no_args_is_help=True,
 )
 app.add_typer(bench_app)
@@ -58,8 +59,9 @@ def bench_folder(
 
     from mstcli.benchmarks.folder_prepare import run as run_bench
 
-    load_settings(None, overrides)  # a bad setting stops here, before any folder is written
-    figures = run_bench(pairs or [10000, 50000], workers, workdir, list(overrides or []))
+    settings = load_settings(None, overrides)  # a bad setting stops here, before any folder is written
+    chunk_mb = settings.prepare.chunk_mb
+    figures = run_bench(pairs or [10000, 50000], workers, workdir, list(overrides or []), chunk_mb)
     if as_json:
         typer.echo(json.dumps([f.to_dict() for f in figures]))
         return
@@ -67,12 +69,14 @@ def bench_folder(
 
     table = Table(title=f"mst prepare on a folder of PNG + WAV pairs ({os.cpu_count()} cores)")
     for column in ("pairs", "workers", "prepare s", "pairs/s", "peak PSS of the tree MB", "peak parent RSS MB",
-                   "feature file MB"):  # fmt: skip
+                   "feature file MB", "rows in flight bound MB"):  # fmt: skip
         table.add_column(column, justify="right")
     for f in figures:
         table.add_row(*map(str, (f.pairs, f.workers, f.seconds, f.pairs_per_second, f.peak_tree_pss_mb,
-                                 f.peak_parent_rss_mb, f.feature_mb)))  # fmt: skip
+                                 f.peak_parent_rss_mb, f.feature_mb, f.rows_in_flight_bound_mb)))  # fmt: skip
     show(table)
+    show(f"decoded rows in flight stay under 2 x workers x prepare.chunk_mb ({chunk_mb:g} MiB); the rest of the "
+         "peak is the processes' libraries and the parent's output buffers")  # fmt: skip
 
 
 @bench_app.command("accuracy")
@@ -196,7 +200,6 @@ def bench_speed(
     )
 
 
-
 def _emit(figures: Any, out: Path | None, as_json: bool) -> bool:
     """Write the figures to ``out`` (if given) and, under ``--json``, print them as one JSON object; True when the
     command is done (no table to show)."""
@@ -289,16 +292,12 @@ def bench_full_run(
 def bench_stages(
     n: Annotated[int, typer.Option("--n", min=1, help="pairs in all (70000 = AV-MNIST; 60% train)")] = 6000,
     spec_size: Annotated[int, typer.Option(min=1, help="spectrogram side (112 = AV-MNIST)")] = 32,
-    features: Annotated[
-        Path | None, typer.Option(help="a prepared feature file instead of random features")
-    ] = None,
+    features: Annotated[Path | None, typer.Option(help="a prepared feature file instead of random features")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="epochs per stage (the first is a warm-up)")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="batch size of S1, S2 and S3")] = 512,
     factor: Annotated[int, typer.Option(min=1, help="MaskNet hidden_dim_factor (reference: 2)")] = 2,
     student: Annotated[str, typer.Option(help="the student's modality (common.student)")] = "image",
-    s2_recompute: Annotated[
-        bool, typer.Option("--s2-recompute", help="also time S2 without the layer cache")
-    ] = False,
+    s2_recompute: Annotated[bool, typer.Option("--s2-recompute", help="also time S2 without the layer cache")] = False,
     interleave: Annotated[int, typer.Option(min=0, help="rounds of alternating S3 and student epochs")] = 5,
     workdir: WorkdirOption = None,
     out: OutOption = None,
