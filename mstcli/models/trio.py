@@ -78,6 +78,7 @@ class RunSpec:
         cls, features: FeatureFile, student: str, width_divisor: int = 1, nets: dict | None = None
     ) -> RunSpec:
         fam = family(features.dataset, features.modalities)
+        others = other_modalities(fam, student)  # first: a student modality the data lack is a one-line error
         if width_divisor != 1 and not fam.scalable:
             raise UserError(f"train.width_divisor applies to scalable nets only; {features.dataset}'s are not")
         if (fam.task == "segmentation") != features.dense:
@@ -92,7 +93,7 @@ class RunSpec:
             class_names=tuple(features.class_names),
             multimodal_net=fam.multimodal,
             student_net=fam.unimodal[student],
-            cm_nets={m: fam.unimodal[m] for m in other_modalities(fam, student)},
+            cm_nets={m: fam.unimodal[m] for m in others},
             task=fam.task,
             width_divisor=width_divisor,
             nets=dict(nets or {}),
