@@ -1,4 +1,4 @@
-"""Each comparison method of issue 5 runs through `mst distill --teacher cm` for one epoch, and eval records it."""
+"""Each comparison method runs through `mst distill --teacher cm` for one epoch, and eval records it."""
 
 import json
 import math
