@@ -86,6 +86,36 @@ def test_local_pool_gives_the_sequential_table_and_records_every_cell_in_dvc(seq
     assert [line.split("\t")[1] for line in listed.stdout.splitlines()] == ["stale"] * 3
 
 
+def test_planning_reads_each_lock_file_once_and_plans_what_dvc_collects(tmp_path, monkeypatch):
+    """DVC's per-target collect reads the lock file twice for every target; a grown benchmark lock file made that
+    minutes per seed. The plan must still hold exactly the stages DVC's own collect finds, upstream first."""
+    from dvc.dvcfile import Lockfile
+    from dvc.repo import Repo
+
+    from mstcli.benchmarks.accuracy_matrix import Matrix
+    from mstcli.experiments.dvc_stages import plan_stages
+
+    root = tiny_repo(tmp_path / "plan")
+    monkeypatch.chdir(root)
+    targets = [stage for stage, _ in Matrix.read().narrowed(students=["image"], seeds=[0]).cells()]
+    assert len(targets) > 20
+    with Repo(str(root)) as repo:
+        dvc_collects = {s.addressing for t in targets for s in repo.stage.collect(t, with_deps=True)}
+    loads = []
+    real_load = Lockfile.load
+    monkeypatch.setattr(Lockfile, "load", lambda self, **kw: loads.append(self.path) or real_load(self, **kw))
+    plan = plan_stages(targets, root)
+    assert len(loads) == len(set(loads)) <= 2  # dvc.lock and bench/dvc.lock, each read once
+    assert set(plan.states) == dvc_collects and set(plan.states.values()) == {"missing"}
+    order = [job.name for job in plan.jobs]
+    assert set(order) == dvc_collects and order[0] == "prepare"
+    assert order.index("bench/dvc.yaml:train@image-0") < order.index("bench/dvc.yaml:fit_masks@image-0")
+    for job in plan.jobs:
+        assert all(order.index(before) < order.index(job.name) for before in job.after)
+    cell = next(job for job in plan.jobs if job.name == "bench/dvc.yaml:baseline@kd-cm-image-0")
+    assert set(cell.after) == {"prepare", "bench/dvc.yaml:train@image-0"}  # the features and S1, not S2
+
+
 # holds the exclusive lock of one output (as a stage writing it would) until its stdin closes
 HOLD_OUTPUT = """
 import sys
