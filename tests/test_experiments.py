@@ -1,6 +1,7 @@
 """Grids of runs (mstcli/experiments): the benchmark matrix on the local pool gives the sequential `dvc repro`
 path's table cell for cell and is recorded in DVC; a failed cell is marked and the rest goes on; a sweep shares
-S1 between its cells and ends in its table; every bad input is one line. SLURM: tests/test_slurm.py."""
+S1 between its cells and ends in its table; every bad input is one line. SLURM: the tests at the end, against the
+one-node SLURM of scripts/slurm_local.sh."""
 
 from __future__ import annotations
 
@@ -114,6 +115,73 @@ def test_planning_reads_each_lock_file_once_and_plans_what_dvc_collects(tmp_path
         assert all(order.index(before) < order.index(job.name) for before in job.after)
     cell = next(job for job in plan.jobs if job.name == "bench/dvc.yaml:baseline@kd-cm-image-0")
     assert set(cell.after) == {"prepare", "bench/dvc.yaml:train@image-0"}  # the features and S1, not S2
+
+
+def test_recorder_commits_what_finished_during_a_commit_together_and_waits_at_close():
+    import threading
+
+    from mstcli.experiments.dvc_stages import BackgroundRecorder
+
+    calls, first_started, release = [], threading.Event(), threading.Event()
+
+    def record(names, root):
+        calls.append(list(names))
+        first_started.set()
+        assert release.wait(10)
+
+    recorder = BackgroundRecorder(Path("."), record)
+    recorder.add("a")
+    assert first_started.wait(10)  # add() returned at once: the job pool is not held up by the commit
+    recorder.add("b")
+    recorder.add("c")
+    release.set()
+    recorder.close()
+    assert calls == [["a"], ["b", "c"]]
+
+
+def test_recorder_records_a_refused_batch_stage_by_stage_and_raises_the_first_error_at_close():
+    import threading
+
+    from mstcli.errors import UserError
+    from mstcli.experiments.dvc_stages import BackgroundRecorder
+
+    calls, first_started, release = [], threading.Event(), threading.Event()
+
+    def record(names, root):
+        calls.append(list(names))
+        first_started.set()
+        assert release.wait(10)
+        if "bad" in names:
+            raise UserError(f"dvc commit of {', '.join(names)} failed: no")
+
+    recorder = BackgroundRecorder(Path("."), record)
+    recorder.add("a")
+    assert first_started.wait(10)
+    recorder.add("bad")
+    recorder.add("c")
+    release.set()
+    with pytest.raises(UserError, match=r"^dvc commit of bad failed: no$"):
+        recorder.close()
+    assert calls == [["a"], ["bad", "c"], ["bad"], ["c"]]  # c is recorded although its batch was refused
+
+
+def test_commit_records_a_stage_and_leaves_its_output_where_a_job_may_be_reading_it(tmp_path, monkeypatch):
+    from mstcli.experiments.dvc_stages import commit, plan_stages
+
+    monkeypatch.chdir(tmp_path)  # mst runs from the project's root: stage addresses are relative to it
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True, env=env)
+    # a shared cluster's usual setting: relinking would replace the output by a link into the cache
+    subprocess.run(["dvc", "config", "cache.type", "symlink"], cwd=tmp_path, check=True, env=env)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  make:\n    cmd: echo one > out.txt\n    outs:\n      - out.txt\n")
+    subprocess.run("echo one > out.txt", shell=True, cwd=tmp_path, check=True)  # the job ran the stage's command
+    before = (tmp_path / "out.txt").stat().st_ino
+    assert plan_stages(["make"], tmp_path).states == {"make": "stale"}  # never recorded
+    commit(["make"], tmp_path)
+    out = tmp_path / "out.txt"
+    assert not out.is_symlink() and out.stat().st_ino == before  # not deleted and put back from the cache
+    assert plan_stages(["make"], tmp_path).states == {"make": "done"}
 
 
 # holds the exclusive lock of one output (as a stage writing it would) until its stdin closes

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,13 +154,75 @@ def _topological(upstream: dict[str, list[str]]) -> list[str]:
 
 
 def commit(names: list[str], root: Path = Path(".")) -> None:
-    """Record finished stages in dvc.lock (``dvc commit``), as ``dvc repro`` records a stage it ran."""
+    """Record finished stages in dvc.lock (``dvc commit``), as ``dvc repro`` records a stage it ran.
+
+    ``--no-relink`` leaves the outputs in the workspace as the jobs wrote them: with a symlink or hardlink cache,
+    relinking replaces each output by a link into the cache, while a job that reads it (a cell reading S1's
+    ``stage1.pt``) may be opening it."""
     if not names:
         return
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     done = subprocess.run(
-        ["dvc", "commit", "--force", "--quiet", *names], cwd=root, env=env, capture_output=True, text=True
+        ["dvc", "commit", "--force", "--no-relink", "--quiet", *names],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         first = (done.stderr.strip().splitlines() or ["no message"])[0]
         raise UserError(f"dvc commit of {', '.join(names[:3])}{' ...' if len(names) > 3 else ''} failed: {first}")
+
+
+class BackgroundRecorder:
+    """Records finished stages with :func:`commit` on one thread beside the running jobs; the stages that finish
+    while a commit runs go into the next commit together.
+
+    Why not one commit per job, in turn: a commit reads and rewrites the whole lock file, which lists every code
+    file each stage imports (about 10 s a job on a 2-core CPU once one seed of the quick table is in it), so in
+    turn it held back the next job, and a burst of SLURM jobs ending together queued one commit each."""
+
+    def __init__(self, root: Path, record: Callable[[list[str], Path], None] = commit) -> None:
+        self._root = root
+        self._record = record
+        self._pending: list[str] = []
+        self._errors: list[str] = []
+        self._closing = False
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._work, name="dvc-commit", daemon=True)
+        self._thread.start()
+
+    def add(self, name: str) -> None:
+        with self._wake:
+            self._pending.append(name)
+            self._wake.notify()
+
+    def close(self) -> None:
+        """Wait until every stage added is recorded; the first failed commit is raised here, as one line."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+        if self._errors:
+            raise UserError(self._errors[0])
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closing:
+                    self._wake.wait()
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending, []
+            try:
+                self._record(batch, self._root)
+            except UserError:
+                self._record_one_by_one(batch)
+
+    def _record_one_by_one(self, batch: list[str]) -> None:
+        """A batch DVC refused: each stage alone, so one bad stage does not leave the others unrecorded."""
+        for name in batch:
+            try:
+                self._record([name], self._root)
+            except UserError as exc:
+                self._errors.append(str(exc))

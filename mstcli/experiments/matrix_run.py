@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mstcli.atomic_write import write_json
 from mstcli.errors import UserError
-from mstcli.experiments.dvc_stages import commit, plan_stages
+from mstcli.experiments.dvc_stages import BackgroundRecorder, plan_stages
 from mstcli.experiments.executors import ExecutorOptions, executor_for
 from mstcli.experiments.jobs import Job, JobOutcome
 
@@ -65,13 +65,14 @@ def run_stage_grid(targets: list[str], options: ExecutorOptions, root: Path, say
         f" date); logs in {executor.folder}"
     )
     finished = 0
+    recorder = BackgroundRecorder(root)
 
     def on_done(outcome: JobOutcome) -> None:
         nonlocal finished
         finished += 1
         job = by_name[outcome.name]
         if outcome.ok:
-            commit([outcome.name], root)
+            recorder.add(outcome.name)
         record_outcome(job, outcome, root)
         where = f"[{finished}/{len(plan.jobs)}] {outcome.name}"
         if outcome.ok:
@@ -80,7 +81,10 @@ def run_stage_grid(targets: list[str], options: ExecutorOptions, root: Path, say
             warn(f"{where} {'skipped' if outcome.skipped else 'failed'}: {outcome.error}")
 
     started = time.perf_counter()
-    outcomes = executor.run(plan.jobs, root, on_done)
+    try:
+        outcomes = executor.run(plan.jobs, root, on_done)
+    finally:
+        recorder.close()  # every finished job is in dvc.lock before the table is made (or the run is stopped)
     return GridReport(outcomes, time.perf_counter() - started)
 
 
