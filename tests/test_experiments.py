@@ -117,21 +117,31 @@ def test_planning_reads_each_lock_file_once_and_plans_what_dvc_collects(tmp_path
     assert set(cell.after) == {"prepare", "bench/dvc.yaml:train@image-0"}  # the features and S1, not S2
 
 
-def test_recorder_commits_what_finished_during_a_commit_together_and_waits_at_close():
+def recorder_held_at_its_first_commit(refuse: str | None = None):
+    """A BackgroundRecorder whose commits are logged in ``calls`` and refuse any batch holding ``refuse``; its first
+    commit waits for ``release`` after it has added "a", so later stages pile up behind it."""
     import threading
 
+    from mstcli.errors import UserError
     from mstcli.experiments.dvc_stages import BackgroundRecorder
 
-    calls, first_started, release = [], threading.Event(), threading.Event()
+    calls, started, release = [], threading.Event(), threading.Event()
 
     def record(names, root):
         calls.append(list(names))
-        first_started.set()
+        started.set()
         assert release.wait(10)
+        if refuse in names:
+            raise UserError(f"dvc commit of {', '.join(names)} failed: no")
 
     recorder = BackgroundRecorder(Path("."), record)
     recorder.add("a")
-    assert first_started.wait(10)  # add() returned at once: the job pool is not held up by the commit
+    assert started.wait(10)  # add() returned at once: the job pool is not held up by the commit
+    return recorder, calls, release
+
+
+def test_recorder_commits_what_finished_during_a_commit_together_and_waits_at_close():
+    recorder, calls, release = recorder_held_at_its_first_commit()
     recorder.add("b")
     recorder.add("c")
     release.set()
@@ -140,23 +150,9 @@ def test_recorder_commits_what_finished_during_a_commit_together_and_waits_at_cl
 
 
 def test_recorder_records_a_refused_batch_stage_by_stage_and_raises_the_first_error_at_close():
-    import threading
-
     from mstcli.errors import UserError
-    from mstcli.experiments.dvc_stages import BackgroundRecorder
 
-    calls, first_started, release = [], threading.Event(), threading.Event()
-
-    def record(names, root):
-        calls.append(list(names))
-        first_started.set()
-        assert release.wait(10)
-        if "bad" in names:
-            raise UserError(f"dvc commit of {', '.join(names)} failed: no")
-
-    recorder = BackgroundRecorder(Path("."), record)
-    recorder.add("a")
-    assert first_started.wait(10)
+    recorder, calls, release = recorder_held_at_its_first_commit(refuse="bad")
     recorder.add("bad")
     recorder.add("c")
     release.set()
