@@ -216,8 +216,11 @@ class BackgroundRecorder:
                 batch, self._pending = self._pending, []
             try:
                 self._record(batch, self._root)
-            except UserError:
-                self._record_one_by_one(batch)
+            except UserError as exc:
+                if len(batch) == 1:  # already alone: asking DVC again would only repeat the refusal
+                    self._errors.append(str(exc))
+                else:
+                    self._record_one_by_one(batch)
 
     def _record_one_by_one(self, batch: list[str]) -> None:
         """A batch DVC refused: each stage alone, so one bad stage does not leave the others unrecorded."""
