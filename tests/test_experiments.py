@@ -114,7 +114,11 @@ def test_planning_reads_each_lock_file_once_and_plans_what_dvc_collects(tmp_path
     for job in plan.jobs:
         assert all(order.index(before) < order.index(job.name) for before in job.after)
     cell = next(job for job in plan.jobs if job.name == "bench/dvc.yaml:baseline@kd-cm-image-0")
-    assert set(cell.after) == {"prepare", "bench/dvc.yaml:train@image-0"}  # the features and S1, not S2
+    # the features and S1 it reads, and S2: fit-masks holds the run exclusively, so a cell beside it is refused
+    assert set(cell.after) == {"prepare", "bench/dvc.yaml:train@image-0", "bench/dvc.yaml:fit_masks@image-0"}
+    assert "bench/dvc.yaml:fit_masks@image-0" not in next(j for j in plan.jobs if "train@image-0" in j.name).after
+    fit_masks = next(job for job in plan.jobs if job.name == "bench/dvc.yaml:fit_masks@image-0")
+    assert set(fit_masks.after) == {"prepare", "bench/dvc.yaml:train@image-0"}  # no cycle back to its readers
 
 
 def recorder_held_at_its_first_commit(refuse: str | None = None):

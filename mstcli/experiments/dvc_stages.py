@@ -95,6 +95,8 @@ def plan_stages(targets: list[str], root: Path = Path(".")) -> StagePlan:
     for name in order:  # upstream first: a stage reruns when it is not done or a stage it reads reruns
         if states[name] != DONE or any(u in rerun for u in upstream[name]):
             rerun.add(name)
+    waits = _folder_writers_first(stages, producer, upstream)
+    order = _topological(waits)
     jobs = []
     for name in order:
         if name not in rerun:
@@ -104,9 +106,37 @@ def plan_stages(targets: list[str], root: Path = Path(".")) -> StagePlan:
         wdir = Path(stage.wdir).resolve()
         if wdir != root:
             commands = [f"cd {wdir} && {command}" for command in commands]
-        after = tuple(u for u in upstream[name] if u in rerun)
+        after = tuple(u for u in waits[name] if u in rerun)
         jobs.append(Job(name, tuple(commands), after, _results_folder(stage, root)))
     return StagePlan(jobs, states)
+
+
+def _folder_writers_first(
+    stages: dict[str, Any], producer: dict[str, str], upstream: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """``upstream`` plus, for each stage, the other stages that write a file another stage reads in a folder it
+    reads from or writes to. Those are a run's writers (``mst train``'s stage1.pt, ``mst fit-masks``' masks.pt):
+    they hold the run's lock exclusively, so a benchmark cell that reads only stage1.pt would be refused while S2
+    of its run is being fitted, or would refuse S2, had the two been started side by side. An edge that would
+    close a cycle is left out: the order of data always wins."""
+    import networkx as nx
+
+    read_files = {os.path.normpath(d.fs_path) for stage in stages.values() for d in stage.deps}
+    writers: dict[str, set[str]] = {}
+    for path, name in producer.items():
+        if path in read_files:
+            writers.setdefault(os.path.dirname(path), set()).add(name)
+    graph = nx.DiGraph([(u, name) for name, ups in upstream.items() for u in ups])
+    graph.add_nodes_from(stages)
+    waits = {name: list(ups) for name, ups in upstream.items()}
+    for name, stage in stages.items():
+        folders = {os.path.dirname(p) for d in stage.deps if (p := os.path.normpath(d.fs_path)) in producer}
+        folders |= {os.path.dirname(os.path.normpath(out.fs_path)) for out in stage.outs}
+        for writer in sorted(set().union(*(writers.get(f, set()) for f in folders)) - {name} - set(waits[name])):
+            if not nx.has_path(graph, name, writer):
+                graph.add_edge(writer, name)
+                waits[name].append(writer)
+    return waits
 
 
 def _collect_with_upstream(repo: Any, targets: list[str], root: Path) -> dict[str, Any]:
