@@ -90,13 +90,12 @@ def plan_stages(targets: list[str], root: Path = Path(".")) -> StagePlan:
         for name, stage in stages.items()
     }
     states = {name: (_state(status[name]) if name in status else DONE) for name in stages}
-    order = _topological(upstream)
+    waits = _folder_writers_first(stages, producer, upstream)
+    order = _topological(waits)  # also upstream first: waits holds every data edge
     rerun: set[str] = set()
-    for name in order:  # upstream first: a stage reruns when it is not done or a stage it reads reruns
+    for name in order:  # a stage reruns when it is not done or a stage it reads reruns
         if states[name] != DONE or any(u in rerun for u in upstream[name]):
             rerun.add(name)
-    waits = _folder_writers_first(stages, producer, upstream)
-    order = _topological(waits)
     jobs = []
     for name in order:
         if name not in rerun:
